@@ -1,0 +1,73 @@
+"""Commands validated per second, from raw bytes, on one core.
+
+The body is the reference's deal example (crm.item.update, webhook curl). The
+first figure is validation alone (schemas.parse_command on the raw bytes); the
+second adds building the parameters that would be sent, as the worker does
+per message.
+
+    python bench/validation_throughput.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+from schemas import parse_command
+
+DEAL_EXAMPLE = (
+    b'{"entityTypeId":2,"id":351,"fields":{"title":"REST Deal #1","stageId":"C9:UC_NYL06U",'
+    b'"assignedById":6,"observers":[1,2,3],"opened":"N","typeId":"SERVICE",'
+    b'"opportunity":10000,"currencyId":"USD","additionalInfo":"Updating deal via REST",'
+    b'"isManualOpportunity":"N","utmSource":"google","ufCrm_1721244707107":200.05,'
+    b'"parentId1220":2}}'
+)
+
+
+def _validate(count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        parse_command(DEAL_EXAMPLE)
+    return count / (time.perf_counter() - start)
+
+
+def _validate_and_build(count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        parse_command(DEAL_EXAMPLE).to_params()
+    return count / (time.perf_counter() - start)
+
+
+def _measure(round_: Callable[[int], float], seconds: float) -> list[float]:
+    round_(2_000)  # warm up
+    rates = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        rates.append(round_(5_000))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # one core
+    print(f"body: reference deal example, {len(DEAL_EXAMPLE)} bytes; one core; rounds of 5000")
+    for label, round_ in (
+        ("validated per second", _validate),
+        ("validated + params built per second", _validate_and_build),
+    ):
+        rates = _measure(round_, args.seconds)
+        print(
+            f"{label}: median {statistics.median(rates):,.0f}, "
+            f"min {min(rates):,.0f}, max {max(rates):,.0f} ({len(rates)} rounds)"
+        )
+    print("target: 50,000 validated per second")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Every option of the sandbox portal, with the cloud's defaults, in one frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CUSTOM_FIELD_TYPES",
+    "DEFAULT_CUSTOM_FIELDS",
+    "DEFAULT_WEBHOOK_CODE",
+    "CustomFieldSpec",
+    "SandboxConfig",
+]
+
+DEFAULT_WEBHOOK_CODE = "sandboxwebhook01"
+
+CUSTOM_FIELD_TYPES = frozenset(
+    {"string", "integer", "double", "boolean", "date", "datetime", "file", "money", "url"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomFieldSpec:
+    """A custom (``UF_``) field: ``code`` is the part after the type's prefix.
+
+    ``entity_type_id=None`` puts the field on every entity type. The full name
+    is the type's prefix plus the code: ``UF_CRM_`` + ``1721244707107`` for a
+    deal, ``UF_CRM_1_`` + ``1721244707107`` for the first smart process.
+    """
+
+    entity_type_id: int | None
+    code: str
+    type: str = "string"
+    multiple: bool = False
+    required: bool = False
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in CUSTOM_FIELD_TYPES:
+            raise ValueError(f"unknown custom field type {self.type!r}")
+        if not self.code or not all(c.isalnum() or c == "_" for c in self.code):
+            raise ValueError(f"bad custom field code {self.code!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> CustomFieldSpec:
+        """Read ``ENTITY:CODE:TYPE[:multiple][:required]``; ENTITY is a type id or ``*``."""
+        parts = text.strip().split(":")
+        if len(parts) < 3:
+            raise ValueError(f"expected ENTITY:CODE:TYPE[:multiple][:required], got {text!r}")
+        entity, code, type_ = parts[0], parts[1].upper(), parts[2]
+        flags = {p.lower() for p in parts[3:]}
+        unknown = flags - {"multiple", "required"}
+        if unknown:
+            raise ValueError(f"unknown custom field flag(s) {sorted(unknown)}")
+        return cls(
+            entity_type_id=None if entity == "*" else int(entity),
+            code=code,
+            type=type_,
+            multiple="multiple" in flags,
+            required="required" in flags,
+        )
+
+
+DEFAULT_CUSTOM_FIELDS: tuple[CustomFieldSpec, ...] = (
+    CustomFieldSpec(None, "1721244707107", "double", title="Budget"),
+    CustomFieldSpec(None, "1721244707201", "string", title="Note"),
+    CustomFieldSpec(None, "1721244707202", "string", multiple=True, title="Tags"),
+    CustomFieldSpec(None, "1721244707203", "boolean", title="Approved"),
+    CustomFieldSpec(None, "1721244707204", "date", title="Due date"),
+    CustomFieldSpec(None, "1721244707205", "datetime", title="Checked at"),
+    CustomFieldSpec(None, "1721244707206", "file", title="Contract"),
+    CustomFieldSpec(None, "1721244707207", "file", multiple=True, title="Attachments"),
+    CustomFieldSpec(None, "1721244707208", "integer", multiple=True, title="Linked ids"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Options of one sandbox portal; the defaults copy a standard cloud plan."""
+
+    host: str = "127.0.0.1"
+    port: int = 8085
+    webhook_code: str = DEFAULT_WEBHOOK_CODE
+    user_id: int = 1
+    # request rate: a leaky bucket per portal
+    rate_burst: int = 50
+    rate_per_second: float = 2.0
+    # operating time: per method, ten baskets over the window
+    operating_limit_s: float = 480.0
+    operating_window_s: float = 600.0
+    operating_cost_s: float = 0.5
+    operating_costs: tuple[tuple[str, float], ...] = ()
+    operating_min_charge_s: float = 0.1
+    limits_enabled: bool = True
+    batch_max_commands: int = 50
+    list_page_size: int = 50
+    # data
+    seed_items: int = 10
+    spa_types: tuple[int, ...] = (1032,)
+    custom_fields: tuple[CustomFieldSpec, ...] = DEFAULT_CUSTOM_FIELDS
+    utc_offset: str = "+03:00"
+    # faults at start (all can be changed at run time over /_sandbox/faults)
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    random_seed: int | None = None
+    require_https: bool = False
+    # OAuth application
+    client_id: str = "local.sandbox00000001.00000001"
+    client_secret: str = "sandboxclientsecret0000000000000000000000000000000"  # noqa: S105
+    access_token_ttl_s: float = 3600.0
+    refresh_token_ttl_s: float = 28 * 86400.0
+    # transport
+    https: bool = False
+    cert_file: str | None = None
+    key_file: str | None = None
+    access_log: bool = False
+
+    def cost_of(self, method: str) -> float:
+        """The operating seconds one call of ``method`` is charged."""
+        for name, cost in self.operating_costs:
+            if name == method:
+                return cost
+        return self.operating_cost_s
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https else "http"
