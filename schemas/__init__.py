@@ -11,13 +11,22 @@ from schemas.command import (
     command_json_schema,
     parse_command,
 )
+from schemas.custom_fields import FieldDefinition, validate_custom_fields
 from schemas.errors import CommandValidationError, Problem
+from schemas.events import CONTRACT_VERSION, ErrorClass, EventError, FailureEvent, SuccessEvent
 
 __all__ = [
+    "CONTRACT_VERSION",
     "AnyUpdateCommand",
     "CommandValidationError",
+    "ErrorClass",
+    "EventError",
+    "FailureEvent",
+    "FieldDefinition",
     "Problem",
+    "SuccessEvent",
     "UpdateCommand",
     "command_json_schema",
     "parse_command",
+    "validate_custom_fields",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "Text",
     "YesNo",
     "check_free_value",
+    "require_array",
     "to_id",
     "to_yes_no",
 ]
@@ -105,7 +106,7 @@ Id = Annotated[int | Literal[""] | None, BeforeValidator(to_id), WithJsonSchema(
 ItemId = Annotated[StrictInt, Field(ge=1, le=MAX_ITEM_ID)]
 
 
-def _ids(value: Any) -> list[Any] | None:
+def require_array(value: Any) -> list[Any] | None:
     if value is None or isinstance(value, list):
         return value
     hint = "; send [] to clear it" if value == "" else ""
@@ -117,7 +118,7 @@ def _ids(value: Any) -> list[Any] | None:
 
 Ids = Annotated[
     list[Id] | None,
-    BeforeValidator(_ids),
+    BeforeValidator(require_array),
     WithJsonSchema({"type": ["array", "null"], "items": _ID_SCHEMA}),
 ]
 

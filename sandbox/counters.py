@@ -1,0 +1,31 @@
+"""What the portal has seen, readable over the control endpoint."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Counters"]
+
+
+@dataclass(slots=True)
+class Counters:
+    requests: int = 0
+    query_limit_rejections: int = 0  # 503 QUERY_LIMIT_EXCEEDED
+    operation_limit_rejections: int = 0  # 429 OPERATION_TIME_LIMIT, nested commands included
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # per method, nested commands included
+    unchanged_updates: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "query_limit_rejections": self.query_limit_rejections,
+            "operation_limit_rejections": self.operation_limit_rejections,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+            "calls": dict(self.calls),
+            "unchanged_updates": self.unchanged_updates,
+        }

@@ -1,0 +1,73 @@
+"""Everything one sandbox portal holds, built from its configuration and a clock.
+
+The HTTP layer (``app``), the method handlers and the control endpoint all
+work on a ``PortalState``; nothing is global, so a test can run several
+portals side by side.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sandbox.clock import Clock, SystemClock
+from sandbox.config import SandboxConfig
+from sandbox.counters import Counters
+from sandbox.faults import Faults
+from sandbox.items import WriteContext
+from sandbox.limits import LeakyBucket, OperatingLedger
+from sandbox.oauth import TokenStore
+from sandbox.schema import EntitySchema, build_schemas
+from sandbox.seed import seed_items
+from sandbox.store import ItemStore
+from sandbox.values import parse_offset
+
+__all__ = ["PortalState"]
+
+
+class PortalState:
+    def __init__(self, config: SandboxConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.tz = parse_offset(config.utc_offset)
+        self.schemas: dict[int, EntitySchema] = build_schemas(config)
+        self.rng = random.Random(config.random_seed)  # noqa: S311 - fault injection, not security
+        self.tokens = TokenStore(config, self.clock)
+        self.limits_enabled = config.limits_enabled
+        self.bucket = LeakyBucket(
+            burst=config.rate_burst, drain_per_s=config.rate_per_second, clock=self.clock
+        )
+        self.operating = OperatingLedger(
+            limit_s=config.operating_limit_s,
+            window_s=config.operating_window_s,
+            clock=self.clock,
+            min_charge_s=config.operating_min_charge_s,
+        )
+        self.store = ItemStore(list(self.schemas))
+        self.faults = Faults.from_config(config)
+        self.counters = Counters()
+        self.seed(config.seed_items)
+
+    def write_context(self, user_id: int, *, original_names: bool = False) -> WriteContext:
+        return WriteContext(
+            store=self.store,
+            tz=self.tz,
+            user_id=user_id,
+            now=self.clock.time(),
+            original_names=original_names,
+            forbidden_stages=frozenset(self.faults.forbidden_stages),
+        )
+
+    def seed(self, per_type: int) -> int:
+        return seed_items(self.write_context(self.config.user_id), self.schemas, per_type)
+
+    def reset(self, *, seed_items: int | None = None) -> None:
+        """Back to the state right after start: data, counters, limits, faults and tokens."""
+        self.store = ItemStore(list(self.schemas))
+        self.counters = Counters()
+        self.faults = Faults.from_config(self.config)
+        self.bucket.reset()
+        self.operating.reset()
+        self.tokens.clear()
+        self.limits_enabled = self.config.limits_enabled
+        self.rng.seed(self.config.random_seed)
+        self.seed(self.config.seed_items if seed_items is None else seed_items)

@@ -1,0 +1,94 @@
+"""The events the worker publishes: one terminal outcome per command.
+
+A success goes to the message's reply_to, or to RESULT_QUEUE; a failure goes to
+DEAD_LETTER_QUEUE (and to reply_to when there is one). Both carry
+`contractVersion`, so consumers can tell formats apart as the contract grows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "ErrorClass",
+    "EventError",
+    "FailureEvent",
+    "SuccessEvent",
+]
+
+CONTRACT_VERSION: Literal[1] = 1
+
+
+class ErrorClass(StrEnum):
+    """Why a command ended without being applied.
+
+    Portal-wide conditions (bad credentials, a blocked portal, rate limits) are
+    states of the worker, not outcomes of a message, and have no class here.
+    """
+
+    VALIDATION = "validation"  # the command is wrong; sending it again cannot help
+    NOT_FOUND = "not_found"  # no such item, or no such entity type on the portal
+    ACCESS_DENIED = "access_denied"  # no right to edit this item or move its stage
+    PLAN_RESTRICTED = "plan_restricted"  # the portal's plan forbids the change
+    TRANSIENT = "transient"  # retryable failures that outlasted the attempts
+    IN_DOUBT = "in_doubt"  # not idempotent, and whether it was applied is unknown
+    UNKNOWN = "unknown"  # an error code the worker does not know (kept in `code`)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    contractVersion: Literal[1] = CONTRACT_VERSION
+    messageId: str
+    correlationId: str | None = None
+    entityTypeId: int | None
+    id: int | None
+    attempts: Annotated[int, Field(ge=0)]
+
+    def to_json(self) -> bytes:
+        """The event as published: JSON with the contract's field names."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class SuccessEvent(_Event):
+    """The portal applied the command."""
+
+    status: Literal["succeeded"] = "succeeded"
+    entityTypeId: int
+    id: int
+    item: dict[str, Any] = Field(description="the item as the portal returned it")
+    ignoredFields: list[str] = Field(
+        default_factory=list,
+        description="fields the reference does not list for this type: not sent",
+    )
+    notApplied: list[str] = Field(
+        default_factory=list,
+        description="sent fields whose value in the returned item differs from what was sent",
+    )
+
+
+class EventError(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    error_class: ErrorClass = Field(alias="class")
+    code: str = Field(description="the portal's error code, or the worker's own for validation")
+    description: str = Field(description="one line a producer's developer can act on")
+    retryable: bool
+
+
+class FailureEvent(_Event):
+    """The command ended without being applied; `command` and `properties` allow
+    an exact replay."""
+
+    status: Literal["failed"] = "failed"
+    error: EventError
+    command: dict[str, Any] | str = Field(
+        description="the original body, or its text when it was not a JSON object"
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description="the original AMQP properties and headers"
+    )
