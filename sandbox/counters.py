@@ -17,7 +17,8 @@ class Counters:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)  # per method, nested commands included
-    unchanged_updates: int = 0
+    saves: int = 0  # items written by crm.item.add and crm.item.update
+    unchanged_updates: int = 0  # updates that changed nothing, so saved nothing
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -27,5 +28,6 @@ class Counters:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": dict(self.errors),
             "calls": dict(self.calls),
+            "saves": self.saves,
             "unchanged_updates": self.unchanged_updates,
         }

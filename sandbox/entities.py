@@ -71,7 +71,9 @@ def _stages(prefix: str, spec: str) -> tuple[Stage, ...]:
     out = []
     for token in spec.split():
         code, semantic = token.split("/")
-        out.append(Stage(id=f"{prefix}{code}", name=code.replace("_", " ").title(), semantic=semantic))
+        out.append(
+            Stage(id=f"{prefix}{code}", name=code.replace("_", " ").title(), semantic=semantic)
+        )
     return tuple(out)
 
 
@@ -88,7 +90,9 @@ def _standard() -> list[EntityType]:
             uf_prefix="UF_CRM_",
             camel_uf_prefix="ufCrm",
             categories=(
-                Category(0, "Leads", _stages("", "NEW/P IN_PROCESS/P PROCESSED/P JUNK/F CONVERTED/S")),
+                Category(
+                    0, "Leads", _stages("", "NEW/P IN_PROCESS/P PROCESSED/P JUNK/F CONVERTED/S")
+                ),
             ),
             has_fm=True,
         ),
@@ -103,15 +107,21 @@ def _standard() -> list[EntityType]:
             ),
             category_field=True,
         ),
-        EntityType(id=3, title="Contact", uf_prefix="UF_CRM_", camel_uf_prefix="ufCrm", has_fm=True),
-        EntityType(id=4, title="Company", uf_prefix="UF_CRM_", camel_uf_prefix="ufCrm", has_fm=True),
+        EntityType(
+            id=3, title="Contact", uf_prefix="UF_CRM_", camel_uf_prefix="ufCrm", has_fm=True
+        ),
+        EntityType(
+            id=4, title="Company", uf_prefix="UF_CRM_", camel_uf_prefix="ufCrm", has_fm=True
+        ),
         EntityType(
             id=7,
             title="Estimate",
             uf_prefix="UF_CRM_",
             camel_uf_prefix="ufCrm",
             categories=(
-                Category(0, "Estimates", _stages("", "DRAFT/P SENT/P RECEIVED/P APPROVED/S DECLAINED/F")),
+                Category(
+                    0, "Estimates", _stages("", "DRAFT/P SENT/P RECEIVED/P APPROVED/S DECLAINED/F")
+                ),
             ),
         ),
         EntityType(

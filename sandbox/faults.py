@@ -19,7 +19,7 @@ __all__ = ["Faults", "ItemErrorRule"]
 
 @dataclass(slots=True)
 class ItemErrorRule:
-    """Answer ``error`` (a catalogue name) for matching calls, ``times`` times (``None``: always)."""
+    """Answer ``error`` (a catalogue name) to matching calls ``times`` times (``None``: always)."""
 
     error: str
     entity_type_id: int | None = None

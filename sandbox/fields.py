@@ -101,7 +101,7 @@ def upper_name(camel: str) -> str:
 
 
 def camel_uf_name(entity: EntityType, original: str) -> str:
-    """``UF_CRM_1721244707107`` -> ``ufCrm_1721244707107``; ``UF_CRM_1_MY_NOTE`` -> ``ufCrm1MyNote``.
+    """``UF_CRM_1721244707107`` -> ``ufCrm_1721244707107``, ``UF_CRM_1_MY`` -> ``ufCrm1My``.
 
     A purely numeric part keeps its underscore; a word part is capitalised.
     """

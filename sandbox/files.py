@@ -125,4 +125,3 @@ def apply_file(field: FieldDef, value: Any, current: Any) -> Any:
         if isinstance(kept, NewFile) or (kept is not None and kept not in out):
             out.append(kept)
     return out
-

@@ -17,13 +17,11 @@ from sandbox.errors import RestError
 from sandbox.files import NewFile, apply_file, file_ids
 from sandbox.multifields import apply_fm
 from sandbox.schema import EntitySchema
-from sandbox.stages import place
+from sandbox.stages import UNSET, place
 from sandbox.store import ItemStore
 from sandbox.values import DROP, coerce, format_datetime, is_empty
 
 __all__ = ["WriteContext", "write_item"]
-
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +39,8 @@ def _read(
 ) -> tuple[dict[str, Any], Any, Any]:
     lookup = schema.lookup(ctx.original_names)
     changes: dict[str, Any] = {}
-    category: Any = _UNSET
-    stage: Any = _UNSET
+    category: Any = UNSET
+    stage: Any = UNSET
     for key, value in raw.items():
         f = lookup.get(key)
         if f is None or f.read_only or (f.immutable and current is not None):
@@ -52,7 +50,9 @@ def _read(
         elif f.name == "categoryId":
             category = coerce(f, value, ctx.tz)
         elif f.type == "crm_multifield":
-            changes[f.name] = apply_fm(value, (current or {}).get(f.name) or [], ctx.store.next_fm_id)
+            changes[f.name] = apply_fm(
+                value, (current or {}).get(f.name) or [], ctx.store.next_fm_id
+            )
         elif f.type == "file":
             changes[f.name] = apply_file(f, value, (current or {}).get(f.name))
         else:
@@ -105,6 +105,8 @@ def write_item(
     new["updatedTime"], new["updatedBy"] = stamp, ctx.user_id
     if current is None:
         new["createdTime"], new["createdBy"] = stamp, ctx.user_id
+        if "assignedById" in new and new["assignedById"] is None:
+            new["assignedById"] = ctx.user_id
     if "movedTime" in new and (current is None or placement.stage_changed):
         new["movedTime"], new["movedBy"] = stamp, ctx.user_id
     return new, True

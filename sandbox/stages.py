@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from sandbox.entities import Category, EntityType
 from sandbox.errors import RestError
 
-__all__ = ["Placement", "place"]
+__all__ = ["UNSET", "Placement", "place"]
 
-_UNSET = object()
+UNSET: object = object()
+"""A field the caller did not send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,8 @@ def place(
     *,
     current_category: int | None,
     current_stage: str | None,
-    requested_category: object = _UNSET,
-    requested_stage: object = _UNSET,
+    requested_category: object = UNSET,
+    requested_stage: object = UNSET,
     forbidden_stages: frozenset[str] = frozenset(),
 ) -> Placement:
     """Where the item ends up; ``current_*`` are ``None`` for a new item."""
@@ -55,7 +56,7 @@ def place(
     category = home
     if (
         entity.category_field
-        and requested_category is not _UNSET
+        and requested_category is not UNSET
         and requested_category is not None
         and requested_category != home.id
     ):

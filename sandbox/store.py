@@ -17,7 +17,6 @@ class ItemStore:
         self._next_id: dict[int, int] = dict.fromkeys(entity_type_ids, 1)
         self._next_fm_id = 1
         self.files = FileStore()
-        self.saves = 0
 
     def get(self, entity_type_id: int, item_id: int) -> dict[str, Any] | None:
         return self._items[entity_type_id].get(item_id)
@@ -27,12 +26,10 @@ class ItemStore:
         self._next_id[entity_type_id] = item_id + 1
         values["id"] = item_id
         self._items[entity_type_id][item_id] = values
-        self.saves += 1
         return values
 
     def replace(self, entity_type_id: int, item_id: int, values: dict[str, Any]) -> None:
         self._items[entity_type_id][item_id] = values
-        self.saves += 1
 
     def all(self, entity_type_id: int) -> list[dict[str, Any]]:
         """Items of one type, by id."""
