@@ -156,7 +156,10 @@ Number = Annotated[
     ),
 ]
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The pattern is for the JSON Schema (where "format" only annotates); the
+# validator also checks that the day exists.
+_DATE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+_DATE = re.compile(_DATE_PATTERN)
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)$")
 
 
@@ -181,7 +184,13 @@ Date = Annotated[
     str | None,
     BeforeValidator(_date),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}, {"type": "null"}]}
+        {
+            "anyOf": [
+                {"type": "string", "format": "date", "pattern": _DATE_PATTERN},
+                {"const": ""},
+                {"type": "null"},
+            ]
+        }
     ),
 ]
 
@@ -207,7 +216,13 @@ DateTime = Annotated[
     str | None,
     BeforeValidator(_datetime),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "format": "date-time"}, {"const": ""}, {"type": "null"}]}
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "pattern": _DATETIME.pattern},
+                {"const": ""},
+                {"type": "null"},
+            ]
+        }
     ),
 ]
 
