@@ -13,6 +13,7 @@ from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from schemas.entities.base import CAMEL_UF_NAME, ORIGINAL_UF_NAME
 from schemas.errors import CommandValidationError, Problem
@@ -135,6 +136,8 @@ def validate_custom_fields(
             for problem in CommandValidationError.from_validation_error(exc).problems:
                 where = f"{path}.{problem.path}" if problem.path else path
                 problems.append(Problem(where, problem.message, problem.given))
+        except PydanticCustomError as exc:
+            problems.append(Problem(path, exc.message(), None))
     if problems:
         raise CommandValidationError(problems)
     return checked

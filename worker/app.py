@@ -26,9 +26,10 @@ log = structlog.get_logger("worker")
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret string the settings hold, for the log mask."""
     found = []
-    amqp = urlsplit(settings.AMQP_URL.get_secret_value())
-    if amqp.password:
-        found.append(amqp.password)
+    for url in (settings.AMQP_URL, settings.LIMITER_URL):
+        password = urlsplit(url.get_secret_value()).password
+        if password:
+            found.append(password)
     if settings.B24_WEBHOOK_URL is not None:
         parts = urlsplit(settings.B24_WEBHOOK_URL.get_secret_value()).path.split("/")
         if len(parts) > 3:

@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     BATCH_SIZE: Annotated[int, Field(ge=1, le=50)] = Field(
         default=50, description="commands per batch call; 1 disables batch"
     )
-    LIMITER_URL: str = Field(
-        default="", description="shared limiter (redis://...); empty: in-process"
+    LIMITER_URL: SecretStr = Field(
+        default=SecretStr(""), description="shared limiter (redis://...); empty: in-process"
     )
 
     # Operations
@@ -135,10 +135,9 @@ class Settings(BaseSettings):
         shown: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in ("AMQP_URL", "B24_WEBHOOK_URL") and value is not None:
-                shown[name] = redact_url(value.get_secret_value())
-            elif name == "LIMITER_URL" and value:
-                shown[name] = redact_url(value)
+            if name in ("AMQP_URL", "B24_WEBHOOK_URL", "LIMITER_URL") and value is not None:
+                url = value.get_secret_value()
+                shown[name] = redact_url(url) if url else ""
             elif isinstance(value, SecretStr):
                 shown[name] = "***"
             else:

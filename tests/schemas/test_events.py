@@ -1,0 +1,82 @@
+"""The events' JSON: field names, the error class alias and the contract version."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import CONTRACT_VERSION, ErrorClass, EventError, FailureEvent, SuccessEvent
+
+
+def test_success_event_json() -> None:
+    event = SuccessEvent(
+        messageId="m-1",
+        correlationId="c-1",
+        entityTypeId=2,
+        id=351,
+        attempts=1,
+        item={"id": 351, "title": "x"},
+        ignoredFields=["Title"],
+        notApplied=["stageId"],
+    )
+    assert json.loads(event.to_json()) == {
+        "contractVersion": CONTRACT_VERSION,
+        "status": "succeeded",
+        "messageId": "m-1",
+        "correlationId": "c-1",
+        "entityTypeId": 2,
+        "id": 351,
+        "attempts": 1,
+        "item": {"id": 351, "title": "x"},
+        "ignoredFields": ["Title"],
+        "notApplied": ["stageId"],
+    }
+
+
+def test_failure_event_json_uses_class_and_keeps_the_original() -> None:
+    event = FailureEvent(
+        messageId="m-2",
+        entityTypeId=None,
+        id=None,
+        attempts=0,
+        error=EventError(
+            error_class=ErrorClass.VALIDATION,
+            code="VALIDATION",
+            description="the body is not valid JSON",
+            retryable=False,
+        ),
+        command="not json",
+        properties={"headers": {"x": 1}, "content_type": "text/plain"},
+    )
+    data = json.loads(event.to_json())
+    assert data["status"] == "failed"
+    assert data["contractVersion"] == 1
+    assert data["error"] == {
+        "class": "validation",
+        "code": "VALIDATION",
+        "description": "the body is not valid JSON",
+        "retryable": False,
+    }
+    assert data["command"] == "not json"
+    assert FailureEvent.model_validate_json(event.to_json()) == event
+
+
+def test_error_classes_are_the_contract_ones() -> None:
+    assert {c.value for c in ErrorClass} == {
+        "validation",
+        "not_found",
+        "access_denied",
+        "plan_restricted",
+        "transient",
+        "in_doubt",
+        "unknown",
+    }
+
+
+def test_unknown_class_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        EventError.model_validate(
+            {"class": "rate_limited", "code": "X", "description": "", "retryable": True}
+        )

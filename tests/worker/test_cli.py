@@ -1,0 +1,91 @@
+"""`b24-worker` as a producer's developer and an operator use it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("event", ["success", "failure"])
+def test_schema_prints_event_schemas(event: str) -> None:
+    result = cli("schema", "--event", event)
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert f'"{event[:4]}' in json.dumps(schema["properties"]["status"])
+
+
+def test_schema_writes_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "command.json"
+    assert cli("schema", "-o", str(target)).returncode == 0
+    assert json.loads(target.read_text())["title"] == "crm.item.update command"
+
+
+def test_validate_accepts_the_sample_commands() -> None:
+    result = cli("validate", str(EXAMPLES / "commands.jsonl"))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "8 valid, 0 invalid"
+    assert "ignored (not fields of this type): Title, comment" in result.stdout
+
+
+def test_validate_reports_each_invalid_line_and_fails() -> None:
+    result = cli("validate", "--quiet", str(EXAMPLES / "invalid-commands.jsonl"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "0 valid, 7 invalid"
+    assert lines[0].endswith(
+        ':1: INVALID fields.opened: expected "Y" or "N" (or true/false); '
+        'the portal would store anything else, 1 and "1" included, as "N" (given 1)'
+    )
+    assert "0123456789abcdef" not in result.stdout  # the auth value is not echoed
+
+
+def test_validate_reads_stdin() -> None:
+    result = cli("validate", "-", stdin='{"entityTypeId":2,"id":1,"fields":{"title":"x"}}\n\n')
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "-:1: ok entityTypeId=2 id=1 fields=1",
+        "1 valid, 0 invalid",
+    ]
+
+
+def test_validate_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("validate", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def test_run_with_bad_configuration_says_what_to_fix() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "B24_WEBHOOK_URL": "http://portal.example.com/rest/1/Abcdef123456/",
+        },
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "B24_ALLOW_HTTP" in result.stderr
+    assert "Abcdef123456" not in result.stderr + result.stdout

@@ -1,0 +1,113 @@
+"""Settings: defaults, the portal rules, and secrets that never show."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.settings import ConfigError, Settings, load_settings, redact_url
+
+WEBHOOK = "https://portal.example.com/rest/1/s3cr3tW3bh00kC0de/"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = load_settings()
+    assert settings.AMQP_URL.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert (settings.B24_RATE_PER_SECOND, settings.B24_RATE_BURST) == (2.0, 50)
+    assert (settings.B24_OPERATING_LIMIT_S, settings.B24_OPERATING_WINDOW_S) == (480.0, 600.0)
+    assert settings.BATCH_SIZE == 50
+    assert (settings.UPDATE_QUEUE, settings.RESULT_QUEUE, settings.DEAD_LETTER_QUEUE) == (
+        "crm.item.update",
+        "crm.item.update.result",
+        "crm.item.update.dead",
+    )
+    assert settings.LIMITER_URL.get_secret_value() == ""
+    assert not settings.has_portal
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_SIZE", "1")
+    monkeypatch.setenv("PREFETCH", "50")
+    monkeypatch.setenv("B24_WEBHOOK_URL", WEBHOOK)
+    settings = load_settings()
+    assert (settings.BATCH_SIZE, settings.PREFETCH) == (1, 50)
+    assert settings.has_portal
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("BATCH_SIZE", "51", "BATCH_SIZE"),
+        ("PREFETCH", "lots", "PREFETCH"),
+        (
+            "B24_WEBHOOK_URL",
+            "http://portal.example.com/rest/1/s3cr3tW3bh00kC0de/",
+            "B24_ALLOW_HTTP",
+        ),
+        (
+            "B24_WEBHOOK_URL",
+            "https://portal.example.com/s3cr3tW3bh00kC0de",
+            "/rest/<user_id>/<code>/",
+        ),
+        ("B24_PORTAL_URL", "https://portal.example.com", "OAuth needs all of"),
+    ],
+)
+def test_bad_values_are_explained_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert says in str(caught.value)
+    assert "s3cr3tW3bh00kC0de" not in str(caught.value)
+
+
+def test_webhook_and_oauth_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B24_WEBHOOK_URL", WEBHOOK)
+    monkeypatch.setenv("B24_CLIENT_ID", "app.1")
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8085/rest/1/code/",
+        "http://localhost/rest/1/code/",
+        "http://[::1]:80/rest/1/c/",
+    ],
+)
+def test_plain_http_is_allowed_to_loopback(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("B24_WEBHOOK_URL", url)
+    assert load_settings().has_portal
+
+
+def test_plain_http_elsewhere_needs_the_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B24_WEBHOOK_URL", "http://sandbox:8085/rest/1/code/")
+    with pytest.raises(ConfigError):
+        load_settings()
+    monkeypatch.setenv("B24_ALLOW_HTTP", "true")
+    assert load_settings().has_portal
+
+
+def test_describe_masks_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://app:Amqp-Pa55word@broker:5672/vhost")
+    monkeypatch.setenv("B24_PORTAL_URL", "https://portal.example.com")
+    monkeypatch.setenv("B24_CLIENT_ID", "local.app")
+    monkeypatch.setenv("B24_CLIENT_SECRET", "Cl1entSecretValue")
+    monkeypatch.setenv("B24_REFRESH_TOKEN", "RefreshTokenValue1")
+    monkeypatch.setenv("LIMITER_URL", "redis://:Redis-Pa55@127.0.0.1:6379/0")
+    settings = load_settings()
+    shown = repr(settings.describe()) + repr(settings)
+    for secret in ("Amqp-Pa55word", "Cl1entSecretValue", "RefreshTokenValue1", "Redis-Pa55"):
+        assert secret not in shown
+    assert settings.describe()["AMQP_URL"] == "amqp://app:***@broker:5672/vhost"
+
+
+def test_redact_url_hides_the_webhook_code() -> None:
+    assert redact_url(WEBHOOK) == "https://portal.example.com/rest/1/***/"
