@@ -1,4 +1,4 @@
-"""Both limits over HTTP with an injected clock: 503 QUERY_LIMIT_EXCEEDED, 429 OPERATION_TIME_LIMIT."""
+"""Both limits over HTTP on a manual clock: 503 QUERY_LIMIT_EXCEEDED, 429 OPERATION_TIME_LIMIT."""
 
 from __future__ import annotations
 
