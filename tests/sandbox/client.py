@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ __all__ = ["SandboxClient"]
 class SandboxClient:
     def __init__(self, portal: RunningSandbox) -> None:
         self.portal = portal
-        self.http = httpx.Client(timeout=10, verify=portal.ca_file or True)
+        verify = ssl.create_default_context(cafile=portal.ca_file) if portal.ca_file else True
+        self.http = httpx.Client(timeout=10, verify=verify)
 
     def call(
         self, method: str, params: dict[str, Any] | None = None, *, form: bool = False
