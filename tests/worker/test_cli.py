@@ -89,3 +89,16 @@ def test_run_with_bad_configuration_says_what_to_fix() -> None:
     assert result.returncode == 2
     assert "B24_ALLOW_HTTP" in result.stderr
     assert "Abcdef123456" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "args"),
+    [
+        ("update-command.schema.json", ()),
+        ("success-event.schema.json", ("--event", "success")),
+        ("failure-event.schema.json", ("--event", "failure")),
+    ],
+)
+def test_committed_schemas_match_the_models(path: str, args: tuple[str, ...]) -> None:
+    committed = (EXAMPLES.parent / "docs" / "contract" / path).read_text(encoding="utf-8")
+    assert cli("schema", *args).stdout == committed, f"regenerate docs/contract/{path}"
