@@ -1,3 +1,26 @@
-"""A local Bitrix24 portal for demos, load tests and CI (a real HTTP server)."""
+"""A local Bitrix24 portal for demos, load tests and CI (a real HTTP server).
 
-__all__: list[str] = []
+Start one in tests with ``sandbox.testing.running_sandbox`` (async) or
+``serve_in_thread`` (sync); build the ASGI app with ``create_app``; run it
+from a shell with ``python -m sandbox``.
+"""
+
+from sandbox.app import create_app, portal_state
+from sandbox.clock import Clock, ManualClock, SystemClock
+from sandbox.config import CustomFieldSpec, SandboxConfig
+from sandbox.state import PortalState
+from sandbox.testing import RunningSandbox, running_sandbox, serve_in_thread
+
+__all__ = [
+    "Clock",
+    "CustomFieldSpec",
+    "ManualClock",
+    "PortalState",
+    "RunningSandbox",
+    "SandboxConfig",
+    "SystemClock",
+    "create_app",
+    "portal_state",
+    "running_sandbox",
+    "serve_in_thread",
+]
