@@ -6,17 +6,21 @@ when asked for, it goes through a filter that masks the code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import re
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from sandbox.config import SandboxConfig
 
-__all__ = ["MaskSecrets", "bind_socket", "uvicorn_config"]
+__all__ = ["MaskSecrets", "QuietServer", "bind_socket", "uvicorn_config"]
 
 _WEBHOOK = re.compile(r"(/rest/\d+/)([^/\s]+)(/)")
 _AUTH = re.compile(r"((?:auth|access_token|refresh_token|client_secret|code)=)[^&\s\"]+")
@@ -37,6 +41,27 @@ class MaskSecrets(logging.Filter):
     @staticmethod
     def mask(text: str) -> str:
         return _AUTH.sub(r"\1***", _WEBHOOK.sub(r"\1***\3", text))
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that stops on SIGINT/SIGTERM and then returns normally.
+
+    uvicorn re-raises the signal after a graceful stop, which would make the
+    process exit with -15 instead of 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _has(module: str) -> bool:
