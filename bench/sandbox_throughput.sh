@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Throughput of the sandbox portal for crm.item.update with limits off.
+#
+# The sandbox runs on one core (taskset -c 0) and wrk on the other (-c 1), so
+# the load generator is not the bottleneck. Only 127.0.0.1 is used; the
+# sandbox started here is stopped by its PID on exit.
+#
+# Usage: bench/sandbox_throughput.sh [seconds] [connections]
+# Needs wrk (Debian: apt-get install -y wrk).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNECTIONS="${2:-64}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
+PIN_SERVER=(); PIN_LOAD=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1)
+fi
+
+LOG="$(mktemp)"
+"${PIN_SERVER[@]}" "$PYTHON" -m sandbox --host 127.0.0.1 --port "$PORT" --no-limits --seed 10 >"$LOG" 2>&1 &
+SANDBOX_PID=$!
+cleanup() { kill "$SANDBOX_PID" 2>/dev/null || true; wait "$SANDBOX_PID" 2>/dev/null || true; rm -f "$LOG"; }
+trap cleanup EXIT
+
+URL="http://127.0.0.1:${PORT}/rest/1/sandboxwebhook01/crm.item.update"
+for _ in $(seq 100); do
+  curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' \
+    -d '{"entityTypeId":2,"id":1,"fields":{"title":"warm"}}' "$URL" && break
+  sleep 0.1
+done
+
+OUT="$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/sandbox_update.lua "$URL")"
+echo "$OUT"
+NON2XX="$(echo "$OUT" | awk '/Non-2xx/ {print $NF}')"
+RPS="$(echo "$OUT" | awk '/Requests\/sec/ {print $2}')"
+echo
+echo "crm.item.update requests/s (one sandbox core, limits off): ${RPS}"
+if [ -n "$NON2XX" ]; then echo "non-2xx responses: ${NON2XX}" >&2; exit 1; fi
+SAVES="$(curl -fs "http://127.0.0.1:${PORT}/_sandbox/counters" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["saves"])')"
+echo "items saved by the sandbox: ${SAVES}"
