@@ -14,16 +14,19 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 __all__ = ["make_certificate", "self_signed"]
 
 
 def make_certificate(host: str, *, days: int = 30) -> tuple[bytes, bytes]:
-    """PEM certificate and PEM private key for ``host`` (plus localhost and 127.0.0.1)."""
+    """PEM certificate and PEM private key for ``host`` (plus localhost and 127.0.0.1).
+
+    ``cryptography`` is imported here, so a portal without HTTPS does not need it.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bitrix24 sandbox")])
     alt: list[x509.GeneralName] = [x509.DNSName("localhost")]
