@@ -120,7 +120,7 @@ def validate_custom_fields(
         definition = by_name.get(name)
         path = f"fields.{name}"
         if definition is None:
-            if custom_name.match(name):
+            if custom_name.fullmatch(name):
                 problems.append(
                     Problem(path, "the portal has no such custom field: it would ignore it", None)
                 )

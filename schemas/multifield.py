@@ -53,7 +53,7 @@ def _shape(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         for key in value:
-            if not _KEY.match(key):
+            if not _KEY.fullmatch(key):
                 raise PydanticCustomError(
                     "fm_key",
                     "fm keys are entry ids (to update or delete that entry) or n0, n1... "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import math
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -123,6 +124,10 @@ Ids = Annotated[
 ]
 
 
+_DECIMAL_PATTERN = r"^-?[0-9]{1,30}(\.[0-9]{1,30})?$"
+_DECIMAL = re.compile(_DECIMAL_PATTERN)
+
+
 def _number(value: Any) -> int | float | str | None:
     if value is None or value == "":
         return value  # type: ignore[no-any-return]
@@ -132,14 +137,11 @@ def _number(value: Any) -> int | float | str | None:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    if isinstance(value, str):
-        try:
-            parsed = float(value)
-        except ValueError:
-            parsed = math.nan
-        if math.isfinite(parsed) and value.strip() == value:
-            return value
-    raise _error("number", 'expected a finite number (or "" or null to clear)')
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return value
+    raise _error(
+        "number", 'expected a finite number, or one as text like "10.50" (or "" or null to clear)'
+    )
 
 
 Number = Annotated[
@@ -149,44 +151,7 @@ Number = Annotated[
         {
             "anyOf": [
                 {"type": "number"},
-                {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"},
-                {"type": "null"},
-            ]
-        }
-    ),
-]
-
-# The pattern is for the JSON Schema (where "format" only annotates); the
-# validator also checks that the day exists.
-_DATE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
-_DATE = re.compile(_DATE_PATTERN)
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)$")
-
-
-def _date(value: Any) -> str | None:
-    if value is None or value == "":
-        return value  # type: ignore[no-any-return]
-    if isinstance(value, str) and _DATE.match(value):
-        try:
-            date.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return value
-    raise _error(
-        "date",
-        'expected a date as YYYY-MM-DD (or "" or null to clear); '
-        "the portal silently drops a date it cannot parse",
-    )
-
-
-Date = Annotated[
-    str | None,
-    BeforeValidator(_date),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date", "pattern": _DATE_PATTERN},
+                {"type": "string", "pattern": _DECIMAL_PATTERN},
                 {"const": ""},
                 {"type": "null"},
             ]
@@ -195,36 +160,51 @@ Date = Annotated[
 ]
 
 
-def _datetime(value: Any) -> str | None:
-    if value is None or value == "":
-        return value  # type: ignore[no-any-return]
-    if isinstance(value, str) and _DATETIME.match(value):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return value
-    raise _error(
-        "datetime",
-        'expected a date-time as YYYY-MM-DDThh:mm:ss+hh:mm (or "" or null to clear); '
-        "the portal silently drops one it cannot parse",
+def _calendar_type(
+    *, kind: str, pattern: str, parse: Callable[[str], object], expected: str
+) -> Any:
+    """A date or date-time as text: it must match `pattern` and exist on the calendar.
+
+    The pattern also goes into the JSON Schema, where "format" only annotates.
+    """
+    matches = re.compile(pattern).fullmatch
+    message = (
+        f'expected {expected} (or "" or null to clear); '
+        "the portal silently drops one it cannot parse"
     )
 
+    def check(value: Any) -> str | None:
+        if value is None or value == "":
+            return value  # type: ignore[no-any-return]
+        if isinstance(value, str) and matches(value):
+            try:
+                parse(value)
+            except ValueError:
+                pass
+            else:
+                return value
+        raise _error(kind, message)
 
-DateTime = Annotated[
-    str | None,
-    BeforeValidator(_datetime),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time", "pattern": _DATETIME.pattern},
-                {"const": ""},
-                {"type": "null"},
-            ]
-        }
-    ),
-]
+    schema = {"type": "string", "format": kind.replace("datetime", "date-time"), "pattern": pattern}
+    return Annotated[
+        str | None,
+        BeforeValidator(check),
+        WithJsonSchema({"anyOf": [schema, {"const": ""}, {"type": "null"}]}),
+    ]
+
+
+Date = _calendar_type(
+    kind="date",
+    pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+    parse=date.fromisoformat,
+    expected="a date as YYYY-MM-DD",
+)
+DateTime = _calendar_type(
+    kind="datetime",
+    pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([+-][0-9]{2}:[0-9]{2}|Z)$",
+    parse=datetime.fromisoformat,
+    expected="a date-time as YYYY-MM-DDThh:mm:ss+hh:mm",
+)
 
 
 def _file(value: Any) -> Any:

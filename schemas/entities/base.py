@@ -39,7 +39,9 @@ class EntityFields(BaseModel):
             return ()
         custom = ORIGINAL_UF_NAME if original_uf_names else CAMEL_UF_NAME
         return tuple(
-            name for name in extra if not custom.match(name) and not PARENT_ID_NAME.match(name)
+            name
+            for name in extra
+            if not custom.fullmatch(name) and not PARENT_ID_NAME.fullmatch(name)
         )
 
     def to_send(self, *, original_uf_names: bool) -> dict[str, Any]:
@@ -65,11 +67,11 @@ class EntityFields(BaseModel):
             return
         custom = ORIGINAL_UF_NAME if original_uf_names else CAMEL_UF_NAME
         for name, value in extra.items():
-            if custom.match(name):
+            if custom.fullmatch(name):
                 _checked(name, check_free_value, value)
             elif name[:2].lower() == "uf":
                 raise _misspelt_uf_name(name, original_uf_names=original_uf_names)
-            elif PARENT_ID_NAME.match(name):
+            elif PARENT_ID_NAME.fullmatch(name):
                 extra[name] = _checked(name, to_id, value)
 
 
@@ -93,12 +95,12 @@ def _checked(name: str, check: Any, value: Any) -> Any:
 def _misspelt_uf_name(name: str, *, original_uf_names: bool) -> PydanticCustomError:
     if original_uf_names:
         expected = "UF_CRM_... (useOriginalUfNames is Y)"
-        other = CAMEL_UF_NAME.match(name)
+        other = CAMEL_UF_NAME.fullmatch(name)
     else:
         expected = (
             "ufCrm... in camelCase, for example ufCrm_1721244707107 (useOriginalUfNames is N)"
         )
-        other = ORIGINAL_UF_NAME.match(name)
+        other = ORIGINAL_UF_NAME.fullmatch(name)
     hint = "; it is spelt for the other useOriginalUfNames mode" if other else ""
     return PydanticCustomError(
         "uf_name",

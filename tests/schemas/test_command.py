@@ -328,3 +328,12 @@ def test_smart_process_fields() -> None:
         "stageId": "DT1032_5:NEW",
         "ufCrm5_170": "v",
     }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"ufCrm_1\n": 1}, {"closedate": "2024-07-23\n"}, {"opportunity": "10.5\n"}],
+)
+def test_a_trailing_newline_is_refused(fields: dict[str, Any]) -> None:
+    name = next(iter(fields))
+    assert reason_for(command(**fields)).startswith(f"fields.{name}")
