@@ -83,6 +83,12 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(run(settings))
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from sandbox.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="b24-worker",
@@ -108,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines file, or -")
     validate.add_argument("--quiet", "-q", action="store_true", help="print only the problems")
     validate.set_defaults(handler=_validate)
+
+    # The sandbox is its own package; only its command line is reached from here.
+    from sandbox.cli import add_arguments
+
+    sandbox = commands.add_parser(
+        "sandbox", help="serve a local Bitrix24 portal (limits, batch, errors) for demos and tests"
+    )
+    add_arguments(sandbox)
+    sandbox.set_defaults(handler=_sandbox)
     return parser
 
 

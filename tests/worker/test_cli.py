@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 
@@ -102,3 +106,33 @@ def test_run_with_bad_configuration_says_what_to_fix() -> None:
 def test_committed_schemas_match_the_models(path: str, args: tuple[str, ...]) -> None:
     committed = (EXAMPLES.parent / "docs" / "contract" / path).read_text(encoding="utf-8")
     assert cli("schema", *args).stdout == committed, f"regenerate docs/contract/{path}"
+
+
+def test_sandbox_subcommand_serves_a_portal_until_sigterm() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    portal = subprocess.Popen(
+        [sys.executable, "-m", "worker", "sandbox", "--port", str(port), "--seed", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert portal.stdout is not None
+        banner = portal.stdout.readline() + portal.stdout.readline()
+        webhook = banner.split("webhook URL: ")[1].strip()
+        for _ in range(100):
+            try:
+                answer = httpx.post(
+                    webhook + "crm.item.get.json", json={"entityTypeId": 2, "id": 1}
+                )
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert answer.status_code == 200
+        assert answer.json()["result"]["item"]["id"] == 1
+        portal.send_signal(signal.SIGTERM)
+        assert portal.wait(timeout=20) == 0
+    finally:
+        portal.kill()
