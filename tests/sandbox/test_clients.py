@@ -1,6 +1,6 @@
 """Request encodings of real clients: the official Python SDK, and the shapes others send.
 
-The official SDK (``b24pysdk``) is driven for real when installed: it speaks
+The official SDK (``b24pysdk``, a test dependency) is driven for real: it speaks
 only https and posts JSON to ``/rest/<user>/<code>/<method>.json``. Other
 popular clients send PHP-style query strings, on GET (``bitrix24-rest``) or as
 a form POST (``CRest``, ``fast-bitrix24``), reproduced here byte for byte.
@@ -9,9 +9,9 @@ a form POST (``CRest``, ``fast-bitrix24``), reproduced here byte for byte.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
+import b24pysdk
 import pytest
 
 from sandbox.config import SandboxConfig
@@ -30,7 +30,6 @@ def https_portal() -> Iterator[RunningSandbox]:
 def test_official_python_sdk_update_and_batch(
     https_portal: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b24pysdk: Any = pytest.importorskip("b24pysdk")
     assert https_portal.ca_file is not None
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_portal.ca_file)
     token = b24pysdk.BitrixWebhook(
