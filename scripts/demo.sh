@@ -16,7 +16,25 @@ if b24-worker validate --quiet examples/invalid-commands.jsonl; then
   exit 1
 fi
 
-step "3. The worker against the local RabbitMQ"
+step "3. The sandbox portal: a local Bitrix24 with the cloud's limits and traps"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+portal_log="$(mktemp)"
+b24-worker sandbox --port "$port" --seed 3 >"$portal_log" 2>&1 &
+portal=$!
+trap 'kill "$portal" 2>/dev/null || true' EXIT
+webhook="http://127.0.0.1:$port/rest/1/sandboxwebhook01/"
+for _ in $(seq 1 100); do
+  grep -q "limits:" "$portal_log" && break
+  sleep 0.1
+done
+cat "$portal_log"
+python scripts/demo_portal.py "$webhook"
+kill -TERM "$portal"
+wait "$portal" || true
+trap - EXIT
+rm -f "$portal_log"
+
+step "4. The worker against the local RabbitMQ"
 bash scripts/ensure_broker.sh
 log="$(mktemp)"
 b24-worker run >"$log" 2>&1 &
