@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     B24_CLIENT_ID: str | None = Field(default=None, description="OAuth application id")
     B24_CLIENT_SECRET: SecretStr | None = Field(default=None, description="OAuth secret")
     B24_REFRESH_TOKEN: SecretStr | None = Field(default=None, description="first refresh token")
+    B24_OAUTH_TOKEN_URL: str = Field(
+        default="https://oauth.bitrix.info/oauth/token/",
+        description="where OAuth tokens are refreshed",
+    )
+    B24_TOKEN_FILE: str = Field(
+        default="b24-oauth-token.json",
+        description="where the rotated refresh token is kept (Redis when LIMITER_URL is set)",
+    )
+    B24_TIMEOUT_S: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=70.0, description="HTTP read timeout; the portal cuts a request off at 60 s"
+    )
     B24_ALLOW_HTTP: bool = Field(
         default=False,
         description="allow plain http to a host that is not loopback (the compose demo)",
@@ -75,8 +86,18 @@ class Settings(BaseSettings):
     B24_OPERATING_WINDOW_S: Annotated[float, Field(gt=0)] = Field(
         default=600.0, description="the operating-time window"
     )
+    B24_RATE_RESERVE: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="bucket requests left unused for other integrations on the portal"
+    )
     BATCH_SIZE: Annotated[int, Field(ge=1, le=50)] = Field(
         default=50, description="commands per batch call; 1 disables batch"
+    )
+    BATCH_LINGER_MS: Annotated[float, Field(ge=0, le=1000)] = Field(
+        default=5.0, description="how long a batch waits to fill"
+    )
+    RETRY_DELAYS_S: str = Field(
+        default="5,30,120,600",
+        description="delay tiers for transient failures, comma-separated seconds",
     )
     LIMITER_URL: SecretStr = Field(
         default=SecretStr(""), description="shared limiter (redis://...); empty: in-process"
