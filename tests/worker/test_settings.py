@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker.settings import ConfigError, Settings, load_settings, redact_url
@@ -111,3 +113,22 @@ def test_describe_masks_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_redact_url_hides_the_webhook_code() -> None:
     assert redact_url(WEBHOOK) == "https://portal.example.com/rest/1/***/"
+
+
+def test_readme_documents_every_variable_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
+        for line in readme.splitlines()
+        if line.startswith("| `") and line.count("|") >= 4
+    }
+    for name, field in Settings.model_fields.items():
+        assert name in rows, f"README's configuration table lacks {name}"
+        default = field.default
+        if hasattr(default, "get_secret_value"):
+            default = default.get_secret_value()
+        if default is None or default == "":
+            continue
+        shown = rows[name].lower()
+        expected = str(default).lower()
+        assert shown == expected or shown == expected.removesuffix(".0"), (name, shown, expected)
