@@ -1,0 +1,96 @@
+"""One command per item at a time, in the order the commands arrived.
+
+While a command for an item is in flight, or parked in a delay tier waiting for
+its retry, later commands for that item wait here. They are held deliveries
+(unacknowledged), so the gate holds at most what the prefetch lets in; the
+broker keeps everything else.
+
+Across a restart the parked state is gone: a retry copy then competes with
+later commands for its item (README, "Guarantees").
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from worker.jobs import ItemKey, Job
+
+__all__ = ["OrderingGate"]
+
+
+@dataclass
+class _Lane:
+    active: Job | None = None
+    parked_for: str | None = None  # message id of a retry copy this lane waits for
+    parked_until: float = 0.0
+    waiting: deque[Job] = field(default_factory=deque)
+
+
+class OrderingGate:
+    """Admits a job when its item is free; `release` hands over the next one."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[ItemKey, _Lane] = {}
+
+    def __len__(self) -> int:
+        """Jobs held, not counting the active ones."""
+        return sum(len(lane.waiting) for lane in self._lanes.values())
+
+    def admit(self, key: ItemKey, job: Job) -> bool:
+        """True when the job may run now; otherwise it waits its turn."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            self._lanes[key] = _Lane(active=job)
+            return True
+        if lane.parked_for == job.message_id and lane.active is None:
+            lane.parked_for = None
+            lane.active = job
+            return True
+        if job.source == "retry":
+            # A retry copy is older than anything waiting (after a restart the
+            # lane does not know it): it goes first.
+            lane.waiting.appendleft(job)
+        else:
+            lane.waiting.append(job)
+        return False
+
+    def park(self, key: ItemKey, message_id: str, *, until: float) -> None:
+        """The active job went to a delay tier: hold its item until the copy returns."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        lane.active = None
+        lane.parked_for = message_id
+        lane.parked_until = until
+
+    def release(self, key: ItemKey) -> Job | None:
+        """The active job ended: the next waiting job becomes active and is returned."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            return None
+        lane.active = None
+        if lane.parked_for is not None:
+            return None
+        if lane.waiting:
+            lane.active = lane.waiting.popleft()
+            return lane.active
+        del self._lanes[key]
+        return None
+
+    def expire_parked(self, now: float) -> list[Job]:
+        """Lanes whose retry copy never came back in time go on; returns jobs to run."""
+        ready = []
+        for key, lane in list(self._lanes.items()):
+            if lane.parked_for is not None and lane.parked_until <= now:
+                lane.parked_for = None
+                job = self.release(key)
+                if job is not None:
+                    ready.append(job)
+        return ready
+
+    def drain(self) -> list[Job]:
+        """Take every held job (to hand them back); the gate is empty afterwards."""
+        held = [job for lane in self._lanes.values() for job in lane.waiting]
+        self._lanes.clear()
+        return held
