@@ -50,10 +50,10 @@ class Auth(Protocol):
         ...
 
 
-def _origin(url: str) -> str:
+def _origin(url: str, name: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("the portal URL must be an https:// URL")
+        raise ValueError(f"{name} must be an https:// URL")
     host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     return f"{parts.scheme}://{host}"
 
@@ -68,7 +68,7 @@ class WebhookAuth:
             raise ValueError(
                 "the webhook URL must look like https://<portal>/rest/<user_id>/<code>/"
             )
-        origin = _origin(url)
+        origin = _origin(url, "the webhook URL")
         self._base = origin + path.rstrip("/") + "/"
         self._where = f"{origin}/rest/{found.group(1)}/***/"
 
@@ -112,10 +112,10 @@ class OAuthAuth:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._http = http
-        self._rest = _origin(portal_url) + "/rest/"
-        self._where = _origin(portal_url)
+        self._where = _origin(portal_url, "the portal URL")
+        self._rest = self._where + "/rest/"
         self._token_url = token_url
-        self._token_where = _origin(token_url) + urlsplit(token_url).path
+        self._token_where = _origin(token_url, "the token URL") + urlsplit(token_url).path
         self._client_id = client_id
         self._client_secret = client_secret
         self._configured = refresh_token
