@@ -3,7 +3,8 @@
 A ``batch`` command is ``method?query`` where the query is read by PHP's
 ``parse_str``. That reading cannot carry everything a JSON call can: ``null``,
 empty arrays, booleans and keys with brackets have no spelling; top-level
-names lose dots and spaces; every scalar arrives as a string; and the batch
+names lose dots and spaces; every scalar arrives as a string (so a float goes
+only when its text is the same however the server prints it); and the batch
 engine rewrites any value in which ``$result``, ``$next``, ``$total``,
 ``$time`` or ``$error`` is followed by a non-space character. ``batch_blocker``
 names the first such problem; params it accepts reach the method exactly as a
@@ -30,24 +31,22 @@ _KEY_BANNED = frozenset("[]\x00")
 _MAX_DEPTH = 64
 _MAX_VARS = 1000
 _INT64 = 2**63
-# PHP prints a float with `precision` = 14 significant digits, switching to
-# exponent form from 1e14 (and below 1e-4, where Python's repr does too).
+# A JSON float reaches a field as the server turns it into text, and that text
+# is not the same everywhere: PHP prints 5.0 as "5" and keeps `precision` = 14
+# significant digits, switching to exponent form from 1e14 (and below 1e-4,
+# where Python's repr does too); other servers print 5.0 as "5.0". Only
+# fractional floats that every reading spells alike go in a batch.
 _FLOAT_DIGITS = 14
 _FLOAT_MAX = 1e14
 
 
 def _float_text(value: float) -> str | None:
-    """The text PHP would make of this float, when it equals the float's own digits."""
-    if (
-        not math.isfinite(value)
-        or abs(value) >= _FLOAT_MAX
-        or (value == 0 and str(value)[0] == "-")
-    ):
+    """The float's text, when every server turns the JSON float into that same text."""
+    if not math.isfinite(value) or value.is_integer() or abs(value) >= _FLOAT_MAX:
         return None
     text = repr(value)
     if "e" in text:
         return None
-    text = text.removesuffix(".0")
     digits = text.lstrip("-").replace(".", "").lstrip("0")
     if len(digits) > _FLOAT_DIGITS:
         return None
@@ -116,7 +115,7 @@ def _problem(top: str, keys: list[str], value: Any, count: list[int]) -> str | N
         return None
     if php_scalar(value) is None:
         kind = type(value).__name__
-        return f"{where}: this {kind} would not arrive as the same number"
+        return f"{where}: this {kind} may not arrive as the same text a JSON call gives"
     return None
 
 
