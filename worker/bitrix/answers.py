@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BatchAnswer", "CommandAnswer", "CommandError", "TimeInfo"]
+__all__ = ["NOT_RUN", "BatchAnswer", "CommandAnswer", "CommandError", "TimeInfo"]
 
 
 def _number(value: Any) -> float | None:
@@ -83,7 +83,7 @@ class CommandAnswer:
         return self.ran and self.error is None
 
 
-NOT_RUN = CommandAnswer(ran=False)
+NOT_RUN = CommandAnswer(ran=False)  # the answer of every command the portal did not run
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ class OAuthAuth:
         try:
             # POSTed as a form so no secret is ever part of a URL.
             response = await self._http.post(self._token_url, data=form)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             kind, _sent = describe_failure(exc)
             # The call waiting for this token was not sent, whatever happened here.
             failure = NoAnswerError(
@@ -190,6 +190,8 @@ class OAuthAuth:
         if failure is not None:
             raise failure
         access, rotated = self._read_grant(response)
+        # The old refresh token is dead now: switch in memory first, so that even if
+        # saving fails (and that failure is raised) the calls can go on.
         self._on_new_secret(access)
         self._on_new_secret(rotated)
         self._refresh_token = rotated
