@@ -7,8 +7,8 @@ names lose dots and spaces; every scalar arrives as a string (so a float goes
 only when its text is the same however the server prints it); and the batch
 engine rewrites any value in which ``$result``, ``$next``, ``$total``,
 ``$time`` or ``$error`` is followed by a non-space character. ``batch_blocker``
-names the first such problem; params it accepts reach the method exactly as a
-single JSON call would deliver them.
+names the first such problem; params it accepts reach the method as a single
+JSON call would deliver them, numbers arriving as their text.
 """
 
 from __future__ import annotations
