@@ -7,12 +7,24 @@ from worker.applied import not_applied
 
 def test_values_stored_as_sent_in_the_portal_form_are_applied() -> None:
     sent = {
-        "title": "x", "opportunity": 10000, "closedate": "2024-07-31", "observers": ["1", 2],
-        "assignedById": "6", "comments": "", "parentId1220": 2, "opened": "N",
+        "title": "x",
+        "opportunity": 10000,
+        "closedate": "2024-07-31",
+        "observers": ["1", 2],
+        "assignedById": "6",
+        "comments": "",
+        "parentId1220": 2,
+        "opened": "N",
     }
     item = {
-        "title": "x", "opportunity": 10000.0, "closedate": "2024-07-31T03:00:00+03:00",
-        "observers": [1, 2], "assignedById": 6, "comments": None, "parentId1220": 2, "opened": "N",
+        "title": "x",
+        "opportunity": 10000.0,
+        "closedate": "2024-07-31T03:00:00+03:00",
+        "observers": [1, 2],
+        "assignedById": 6,
+        "comments": None,
+        "parentId1220": 2,
+        "opened": "N",
     }
     assert not_applied(sent, item) == []
 
