@@ -1,0 +1,134 @@
+"""Request pacing: a token bucket that mirrors the portal's leaky bucket.
+
+Bitrix24 counts every request (a ``batch`` counts once) into a bucket that
+drains at Y per second and answers 503 ``QUERY_LIMIT_EXCEEDED`` above X. The
+pacer keeps its own copy of that bucket: a request is counted when its token
+is taken, just before it is sent, so requests in flight already fill it. The
+whole burst is usable at once; after that tokens come at the drain rate,
+less a small margin because the portal counts a request when it arrives.
+On a 503 the copy is set to full and the rate is cut, then recovers linearly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, replace
+
+from worker.limiter.backends import MemoryBackend, StateBackend
+from worker.limiter.clock import Clock
+
+__all__ = ["PacerState", "RequestPacer"]
+
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class PacerState:
+    """The pacer's copy of the portal bucket and its current share of the full rate."""
+
+    level: float = 0.0
+    at: float = 0.0
+    share: float = 1.0
+    cut_at: float = -math.inf
+
+
+class RequestPacer:
+    """Hands out one token per request, in arrival order, never more than the portal drains."""
+
+    def __init__(
+        self,
+        *,
+        burst: int,
+        rate_per_s: float,
+        clock: Clock,
+        reserve: int = 0,
+        margin: float = 0.02,
+        headroom: float = 0.2,
+        cut_to: float = 0.75,
+        min_share: float = 0.25,
+        recovery_per_s: float = 0.0125,
+        hold_s: float = 2.0,
+        backend: StateBackend[PacerState] | None = None,
+        key: str = "portal",
+    ) -> None:
+        """``reserve`` requests of the burst, and the same share of the rate, are left to others.
+
+        ``margin`` is the share of the rate held back and ``headroom`` the part
+        of the bucket never filled, so a request that reaches the portal a
+        little early still fits. After a 503 the rate drops to ``cut_to`` of
+        what it was (not below ``min_share`` of the full rate) and regains
+        ``recovery_per_s`` of the full rate each second; 503s within ``hold_s``
+        of a cut come from the same overflow and do not cut again.
+        """
+        if burst < 1 or rate_per_s <= 0:
+            raise ValueError("burst must be >= 1 and rate_per_s > 0")
+        if not 0 <= reserve < burst:
+            raise ValueError("reserve must be >= 0 and below burst")
+        if not 0 <= margin < 1 or headroom < 0 or not 0 < cut_to <= 1 or not 0 < min_share <= 1:
+            raise ValueError("margin, headroom, cut_to or min_share out of range")
+        kept = (burst - reserve) / burst
+        self._capacity = burst - reserve - headroom
+        if self._capacity < 1:
+            raise ValueError("reserve and headroom leave no room for a request")
+        self._full_rate = rate_per_s * kept * (1 - margin)
+        self._clock = clock
+        self._cut_to = cut_to
+        self._min_share = min_share
+        self._recovery = recovery_per_s
+        self._hold_s = hold_s
+        self._backend: StateBackend[PacerState] = backend or MemoryBackend()
+        self._key = key
+        self._queue = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        """Wait for a token (in turn with other callers) and take it; returns the seconds waited.
+
+        Call it right before sending: the request counts from here on.
+        """
+        started = self._clock.monotonic()
+        async with self._queue:
+            while (wait := await self._backend.modify(self._key, self._take)) > 0:
+                await self._clock.sleep(wait)
+        return self._clock.monotonic() - started
+
+    async def on_rate_limited(self) -> None:
+        """A 503 QUERY_LIMIT_EXCEEDED came back: the portal's bucket is full, so slow down."""
+        await self._backend.modify(self._key, self._cut)
+
+    async def rate_per_s(self) -> float:
+        """Tokens per second handed out now."""
+        return await self._backend.modify(self._key, self._rate_now)
+
+    def _share(self, state: PacerState, now: float) -> float:
+        return min(1.0, state.share + self._recovery * max(0.0, now - state.cut_at))
+
+    def _drained(self, state: PacerState | None, now: float) -> PacerState:
+        if state is None:
+            return PacerState(at=now)
+        elapsed = max(0.0, now - state.at)
+        # Drain at the rate of the interval's start: during recovery that is the lower one.
+        rate = self._full_rate * self._share(state, state.at)
+        return replace(state, level=max(0.0, state.level - elapsed * rate), at=now)
+
+    def _take(self, state: PacerState | None) -> tuple[PacerState, float]:
+        now = self._clock.monotonic()
+        current = self._drained(state, now)
+        over = current.level + 1.0 - self._capacity
+        if over <= _EPSILON:
+            return replace(current, level=current.level + 1.0), 0.0
+        return current, over / (self._full_rate * self._share(current, now))
+
+    def _cut(self, state: PacerState | None) -> tuple[PacerState, None]:
+        now = self._clock.monotonic()
+        current = self._drained(state, now)
+        current = replace(current, level=max(current.level, self._capacity))
+        if now - current.cut_at >= self._hold_s:
+            share = max(self._min_share, self._share(current, now) * self._cut_to)
+            current = replace(current, share=share, cut_at=now)
+        return current, None
+
+    def _rate_now(self, state: PacerState | None) -> tuple[PacerState, float]:
+        now = self._clock.monotonic()
+        current = self._drained(state, now)
+        return current, self._full_rate * self._share(current, now)

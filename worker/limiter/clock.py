@@ -1,0 +1,107 @@
+"""Time for the limiter: the machine's clocks, and a fake one that tests move by hand.
+
+The limiter never reads the time or sleeps on its own; it asks a ``Clock``.
+``monotonic`` paces requests, ``time`` (unix seconds) is compared with the
+portal's ``operating_reset_at``, and ``sleep`` is how the limiter waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "FakeClock", "SystemClock"]
+
+
+class Clock(Protocol):
+    """What the limiter needs of time."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The machine's clocks and the event loop's sleep."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that moves only when a test advances it; sleepers wake in deadline order.
+
+    ``time()`` is ``epoch + monotonic()``. The default epoch is a multiple of
+    600, so one-minute and six-second baskets start at ``monotonic() == 0``.
+    """
+
+    def __init__(self, *, start: float = 0.0, epoch: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._epoch = epoch
+        self._order = itertools.count()
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def time(self) -> float:
+        return self._epoch + self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
+        await future
+
+    def next_wakeup(self) -> float | None:
+        """The earliest deadline of a task still sleeping, if any."""
+        self._drop_cancelled()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking each sleeper at its own deadline and letting it run."""
+        target = self._now + seconds
+        await self.settle()
+        while (deadline := self.next_wakeup()) is not None and deadline <= target:
+            _, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            future.set_result(None)
+            await self.settle()
+        self._now = max(self._now, target)
+        await self.settle()
+
+    async def advance_to_next(self) -> bool:
+        """Jump to the next sleeper's deadline; ``False`` when nothing sleeps."""
+        await self.settle()
+        deadline = self.next_wakeup()
+        if deadline is None:
+            return False
+        await self.advance(deadline - self._now)
+        return True
+
+    @staticmethod
+    async def settle(max_rounds: int = 100_000) -> None:
+        """Let every task that can run do so without time moving."""
+        # asyncio's run queue tells when nothing else is ready; loops without one get 50 rounds.
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        for done in range(max_rounds):
+            await asyncio.sleep(0)
+            if (ready is not None and not ready) or (ready is None and done >= 50):
+                return
+
+    def _drop_cancelled(self) -> None:
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
