@@ -1,17 +1,31 @@
 """The limiter: paces requests to the portal's bucket and each method to its operating-time budget.
 
 Waiting here is never a failure: callers wait for a token or for budget, and
-rate-limit answers are fed back so the next wait is longer.
+rate-limit answers are fed back so the next wait is longer. One call goes:
+
+    count = await budget.max_commands(method, wanted)
+    lease = await budget.acquire(method, count)
+    await pacer.acquire()                      # right before sending
+    ...send...                                 # 503 QUERY_LIMIT_EXCEEDED: pacer.on_rate_limited()
+    await budget.settle(lease, reports)        # 429 OPERATION_TIME_LIMIT: budget.on_blocked(...)
 """
 
 from worker.limiter.backends import MemoryBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
 from worker.limiter.clock import Clock, FakeClock, SystemClock
+from worker.limiter.ledger import Baskets
+from worker.limiter.operating import Lease, MethodState, OperatingBudget
+from worker.limiter.report import OperatingReport
 
 __all__ = [
+    "Baskets",
     "Clock",
     "FakeClock",
+    "Lease",
     "MemoryBackend",
+    "MethodState",
+    "OperatingBudget",
+    "OperatingReport",
     "PacerState",
     "RequestPacer",
     "StateBackend",
