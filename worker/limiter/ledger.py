@@ -56,7 +56,7 @@ class Baskets:
             del self.charged[index]
 
     def reconcile(self, now: float, reported: float, *, may_shrink: bool) -> float:
-        """Make the model's total equal the portal's; returns by how much the total grew.
+        """Make the model's total equal the portal's; returns reported minus modelled.
 
         Growth goes into the current basket. A smaller reported total is only
         believed when ``may_shrink`` (a basket dropped out since the last
@@ -67,20 +67,28 @@ class Baskets:
         difference = reported - self.used(now)
         if difference > _EPSILON:
             self.charge(now, difference)
-            return difference
-        if difference < -_EPSILON and may_shrink:
+        elif difference < -_EPSILON and may_shrink:
             self._trim(-difference)
-        return 0.0
+        return difference
 
-    def first_fit(self, now: float, room_s: float, need_s: float) -> float | None:
-        """The first time from ``now`` when ``used + need_s <= room_s``; ``None`` if never."""
-        used = self.used(now)
-        if used + need_s <= room_s + _EPSILON:
-            return now
-        for index in sorted(i for i in self.charged if self.drops_at(i) > now):
-            used -= self.charged[index]
-            if used + need_s <= room_s + _EPSILON:
-                return self.drops_at(index)
+    def first_room(
+        self, now: float, room_s: float, need_s: float, *, pending_s: float = 0.0
+    ) -> tuple[float, float] | None:
+        """The first time from ``now`` with ``need_s`` of ``room_s`` free, and the amount free then.
+
+        ``pending_s`` (calls in flight) is counted as if charged now. ``None``
+        when even an empty window has not ``need_s`` free.
+        """
+        held = {i: s for i, s in self.charged.items() if self.drops_at(i) > now}
+        current = self.index(now)
+        held[current] = held.get(current, 0.0) + pending_s
+        free = room_s - sum(held.values())
+        if free + _EPSILON >= need_s:
+            return now, free
+        for index in sorted(held):
+            free += held[index]
+            if free + _EPSILON >= need_s:
+                return max(now, self.drops_at(index)), free
         return None
 
     def next_drop(self, now: float) -> float | None:

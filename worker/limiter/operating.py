@@ -100,22 +100,26 @@ class OperatingBudget:
         self._queues: dict[str, asyncio.Lock] = {}
         self._settled: dict[str, asyncio.Event] = {}
 
-    async def acquire(self, method: str, commands: int) -> Lease:
-        """Wait (in turn with other callers of ``method``) until the call fits, and reserve it."""
+    async def acquire(self, method: str, wanted: int) -> Lease:
+        """Wait (in turn with other callers of ``method``) until a call fits, and reserve it.
+
+        The lease's ``commands`` (at least 1, at most ``wanted``) is how many
+        commands the call may carry; the rest wait for a later call.
+        """
         started = self._clock.time()
         lease_id = next(self._ids)
         queue = self._queues.setdefault(method, asyncio.Lock())
         async with queue:
             while True:
                 settled = self._settled.setdefault(method, asyncio.Event())
-                wait, reserved = await self._backend.modify(
-                    method, lambda s: self._admit(s, lease_id, commands)
+                wait, count, reserved = await self._backend.modify(
+                    method, lambda s: self._admit(s, lease_id, wanted)
                 )
                 if wait == 0:
                     break
                 await self._wait(settled, None if wait == _WAIT_FOR_SETTLE else wait)
         waited = self._clock.time() - started
-        return Lease(lease_id, method, commands, reserved, waited)
+        return Lease(lease_id, method, count, reserved, waited)
 
     async def settle(
         self, lease: Lease, reports: Sequence[OperatingReport], *, duration_s: float | None = None
@@ -170,27 +174,38 @@ class OperatingBudget:
         return state
 
     def _admit(
-        self, state: MethodState | None, lease_id: str, commands: int
-    ) -> tuple[MethodState, tuple[float, float]]:
+        self, state: MethodState | None, lease_id: str, wanted: int
+    ) -> tuple[MethodState, tuple[float, int, float]]:
         state = self._fresh(state)
         now = self._clock.time()
-        if now < state.paused_until:
-            return state, (state.paused_until - now, 0.0)
-        learning = state.cost_s is None or state.resync
+        if (state.cost_s is None or state.resync) and state.in_flight:
+            return state, (_WAIT_FOR_SETTLE, 0, 0.0)
+        at, count = self._plan(state, now, wanted)
+        if at > now:
+            return state, (at - now, 0, 0.0)
+        reserved = count * (self._prior if state.cost_s is None else state.cost_s)
+        state.in_flight[lease_id] = (reserved, now + self._ttl)
+        return state, (0.0, count, reserved)
+
+    def _plan(self, state: MethodState, now: float, wanted: int) -> tuple[float, int]:
+        """When the next call can go, and how many of ``wanted`` commands it may carry then."""
+        start = max(now, state.paused_until)
         cost = self._prior if state.cost_s is None else state.cost_s
-        need = commands * cost
-        if learning:
-            if state.in_flight:
-                return state, (_WAIT_FOR_SETTLE, 0.0)
-        else:
-            room = self._room - state.reserved_s()
-            fits_at = state.baskets.first_fit(now, room, min(need, self._room))
-            if fits_at is None:
-                return state, (_WAIT_FOR_SETTLE, 0.0)
-            if fits_at > now:
-                return state, (fits_at - now, 0.0)
-        state.in_flight[lease_id] = (need, now + self._ttl)
-        return state, (0.0, need)
+        server = cost if state.server_s is None else state.server_s
+        count = wanted
+        if server > 0:
+            count = min(count, _whole(self._max_request_s / server))
+        if state.resync:
+            count = 1
+        if cost <= 0:
+            return start, max(1, count)
+        found = state.baskets.first_room(
+            start, self._room, min(cost, self._room), pending_s=state.reserved_s()
+        )
+        if found is None:
+            return start, 1
+        at, free = found
+        return at, max(1, min(count, _whole(free / cost)))
 
     def _fold(
         self,
@@ -202,18 +217,20 @@ class OperatingBudget:
         state = self._fresh(state)
         now = self._clock.time()
         state.in_flight.pop(lease.id, None)
-        # The first report's growth is this command's cost only if nothing else of the
-        # method ran since the last report and no basket dropped out in between.
-        alone = not state.in_flight and not state.resync and state.last_reset_at is not None
+        # A lone report's growth is its command's cost only if nothing else of the method
+        # ran since the last report, no basket dropped out, and the report is not stale.
+        alone = len(reports) == 1 and not state.in_flight and not state.resync
+        alone = alone and state.last_reset_at is not None
         steps: list[float] = []
         previous: OperatingReport | None = None
         for report in reports:
-            grew = self._reconcile(state, now, report)
+            same_window = report.reset_at == state.last_reset_at
+            difference = self._reconcile(state, now, report)
             if report.operating is None:
                 state.baskets.charge(now, state.cost_s or self._prior)
             elif previous is None:
-                if alone and report.reset_at == state.last_reset_at:
-                    steps.append(grew)
+                if alone and same_window and difference > -1e-9:
+                    steps.append(difference)
             elif previous.operating is not None and previous.reset_at == report.reset_at:
                 steps.append(report.operating - previous.operating)
             previous = report
@@ -232,9 +249,9 @@ class OperatingBudget:
             state.baskets.align(report.reset_at)
         if report.operating is None:
             return 0.0
-        grew = state.baskets.reconcile(now, report.operating, may_shrink=shrinks)
+        difference = state.baskets.reconcile(now, report.operating, may_shrink=shrinks)
         state.resync = False
-        return grew
+        return difference
 
     def _block(self, state: MethodState | None, reset_at: float | None) -> tuple[MethodState, None]:
         state = self._fresh(state)
@@ -247,22 +264,7 @@ class OperatingBudget:
 
     def _size(self, state: MethodState | None, wanted: int) -> tuple[MethodState, int]:
         state = self._fresh(state)
-        now = self._clock.time()
-        cost = self._prior if state.cost_s is None else state.cost_s
-        server = state.server_s if state.server_s is not None else cost
-        count = wanted
-        if server > 0:
-            count = min(count, _whole(self._max_request_s / server))
-        if state.resync:
-            count = 1
-        elif cost > 0:
-            start = max(now, state.paused_until)
-            room = self._room - state.reserved_s()
-            fits_at = state.baskets.first_fit(start, room, cost)
-            if fits_at is not None:
-                free = room - state.baskets.used(fits_at)
-                count = min(count, _whole(free / cost))
-        return state, max(1, count)
+        return state, self._plan(state, self._clock.time(), wanted)[1]
 
     def _cost(self, state: MethodState | None) -> tuple[MethodState, float | None]:
         state = self._fresh(state)
