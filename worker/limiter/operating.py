@@ -256,8 +256,10 @@ class OperatingBudget:
     def _block(self, state: MethodState | None, reset_at: float | None) -> tuple[MethodState, None]:
         state = self._fresh(state)
         now = self._clock.time()
-        until = reset_at if reset_at is not None else state.baskets.next_drop(now)
-        until = until + self._grace if until is not None else now + self._basket_s
+        if reset_at is not None:
+            until = reset_at + self._grace
+        else:
+            until = state.baskets.next_drop(now) or now + self._basket_s
         state.paused_until = max(state.paused_until, until)
         state.resync = True
         return state, None
