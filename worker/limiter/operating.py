@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.limiter.backends import MemoryBackend, StateBackend
-from worker.limiter.clock import Clock
+from worker.limiter.clock import Clock, sleep_or_wake
 from worker.limiter.cost import learn
 from worker.limiter.ledger import BASKETS, Baskets
 from worker.limiter.report import OperatingReport
@@ -117,7 +117,9 @@ class OperatingBudget:
                 )
                 if wait == 0:
                     break
-                await self._wait(settled, None if wait == _WAIT_FOR_SETTLE else wait)
+                await sleep_or_wake(
+                    self._clock, self._poll if wait == _WAIT_FOR_SETTLE else wait, settled
+                )
         waited = self._clock.time() - started
         return Lease(lease_id, method, count, reserved, waited)
 
@@ -278,19 +280,6 @@ class OperatingBudget:
         if now < state.paused_until:
             return state, 0.0
         return state, max(0.0, self._limit - state.baskets.used(now) - state.reserved_s())
-
-    async def _wait(self, settled: asyncio.Event, seconds: float | None) -> None:
-        """Sleep ``seconds`` on the clock, or until a call of the method settles, if sooner."""
-        sleeper = asyncio.ensure_future(
-            self._clock.sleep(self._poll if seconds is None else seconds)
-        )
-        waker = asyncio.ensure_future(settled.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
 
 def _whole(value: float) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from worker.limiter import FakeClock, SystemClock
+from worker.limiter.clock import sleep_or_wake
 
 
 async def test_sleep_returns_only_once_time_reaches_its_deadline(clock: FakeClock) -> None:
@@ -68,3 +69,21 @@ async def test_system_clock_reads_the_machine() -> None:
     await clock.sleep(0.0)
     assert clock.monotonic() >= first
     assert clock.time() > 1_600_000_000
+
+
+async def test_sleep_or_wake_returns_early_when_woken(clock: FakeClock) -> None:
+    wake = asyncio.Event()
+    task = asyncio.create_task(sleep_or_wake(clock, 10.0, wake))
+    await clock.advance(1.0)
+    wake.set()
+    await clock.settle()
+    assert task.done()
+    assert clock.next_wakeup() is None
+
+
+async def test_sleep_or_wake_returns_after_its_time_when_not_woken(clock: FakeClock) -> None:
+    task = asyncio.create_task(sleep_or_wake(clock, 10.0, asyncio.Event()))
+    await clock.advance(9.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done()
