@@ -3,11 +3,12 @@
 Waiting here is never a failure: callers wait for a token or for budget, and
 rate-limit answers are fed back so the next wait is longer. One call goes:
 
-    count = await budget.max_commands(method, wanted)
-    lease = await budget.acquire(method, count)
-    await pacer.acquire()                      # right before sending
-    ...send...                                 # 503 QUERY_LIMIT_EXCEEDED: pacer.on_rate_limited()
-    await budget.settle(lease, reports)        # 429 OPERATION_TIME_LIMIT: budget.on_blocked(...)
+    size = await budget.max_commands(method, wanted)     # to form the batch
+    lease = await budget.acquire(method, size)           # send lease.commands of them
+    await pacer.acquire()                                # right before sending
+    ...send...                        # 503 QUERY_LIMIT_EXCEEDED: pacer.on_rate_limited()
+    await budget.settle(lease, reports, duration_s=...)  # in a finally; [] if nothing ran
+    # 429 OPERATION_TIME_LIMIT (top level or in result_error): budget.on_blocked(...)
 """
 
 from worker.limiter.backends import MemoryBackend, StateBackend
