@@ -62,10 +62,32 @@ def test_run_connects_and_stops_cleanly_on_sigterm(amqp_url: str) -> None:
 
 
 def test_run_reports_an_unreachable_broker_without_its_password() -> None:
-    worker = start_worker({"AMQP_URL": "amqp://app:Br0kerPassw0rd@127.0.0.1:1/"})
+    worker = start_worker(
+        {
+            "AMQP_URL": "amqp://app:Br0kerPassw0rd@127.0.0.1:1/",
+            "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
+            "HTTP_PORT": "0",
+        }
+    )
     output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 1
     line = json.loads(output.strip().splitlines()[-1])
     assert line["event"] == "broker.unreachable"
     assert line["broker"] == "amqp://app:***@127.0.0.1:1/"
     assert "Br0kerPassw0rd" not in output
+
+
+def test_run_without_a_portal_says_what_to_set() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 2
+    line = json.loads(output.strip().splitlines()[-1])
+    assert line["event"] == "config.no_portal"
+    assert "B24_WEBHOOK_URL" in line["hint"]

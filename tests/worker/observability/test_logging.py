@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from worker.observability.logging import SecretMask, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """These tests point structlog at pytest's captured stdout; undo that afterwards."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
 
 
 def test_mask_replaces_every_registered_secret() -> None:

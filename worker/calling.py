@@ -1,0 +1,188 @@
+"""Calling the portal for a group of jobs and deciding what each answer means.
+
+One call carries the group: a `batch` (halt=0) when there are several jobs, a
+single JSON call otherwise. The limiter is asked first and waited out; its
+waits and the portal's rate-limit answers never count as attempts. Each job
+gets a Decision: an Outcome to settle, `Again` (send it once more, no attempt
+used), or `PortalDown` (a portal-wide state: the job is handed back).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from schemas.events import ErrorClass
+from worker.applied import not_applied
+from worker.bitrix import (
+    BitrixClient,
+    CommandAnswer,
+    NoAnswerError,
+    PortalError,
+    TokenRenewalError,
+    UnexpectedAnswerError,
+)
+from worker.classify import TRANSPORT, Verdict, classify
+from worker.jobs import Job
+from worker.limiter import OperatingBudget, OperatingReport
+from worker.observability.metrics import Metrics
+from worker.outcomes import Failed, Outcome, Retry, Succeeded
+
+__all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown"]
+
+METHOD = "crm.item.update"
+
+
+@dataclass(frozen=True)
+class Again:
+    reason: str
+
+
+@dataclass(frozen=True)
+class PortalDown:
+    state: str
+    code: str
+
+
+Decision = Outcome | Again | PortalDown
+
+
+class Pacer(Protocol):
+    async def acquire(self) -> float: ...
+    async def on_rate_limited(self) -> None: ...
+
+
+class Caller:
+    """Sends groups of jobs to the portal at the limiter's pace."""
+
+    def __init__(
+        self,
+        *,
+        client: BitrixClient,
+        pacer: Pacer,
+        budget: OperatingBudget,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._client = client
+        self._pacer = pacer
+        self._budget = budget
+        self._metrics = metrics or Metrics()
+
+    async def send(self, jobs: list[Job]) -> list[tuple[Job, Decision]]:
+        """Send what the operating budget lets one call carry; the rest come back `Again`."""
+        lease = await self._budget.acquire(METHOD, len(jobs))
+        later = [(job, Again("budget")) for job in jobs[lease.commands :]]
+        jobs = jobs[: lease.commands]
+        reports: list[OperatingReport] = []
+        started = time.perf_counter()
+        try:
+            waited = lease.waited_s + await self._pacer.acquire()
+            self._metrics.limiter_wait.observe(waited)
+            self._metrics.batch_size.observe(len(jobs))
+            started = time.perf_counter()
+            decisions = await self._call(jobs, reports)
+        finally:
+            duration = time.perf_counter() - started
+            self._metrics.api_latency.observe(duration)
+            await self._budget.settle(lease, reports, duration_s=duration)
+            self._metrics.operating_left.labels(METHOD).set(await self._budget.remaining_s(METHOD))
+        return decisions + later
+
+    async def _call(
+        self, jobs: list[Job], reports: list[OperatingReport]
+    ) -> list[tuple[Job, Decision]]:
+        try:
+            if len(jobs) == 1:
+                answers = {"c0": await self._client.call(METHOD, jobs[0].params)}
+            else:
+                batch = await self._client.batch(
+                    {f"c{i}": (METHOD, job.params) for i, job in enumerate(jobs)}
+                )
+                answers = dict(batch.commands)
+        except PortalError as exc:
+            seen: set[str] = set()
+            return [
+                (job, await self._answer(job, exc.code, exc.status, exc.description, seen))
+                for job in jobs
+            ]
+        except TokenRenewalError:
+            return [(job, PortalDown("bad_credentials", "TOKEN_RENEWAL_FAILED")) for job in jobs]
+        except (NoAnswerError, UnexpectedAnswerError) as exc:
+            maybe_sent = not isinstance(exc, NoAnswerError) or exc.maybe_sent
+            return [(job, _doubt(job, type(exc).__name__, maybe_sent)) for job in jobs]
+        decisions = []
+        limited: set[str] = set()
+        for index, job in enumerate(jobs):
+            answer = answers[f"c{index}"]
+            if answer.ran and answer.time is not None:
+                reports.append(
+                    OperatingReport(answer.time.operating, answer.time.operating_reset_at)
+                )
+            decisions.append((job, await self._per_command(job, answer, limited)))
+        return decisions
+
+    async def _answer(
+        self, job: Job, code: str, status: int | None, description: str, limited: set[str]
+    ) -> Decision:
+        """The decision for an error; a rate limit is reported to the limiter once per call."""
+        verdict = classify(code, status)
+        if verdict.kind == "rate_limit":
+            if code not in limited:
+                limited.add(code)
+                await self._rate_limited(code)
+            return Again(code)
+        job.attempts += 1
+        return _decide(job, verdict, code, description)
+
+    async def _per_command(self, job: Job, answer: CommandAnswer, limited: set[str]) -> Decision:
+        if not answer.ran:
+            job.attempts += 1
+            return Retry("the portal did not run the command in its batch")
+        if answer.error is None:
+            job.attempts += 1
+            item = _item_of(answer.result)
+            sent = job.params.get("fields", {})
+            return Succeeded(item=item, not_applied=tuple(not_applied(sent, item)))
+        code, description = answer.error.code, answer.error.description
+        # A command in a batch has no HTTP status; the free-plan ACCESS_DENIED is
+        # told from the item-rights one by its description.
+        status = 403 if code == "ACCESS_DENIED" and "commercial plan" in description else None
+        return await self._answer(job, code, status, description, limited)
+
+    async def _rate_limited(self, code: str) -> None:
+        self._metrics.rate_limited.labels(code).inc()
+        if code == "QUERY_LIMIT_EXCEEDED":
+            await self._pacer.on_rate_limited()
+        elif code == "OPERATION_TIME_LIMIT":
+            await self._budget.on_blocked(METHOD, reset_at=None)
+
+
+def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision:
+    if verdict.kind == "portal":
+        job.attempts -= 1  # a portal-wide state is not the command's attempt
+        return PortalDown(verdict.portal_state or "blocked", code)
+    if verdict.kind == "retry":
+        return Retry(f"{code or 'error'}: {description}")
+    return Failed(verdict.error_class or ErrorClass.UNKNOWN, code, description)
+
+
+def _doubt(job: Job, what: str, maybe_sent: bool) -> Decision:
+    job.attempts += 1
+    command = job.command
+    if maybe_sent and command is not None and not command.is_idempotent:
+        return Failed(
+            ErrorClass.IN_DOUBT,
+            what,
+            "the call failed after the request may have reached the portal, and the command "
+            "is not idempotent (it adds fm entries or uploads files): it was not sent again; "
+            "check the item before replaying it",
+        )
+    return Retry(f"{what}: {TRANSPORT.error_class}")
+
+
+def _item_of(result: Any) -> dict[str, Any]:
+    if isinstance(result, dict) and isinstance(result.get("item"), dict):
+        item: dict[str, Any] = result["item"]
+        return item
+    return {}

@@ -1,0 +1,174 @@
+"""decode -> validate -> ordering gate -> batcher -> call -> outcome, for each delivery.
+
+`accept` takes a delivery from the consumer and returns at once; the job then
+moves on its own: it waits for its item in the ordering gate, joins a batch,
+is sent at the limiter's pace, and is settled by `Outcomes` (publish, confirm,
+ack). A job that must be sent again (a rate limit) rejoins the batcher, still
+holding its item; a job retried through a delay tier parks its item until the
+copy returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from schemas import CommandValidationError, parse_command
+from schemas.events import ErrorClass
+from worker.batching import Batcher
+from worker.bitrix import batch_blocker
+from worker.calling import Again, Caller, Decision, PortalDown
+from worker.jobs import Job
+from worker.ordering import OrderingGate
+from worker.outcomes import Failed, HandBack, Outcome, Outcomes
+from worker.topology import Topology
+
+__all__ = ["Pipeline"]
+
+log = structlog.get_logger("worker.pipeline")
+
+_JSON_TYPES = ("", "application/json", "text/json")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        outcomes: Outcomes,
+        caller: Caller,
+        topology: Topology,
+        max_message_bytes: int,
+        batch_size: int,
+        linger_s: float,
+        on_portal_down: Callable[[str, str], Awaitable[None]],
+        on_settled: Callable[[Job, str], None] = lambda job, done: None,
+    ) -> None:
+        self._outcomes = outcomes
+        self._caller = caller
+        self._topology = topology
+        self._max_message_bytes = max_message_bytes
+        self._batch_size = batch_size
+        self._on_portal_down = on_portal_down
+        self._on_settled = on_settled
+        self.gate = OrderingGate()
+        self.batcher = Batcher(
+            dispatch=self._dispatch,
+            size=lambda: batch_size,
+            linger_s=linger_s,
+            batchable=self._batchable,
+        )
+        self.paused = False
+
+    async def accept(
+        self, message: AbstractIncomingMessage, source: Literal["update", "retry", "poison"]
+    ) -> None:
+        job = Job.from_message(message, source)
+        if source == "poison":
+            self._parse(job)
+            await self._settle(job, _poisoned(message))
+            return
+        problem = self._decode(job)
+        if problem is not None:
+            await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", problem))
+            return
+        if self.paused:
+            await self._settle(job, HandBack("portal down"))
+            return
+        key = job.key
+        if key is not None and self.gate.admit(key, job):
+            self.batcher.add(job)
+
+    def _decode(self, job: Job) -> str | None:
+        message = job.message
+        size = len(message.body)
+        if size > self._max_message_bytes:
+            limit = self._max_message_bytes
+            return f"the body is {size} bytes; the limit is {limit} (MAX_MESSAGE_BYTES)"
+        content_type = (message.content_type or "").split(";")[0].strip().lower()
+        if content_type not in _JSON_TYPES:
+            return f"content type {content_type!r}: a command is JSON (application/json)"
+        return self._parse(job)
+
+    @staticmethod
+    def _parse(job: Job) -> str | None:
+        try:
+            job.command = parse_command(job.message.body)
+        except CommandValidationError as exc:
+            return exc.reason
+        job.params = job.command.to_params()
+        return None
+
+    def _batchable(self, job: Job) -> bool:
+        return self._batch_size > 1 and batch_blocker(job.params) is None
+
+    async def _dispatch(self, jobs: list[Job]) -> None:
+        if self.paused:
+            await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
+            return
+        try:
+            decisions = await self._caller.send(jobs)
+        except Exception:
+            # A bug, not an answer: hand the jobs back. The broker counts the
+            # deliveries and dead-letters a message that keeps doing this.
+            log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
+            await asyncio.gather(*(self._settle(job, HandBack("crashed")) for job in jobs))
+            return
+        await asyncio.gather(*(self._after(job, decision) for job, decision in decisions))
+
+    async def _after(self, job: Job, decision: Decision) -> None:
+        if isinstance(decision, Again):
+            if self.paused:
+                await self._settle(job, HandBack("portal down"))
+            else:
+                self.batcher.add(job)
+            return
+        if isinstance(decision, PortalDown):
+            await self._on_portal_down(decision.state, decision.code)
+            await self._settle(job, HandBack(decision.state))
+            return
+        await self._settle(job, decision)
+
+    async def _settle(self, job: Job, outcome: Outcome) -> None:
+        done = await self._outcomes.settle(job, outcome)
+        self._on_settled(job, done)
+        key = job.key
+        if key is None or job.source == "poison":
+            return
+        if done == "retried":
+            delay = self._topology.tier_for(job.attempts)
+            self.gate.park(key, job.message_id, until=time.monotonic() + 2 * delay + 60)
+            return
+        following = self.gate.release(key)
+        if following is not None:
+            if self.paused:
+                await self._settle(following, HandBack("portal down"))
+            else:
+                self.batcher.add(following)
+
+    async def hand_back_held(self) -> int:
+        """Give the broker back every job not yet sent (a portal-wide state, or shutdown)."""
+        held = self.batcher.take_all() + self.gate.drain()
+        for job in held:
+            await self._outcomes.settle(job, HandBack("handed back"))
+        return len(held)
+
+    async def wake_parked(self) -> None:
+        """Let items whose retry copy never came back go on."""
+        for job in self.gate.expire_parked(time.monotonic()):
+            self.batcher.add(job)
+
+
+def _poisoned(message: AbstractIncomingMessage) -> Failed:
+    delivered = (message.headers or {}).get("x-delivery-count")
+    times = f"{delivered} times" if isinstance(delivered, int) else "too many times"
+    return Failed(
+        ErrorClass.UNKNOWN,
+        "DELIVERY_LIMIT",
+        f"the broker dead-lettered this message after it was delivered {times} without being "
+        "settled (it may crash the worker); it was not applied",
+    )
