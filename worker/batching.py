@@ -1,38 +1,51 @@
-"""Packs jobs into batches: up to a size, waiting a short linger to fill one."""
+"""Packs jobs into batches: as many as one call may carry when it may go.
+
+A group is formed only once the limiter has let the call go: while the worker
+waits for the portal's bucket or budget, deliveries pile up, so each call
+leaves as full as it can be. Jobs that cannot travel in a batch go alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from worker.jobs import Job
 
 __all__ = ["Batcher"]
 
+T = TypeVar("T")
 
-class Batcher:
+
+class Batcher(Generic[T]):
     """Collects ready jobs and hands them to `dispatch` in groups.
 
-    A group closes when it reaches `size()` jobs or `linger_s` after its first
-    job, whichever comes first. `size` is asked per group, so the limiter can
-    shrink batches as the portal's budget runs low. Jobs that cannot travel in a
-    batch are dispatched alone.
+    `admit(wanted)` waits until a call may be sent and returns a ticket that
+    says how many commands it may carry (`count(ticket)`); the group then takes
+    that many ready jobs, waiting at most `linger_s` for more to arrive.
     """
 
     def __init__(
         self,
         *,
-        dispatch: Callable[[list[Job]], Awaitable[None]],
-        size: Callable[[], int],
+        admit: Callable[[int], Awaitable[T]],
+        count: Callable[[T], int],
+        dispatch: Callable[[list[Job], T], Awaitable[None]],
+        size: int,
         linger_s: float,
         batchable: Callable[[Job], bool],
         max_in_flight: int = 4,
     ) -> None:
+        self._admit = admit
+        self._count = count
         self._dispatch = dispatch
         self._size = size
         self._linger_s = linger_s
         self._batchable = batchable
         self._ready: asyncio.Queue[Job] = asyncio.Queue()
+        self._alone: deque[Job] = deque()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -40,50 +53,59 @@ class Batcher:
         self._ready.put_nowait(job)
 
     def __len__(self) -> int:
-        return self._ready.qsize()
+        return self._ready.qsize() + len(self._alone)
 
     def take_all(self) -> list[Job]:
         """Remove every job not yet dispatched (to hand them back)."""
-        jobs = []
+        jobs = list(self._alone)
+        self._alone.clear()
         while not self._ready.empty():
             jobs.append(self._ready.get_nowait())
         return jobs
 
     async def run(self) -> None:
         """Form and dispatch groups until cancelled."""
-        loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()
-            first = await self._ready.get()
+            first = self._alone.popleft() if self._alone else await self._ready.get()
+            if self._size == 1 or not self._batchable(first):
+                ticket = await self._admit(1)
+                self._spawn([first], ticket)
+                continue
+            ticket = await self._admit(self._size)
             group = [first]
-            if self._batchable(first):
-                size = max(1, self._size())
-                deadline = loop.time() + self._linger_s
-                while len(group) < size:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0 and self._ready.empty():
-                        break
-                    try:
-                        job = await asyncio.wait_for(self._ready.get(), max(timeout, 0))
-                    except TimeoutError:
-                        break
-                    if self._batchable(job):
-                        group.append(job)
-                    else:
-                        self._spawn([job], hold_slot=False)
-            self._spawn(group)
+            await self._fill(group, max(1, self._count(ticket)))
+            self._spawn(group, ticket)
 
-    def _spawn(self, group: list[Job], *, hold_slot: bool = True) -> None:
-        task = asyncio.create_task(self._send(group, hold_slot))
+    async def _fill(self, group: list[Job], room: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger_s
+        while len(group) < room:
+            if self._ready.empty():
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    return
+                try:
+                    job = await asyncio.wait_for(self._ready.get(), timeout)
+                except TimeoutError:
+                    return
+            else:
+                job = self._ready.get_nowait()
+            if self._batchable(job):
+                group.append(job)
+            else:
+                self._alone.append(job)
+
+    def _spawn(self, group: list[Job], ticket: T) -> None:
+        task = asyncio.create_task(self._send(group, ticket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, group: list[Job], hold_slot: bool) -> None:
+    async def _send(self, group: list[Job], ticket: T) -> None:
         try:
-            await self._dispatch(group)
+            await self._dispatch(group, ticket)
         finally:
-            if hold_slot:
-                self._slots.release()
+            self._slots.release()
 
     async def wait_idle(self) -> None:
         """Wait for the groups already dispatched to finish."""

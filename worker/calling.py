@@ -25,11 +25,11 @@ from worker.bitrix import (
 )
 from worker.classify import TRANSPORT, Verdict, classify
 from worker.jobs import Job
-from worker.limiter import OperatingBudget, OperatingReport
+from worker.limiter import Lease, OperatingBudget, OperatingReport
 from worker.observability.metrics import Metrics
 from worker.outcomes import Failed, Outcome, Retry, Succeeded
 
-__all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown"]
+__all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown", "Ticket"]
 
 METHOD = "crm.item.update"
 
@@ -53,6 +53,17 @@ class Pacer(Protocol):
     async def on_rate_limited(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """Leave to send one call: the operating budget's lease (how many commands fit)."""
+
+    lease: Lease
+
+    @property
+    def commands(self) -> int:
+        return self.lease.commands
+
+
 class Caller:
     """Sends groups of jobs to the portal at the limiter's pace."""
 
@@ -69,25 +80,29 @@ class Caller:
         self._budget = budget
         self._metrics = metrics or Metrics()
 
-    async def send(self, jobs: list[Job]) -> list[tuple[Job, Decision]]:
-        """Send what the operating budget lets one call carry; the rest come back `Again`."""
-        lease = await self._budget.acquire(METHOD, len(jobs))
-        later = [(job, Again("budget")) for job in jobs[lease.commands :]]
-        jobs = jobs[: lease.commands]
+    async def admit(self, wanted: int) -> Ticket:
+        """Wait until a call of up to `wanted` commands may go: budget first, then the bucket."""
+        lease = await self._budget.acquire(METHOD, wanted)
+        waited = lease.waited_s + await self._pacer.acquire()
+        self._metrics.limiter_wait.observe(waited)
+        return Ticket(lease)
+
+    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
+        """Send the jobs in one call (the ticket allows that many); settle the lease."""
         reports: list[OperatingReport] = []
+        self._metrics.batch_size.observe(len(jobs))
         started = time.perf_counter()
         try:
-            waited = lease.waited_s + await self._pacer.acquire()
-            self._metrics.limiter_wait.observe(waited)
-            self._metrics.batch_size.observe(len(jobs))
-            started = time.perf_counter()
-            decisions = await self._call(jobs, reports)
+            return await self._call(jobs, reports)
         finally:
             duration = time.perf_counter() - started
             self._metrics.api_latency.observe(duration)
-            await self._budget.settle(lease, reports, duration_s=duration)
+            await self._budget.settle(ticket.lease, reports, duration_s=duration)
             self._metrics.operating_left.labels(METHOD).set(await self._budget.remaining_s(METHOD))
-        return decisions + later
+
+    async def release(self, ticket: Ticket) -> None:
+        """A ticket that will not be used (the jobs were handed back)."""
+        await self._budget.settle(ticket.lease, [])
 
     async def _call(
         self, jobs: list[Job], reports: list[OperatingReport]

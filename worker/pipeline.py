@@ -22,7 +22,7 @@ from schemas import CommandValidationError, parse_command
 from schemas.events import ErrorClass
 from worker.batching import Batcher
 from worker.bitrix import batch_blocker
-from worker.calling import Again, Caller, Decision, PortalDown
+from worker.calling import Again, Caller, Decision, PortalDown, Ticket
 from worker.jobs import Job
 from worker.ordering import OrderingGate
 from worker.outcomes import Failed, HandBack, Outcome, Outcomes
@@ -56,9 +56,11 @@ class Pipeline:
         self._on_portal_down = on_portal_down
         self._on_settled = on_settled
         self.gate = OrderingGate()
-        self.batcher = Batcher(
+        self.batcher: Batcher[Ticket] = Batcher(
+            admit=caller.admit,
+            count=lambda ticket: ticket.commands,
             dispatch=self._dispatch,
-            size=lambda: batch_size,
+            size=batch_size,
             linger_s=linger_s,
             batchable=self._batchable,
         )
@@ -106,12 +108,13 @@ class Pipeline:
     def _batchable(self, job: Job) -> bool:
         return self._batch_size > 1 and batch_blocker(job.params) is None
 
-    async def _dispatch(self, jobs: list[Job]) -> None:
+    async def _dispatch(self, jobs: list[Job], ticket: Ticket) -> None:
         if self.paused:
+            await self._caller.release(ticket)
             await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
             return
         try:
-            decisions = await self._caller.send(jobs)
+            decisions = await self._caller.send(jobs, ticket)
         except Exception:
             # A bug, not an answer: hand the jobs back. The broker counts the
             # deliveries and dead-letters a message that keeps doing this.

@@ -1,0 +1,249 @@
+"""The worker against a fresh sandbox portal at its limits, as users run it.
+
+Real processes: `b24-worker sandbox` and `b24-worker run` (JSON logs on, to a
+file), the broker at AMQP_URL, queues of their own. The commands are published
+first; the clock runs from the worker's first delivery to its last settled
+message, both read from its own log.
+
+    python bench/worker_pacing.py bucket      # 5,000 updates, burst 50, 2/s
+    python bench/worker_pacing.py operating   # operating limit 12 s per 60 s, 0.2 s per update
+    python bench/worker_pacing.py unlimited   # limits off: throughput and CPU per message
+
+Figures printed: wall time, the ideal, rate-limit answers the sandbox counted,
+successes (and duplicates), failures, and the worker's CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_sandbox(port: int, options: list[str]) -> subprocess.Popen[bytes]:
+    portal = subprocess.Popen(
+        [sys.executable, "-m", "worker", "sandbox", "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_sandbox/", timeout=1)
+            return portal
+        except httpx.TransportError:
+            time.sleep(0.05)
+    portal.kill()
+    raise SystemExit("the sandbox did not start")
+
+
+async def publish(queue: str, count: int, fields_of: Any) -> None:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    await channel.declare_queue(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": 50,
+            "x-dead-letter-routing-key": f"{queue}.poison",
+        },
+    )
+    for item_id in range(1, count + 1):
+        body = {"entityTypeId": 2, "id": item_id, "fields": fields_of(item_id)}
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                message_id=f"m{item_id}",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=queue,
+        )
+    await connection.close()
+
+
+async def drain_results(queue: str) -> list[dict[str, Any]]:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    source = await channel.get_queue(queue)
+    events = []
+    while (message := await source.get(fail=False)) is not None:
+        events.append(json.loads(message.body))
+        await message.ack()
+    await connection.close()
+    return events
+
+
+async def delete_queues(prefix: str, names: list[str]) -> None:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    for name in names:
+        await channel.queue_delete(f"{prefix}{name}")
+    await connection.close()
+
+
+def read_log(path: Path) -> tuple[float | None, float | None, int]:
+    first = last = None
+    settled = 0
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        stamp = (
+            datetime.fromisoformat(entry["timestamp"]).timestamp() if "timestamp" in entry else None
+        )
+        if entry.get("event") == "message.settled":
+            settled += 1
+            first = stamp if first is None else first
+            last = stamp
+        if entry.get("event") == "consumer.started":
+            first = stamp
+    return first, last, settled
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # Cloud bucket limits. The operating cost is set under the portal's 0.1 s
+    # charging floor: this run measures the request bucket alone.
+    "bucket": {"count": 5000, "sandbox": ["--operating-cost-s", "0.05"], "env": {}},
+    "operating": {
+        "count": 600,
+        "sandbox": [
+            "--operating-limit-s",
+            "12",
+            "--operating-window-s",
+            "60",
+            "--operating-cost",
+            "crm.item.update=0.2",
+            "--operating-cost-s",
+            "0.05",
+        ],
+        "env": {"B24_OPERATING_LIMIT_S": "12", "B24_OPERATING_WINDOW_S": "60"},
+    },
+    "unlimited": {"count": 20000, "sandbox": ["--no-limits"], "env": {}},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--count", type=int, help="commands (default per scenario)")
+    args = parser.parse_args()
+    scenario = SCENARIOS[args.scenario]
+    count = args.count or scenario["count"]
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    port = free_port()
+    portal = start_sandbox(port, ["--seed", str(count), "--spa-types", "", *scenario["sandbox"]])
+    log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+    names = [
+        "update",
+        "update.poison",
+        "update.retry",
+        "result",
+        "dead",
+        *[f"update.retry.{d}s" for d in (5, 30, 120, 600)],
+    ]
+    try:
+        asyncio.run(
+            publish(f"{prefix}update", count, lambda i: {"title": f"bench {i}", "opened": "Y"})
+        )
+        env = {
+            **os.environ,
+            "AMQP_URL": AMQP_URL,
+            "B24_WEBHOOK_URL": f"http://127.0.0.1:{port}/rest/1/sandboxwebhook01/",
+            "UPDATE_QUEUE": f"{prefix}update",
+            "RESULT_QUEUE": f"{prefix}result",
+            "DEAD_LETTER_QUEUE": f"{prefix}dead",
+            "HTTP_PORT": "0",
+            "LOG_LEVEL": "INFO",
+            **scenario["env"],
+        }
+        with log_path.open("w") as log_file:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            deadline = time.monotonic() + 1800
+            cpu = 0.0
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                cpu = cpu_seconds(worker.pid)
+                if read_log(log_path)[2] >= count or worker.poll() is not None:
+                    break
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+        first, last, settled = read_log(log_path)
+        events = asyncio.run(drain_results(f"{prefix}result"))
+        dead = asyncio.run(drain_results(f"{prefix}dead"))
+        counters = httpx.get(f"http://127.0.0.1:{port}/_sandbox/counters").json()
+    finally:
+        portal.send_signal(signal.SIGTERM)
+        portal.wait(timeout=30)
+        asyncio.run(delete_queues(prefix, names))
+    ids = [e["messageId"] for e in events]
+    elapsed = (last - first) if first is not None and last is not None else math.nan
+    print(f"scenario: {args.scenario}, {count} commands for distinct deals, BATCH_SIZE 50")
+    print(f"time from first delivery to last settled message: {elapsed:.2f} s")
+    if args.scenario == "bucket":
+        ideal = (math.ceil(count / 50) - 50) / 2
+        print(f"ideal: {ideal:.2f} s; ratio {elapsed / ideal:.3f} (target <= 1.05)")
+    if args.scenario == "operating":
+        allowed = 12 / 0.2 / 60  # updates per second the budget allows
+        print(
+            f"throughput: {count / elapsed:.3f}/s; the budget allows {allowed:.3f}/s; "
+            f"{count / elapsed / allowed:.1%} of it (target >= 90%)"
+        )
+    if args.scenario == "unlimited":
+        print(
+            f"throughput: {count / elapsed:.0f} commands/s; worker CPU {cpu:.1f} s, "
+            f"{cpu / count * 1e6:.0f} us per message"
+        )
+    print(
+        f"successes: {len(events)} ({len(set(ids))} distinct, {len(ids) - len(set(ids))} duplicates)"
+    )
+    print(f"failures: {len(dead)}")
+    print(
+        f"sandbox: {counters['requests']} requests, {counters['query_limit_rejections']} "
+        f"QUERY_LIMIT_EXCEEDED, {counters['operation_limit_rejections']} OPERATION_TIME_LIMIT"
+    )
+    print(f"worker log: {log_path}")
+    return 0 if len(set(ids)) == count and not dead else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
