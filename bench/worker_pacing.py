@@ -207,7 +207,7 @@ def main() -> int:
                     break
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
-        first, last, settled = read_log(log_path)
+        first, last, _ = read_log(log_path)
         events = asyncio.run(drain_results(f"{prefix}result"))
         dead = asyncio.run(drain_results(f"{prefix}dead"))
         counters = httpx.get(f"http://127.0.0.1:{port}/_sandbox/counters").json()
@@ -234,7 +234,8 @@ def main() -> int:
             f"{cpu / count * 1e6:.0f} us per message"
         )
     print(
-        f"successes: {len(events)} ({len(set(ids))} distinct, {len(ids) - len(set(ids))} duplicates)"
+        f"successes: {len(events)} ({len(set(ids))} distinct, "
+        f"{len(ids) - len(set(ids))} duplicates)"
     )
     print(f"failures: {len(dead)}")
     print(
