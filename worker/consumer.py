@@ -101,8 +101,7 @@ class Consumers:
                 continue
             for source, queue in self._queues.items():
                 tag = self._tags.get(source)
-                channel = queue.channel
-                if tag is not None and tag not in _live_consumers(channel):
+                if tag is not None and tag not in await _live_consumers(queue):
                     log.warning("consumer.cancelled_by_server", queue=queue.name)
                     try:
                         self._tags[source] = await queue.consume(self._callback(source))
@@ -112,7 +111,10 @@ class Consumers:
                         )
 
 
-def _live_consumers(channel: object) -> set[str]:
-    underlying = getattr(channel, "_channel", None) or getattr(channel, "channel", None)
-    consumers = getattr(underlying, "consumers", None)
-    return set(consumers) if isinstance(consumers, dict) else set()
+async def _live_consumers(queue: AbstractQueue) -> set[str]:
+    """Consumer tags the channel still has; a server-side cancel removes its tag."""
+    try:
+        underlay = await queue.channel.get_underlay_channel()
+    except Exception:  # the channel is being restored after a reconnect
+        return set()
+    return set(underlay.consumers)

@@ -232,3 +232,19 @@ async def test_a_portal_wide_state_leaves_messages_queued_then_recovers(
 
 def await_nothing_dead(done: list[dict[str, Any]]) -> bool:
     return all(e["status"] == "succeeded" for e in done)
+
+
+async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    settings = settings_for(amqp_url, portal)
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        queue = worker.consumers._queues["update"]
+        first_tag = worker.consumers._tags["update"]
+        await queue.cancel(first_tag)  # as the broker's basic.cancel would leave it
+        await eventually(lambda: worker.consumers._tags["update"] != first_tag, timeout_s=10)
+        underlay = await queue.channel.get_underlay_channel()
+        assert len(underlay.consumers) == 1  # consuming again, exactly once
+        await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-a")
+        [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
+    assert event["messageId"] == "m-a"
