@@ -110,24 +110,24 @@ async def delete_queues(prefix: str, names: list[str]) -> None:
     await connection.close()
 
 
-def read_log(path: Path) -> tuple[float | None, float | None, int]:
-    first = last = None
-    settled = 0
+def read_log(path: Path) -> tuple[float | None, list[float]]:
+    """When consumption started, and when each message ended (succeeded or failed)."""
+    first = None
+    ended: list[float] = []
     for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        stamp = (
-            datetime.fromisoformat(entry["timestamp"]).timestamp() if "timestamp" in entry else None
-        )
-        if entry.get("event") == "message.settled":
-            settled += 1
-            first = stamp if first is None else first
-            last = stamp
-        if entry.get("event") == "consumer.started":
+        if "timestamp" not in entry:
+            continue
+        stamp = datetime.fromisoformat(entry["timestamp"]).timestamp()
+        settled = entry.get("event") == "message.settled"
+        if settled and entry.get("outcome") in ("succeeded", "failed"):
+            ended.append(stamp)
+        if entry.get("event") == "consumer.started" and first is None:
             first = stamp
-    return first, last, settled
+    return first, ended
 
 
 def cpu_seconds(pid: int) -> float:

@@ -117,4 +117,5 @@ async def _live_consumers(queue: AbstractQueue) -> set[str]:
         underlay = await queue.channel.get_underlay_channel()
     except Exception:  # the channel is being restored after a reconnect
         return set()
-    return set(underlay.consumers)
+    consumers: dict[str, object] = getattr(underlay, "consumers", {})
+    return set(consumers)

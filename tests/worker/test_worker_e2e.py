@@ -244,7 +244,7 @@ async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
         await queue.cancel(first_tag)  # as the broker's basic.cancel would leave it
         await eventually(lambda: worker.consumers._tags["update"] != first_tag, timeout_s=10)
         underlay = await queue.channel.get_underlay_channel()
-        assert len(underlay.consumers) == 1  # consuming again, exactly once
+        assert len(underlay.consumers) == 1  # type: ignore[attr-defined]  # exactly once
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-a")
         [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
     assert event["messageId"] == "m-a"
