@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -22,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection
 from worker.bitrix import (
     Auth,
     BitrixClient,
+    CommandAnswer,
     FileTokenStore,
     OAuthAuth,
     PortalError,
@@ -31,6 +33,7 @@ from worker.bitrix import (
 from worker.breaker import Breaker
 from worker.calling import Caller
 from worker.consumer import Consumers
+from worker.definitions import FieldDefinitions
 from worker.jobs import Job
 from worker.limiter import OperatingBudget, RequestPacer, SystemClock
 from worker.observability.health import HealthServer
@@ -47,6 +50,18 @@ log = structlog.get_logger("worker")
 
 
 _T = TypeVar("_T")
+
+
+class _Paced:
+    """A client whose single calls wait for the request bucket first."""
+
+    def __init__(self, client: BitrixClient, pacer: RequestPacer) -> None:
+        self._client = client
+        self._pacer = pacer
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
+        await self._pacer.acquire()
+        return await self._client.call(method, params)
 
 
 def _started(part: _T | None) -> _T:
@@ -117,6 +132,7 @@ class Worker:
         self._consumers: Consumers | None = None
         self._pipeline: Pipeline | None = None
         self._breaker: Breaker | None = None
+        self._definitions: FieldDefinitions | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
         self._http = make_http_client(timeout_s=settings.B24_TIMEOUT_S)
@@ -177,6 +193,8 @@ class Worker:
             return None
 
         self._breaker = Breaker(probe=probe, on_open=self._portal_down, on_close=self._portal_up)
+        # crm.item.fields calls take a token from the same bucket as updates.
+        self._definitions = FieldDefinitions(client=_Paced(client, pacer), clock=clock)
         self._pipeline = Pipeline(
             outcomes=outcomes,
             caller=Caller(client=client, pacer=pacer, budget=budget, metrics=self.metrics),
@@ -186,6 +204,7 @@ class Worker:
             linger_s=s.BATCH_LINGER_MS / 1000,
             on_portal_down=self._breaker.trip,
             on_settled=self._count,
+            definitions=self._definitions,
         )
         self._consumers = Consumers(
             connection=self.connection,
@@ -258,6 +277,8 @@ class Worker:
             task.cancel()
         if self._breaker is not None:
             await self._breaker.close()
+        if self._definitions is not None:
+            await self._definitions.close()
         if self._health is not None:
             await self._health.stop()
         await self._http.aclose()

@@ -23,6 +23,7 @@ from schemas.events import ErrorClass
 from worker.batching import Batcher
 from worker.bitrix import batch_blocker
 from worker.calling import Again, Caller, Decision, PortalDown, Ticket
+from worker.definitions import FieldDefinitions
 from worker.jobs import Job
 from worker.ordering import OrderingGate
 from worker.outcomes import Failed, HandBack, Outcome, Outcomes
@@ -47,6 +48,7 @@ class Pipeline:
         linger_s: float,
         on_portal_down: Callable[[str, str], Awaitable[None]],
         on_settled: Callable[[Job, str], None] = lambda job, done: None,
+        definitions: FieldDefinitions | None = None,
     ) -> None:
         self._outcomes = outcomes
         self._caller = caller
@@ -55,6 +57,7 @@ class Pipeline:
         self._batch_size = batch_size
         self._on_portal_down = on_portal_down
         self._on_settled = on_settled
+        self._definitions = definitions
         self.gate = OrderingGate()
         self.batcher: Batcher[Ticket] = Batcher(
             admit=caller.admit,
@@ -83,7 +86,23 @@ class Pipeline:
             return
         key = job.key
         if key is not None and self.gate.admit(key, job):
-            self.batcher.add(job)
+            await self._ready(job)
+
+    async def _ready(self, job: Job) -> None:
+        """The job holds its item: check its custom fields against the portal's
+        definitions, then queue it for a call."""
+        command = job.command
+        if self._definitions is not None and command is not None:
+            try:
+                job.params["fields"] = await self._definitions.check(
+                    command.entityTypeId,
+                    job.params["fields"],
+                    original_uf_names=command.useOriginalUfNames == "Y",
+                )
+            except CommandValidationError as exc:
+                await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", exc.reason))
+                return
+        self.batcher.add(job)
 
     def _decode(self, job: Job) -> str | None:
         message = job.message
@@ -151,7 +170,7 @@ class Pipeline:
             if self.paused:
                 await self._settle(following, HandBack("portal down"))
             else:
-                self.batcher.add(following)
+                await self._ready(following)
 
     async def hand_back_held(self) -> int:
         """Give the broker back every job not yet sent (a portal-wide state, or shutdown)."""
@@ -163,7 +182,7 @@ class Pipeline:
     async def wake_parked(self) -> None:
         """Let items whose retry copy never came back go on."""
         for job in self.gate.expire_parked(time.monotonic()):
-            self.batcher.add(job)
+            await self._ready(job)
 
 
 def _poisoned(message: AbstractIncomingMessage) -> Failed:

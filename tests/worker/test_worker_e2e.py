@@ -248,3 +248,32 @@ async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-a")
         [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
     assert event["messageId"] == "m-a"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"ufCrm_1721244707203": 1}, 'fields.ufCrm_1721244707203: expected "Y" or "N"'),
+        ({"ufCrm_1721244707202": "one tag"}, "fields.ufCrm_1721244707202: expected an array"),
+        ({"ufCrm_999": "x"}, "fields.ufCrm_999: the portal has no such custom field"),
+    ],
+)
+async def test_custom_fields_are_checked_against_the_portals_definitions(
+    amqp_url: str, portal: RunningSandbox, fields: dict[str, Any], reason: str
+) -> None:
+    settings = settings_for(amqp_url, portal)
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        await publish(broker, settings.UPDATE_QUEUE, deal(1, **fields), message_id="m-uf")
+        await publish(
+            broker,
+            settings.UPDATE_QUEUE,
+            deal(2, ufCrm_1721244707203=True, ufCrm_1721244707202=["a", "b"]),
+            message_id="m-ok",
+        )
+        [failure] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
+        [success] = events(await take(broker, settings.RESULT_QUEUE, 1))
+    assert failure["error"]["class"] == "validation"
+    assert failure["error"]["description"].startswith(reason)
+    assert success["messageId"] == "m-ok"
+    item = stored(portal, 2, 2)
+    assert (item["ufCrm_1721244707203"], item["ufCrm_1721244707202"]) == ("Y", ["a", "b"])
