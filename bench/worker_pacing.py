@@ -208,8 +208,10 @@ def main() -> int:
             **scenario["env"],
         }
         with log_path.open("w") as log_file:
+            profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile the worker into it
+            command = ["-m", "cProfile", "-o", profile] if profile else []
             worker = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"],
+                [sys.executable, *command, "-m", "worker", "run"],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
