@@ -277,3 +277,43 @@ async def test_custom_fields_are_checked_against_the_portals_definitions(
     assert success["messageId"] == "m-ok"
     item = stored(portal, 2, 2)
     assert (item["ufCrm_1721244707203"], item["ufCrm_1721244707202"]) == ("Y", ["a", "b"])
+
+
+async def test_an_error_code_the_worker_does_not_know_ends_as_unknown_with_the_code(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    control(
+        portal,
+        "PATCH",
+        "faults",
+        {"item_errors": [{"error": "ERROR_METHOD_NOT_FOUND", "entity_type_id": 2, "item_id": 1}]},
+    )
+    settings = settings_for(amqp_url, portal)
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        await publish(broker, settings.UPDATE_QUEUE, deal(1, title="x"), message_id="m-u")
+        [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
+    assert (event["error"]["class"], event["error"]["code"]) == (
+        "unknown",
+        "ERROR_METHOD_NOT_FOUND",
+    )
+
+
+async def test_a_call_without_an_answer_is_in_doubt_only_for_commands_that_are_not_idempotent(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    control(portal, "PATCH", "faults", {"latency_ms": 1500})
+    settings = settings_for(amqp_url, portal, B24_TIMEOUT_S=0.5, MAX_ATTEMPTS=1, BATCH_SIZE=1)
+    adds_a_phone = {
+        "entityTypeId": 3,
+        "id": 1,
+        "fields": {"fm": {"n0": {"typeId": "PHONE", "valueType": "WORK", "value": "+1555"}}},
+    }
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        await publish(broker, settings.UPDATE_QUEUE, adds_a_phone, message_id="m-fm")
+        await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-t")
+        dead = {
+            e["messageId"]: e for e in events(await take(broker, settings.DEAD_LETTER_QUEUE, 2))
+        }
+    assert dead["m-fm"]["error"]["class"] == "in_doubt"
+    assert "not idempotent" in dead["m-fm"]["error"]["description"]
+    assert dead["m-t"]["error"]["class"] == "transient"  # re-sending a title is harmless
