@@ -216,6 +216,26 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+            spy = os.environ.get("BENCH_PYSPY")  # a file: sample the worker for 10 s with py-spy
+            if spy:
+                subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(worker.pid),
+                        "-d",
+                        "10",
+                        "-r",
+                        "200",
+                        "-f",
+                        "raw",
+                        "-o",
+                        spy,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             deadline = time.monotonic() + 1800
             cpu = 0.0
             while time.monotonic() < deadline:
