@@ -50,6 +50,16 @@ def control(portal: RunningSandbox, method: str, path: str, body: Any = None) ->
     return answer.json() if answer.content else None
 
 
+def force_error(
+    portal: RunningSandbox, error: str, *, item_id: int, times: int | None = None
+) -> None:
+    """Make the sandbox answer `error` for deal `item_id` (`times` times, or always)."""
+    rule: dict[str, Any] = {"error": error, "entity_type_id": 2, "item_id": item_id}
+    if times is not None:
+        rule["times"] = times
+    control(portal, "PATCH", "faults", {"item_errors": [rule]})
+
+
 def stored(portal: RunningSandbox, entity_type_id: int, item_id: int) -> dict[str, Any]:
     item: dict[str, Any] = control(portal, "GET", f"items/{entity_type_id}/{item_id}")
     return item

@@ -14,7 +14,15 @@ import pytest
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected, depth, publish, take
-from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
+from tests.worker.e2e import (
+    control,
+    events,
+    eventually,
+    force_error,
+    running_worker,
+    settings_for,
+    stored,
+)
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 
@@ -122,16 +130,7 @@ async def test_per_message_failures_are_classified(
 async def test_a_transient_failure_is_retried_through_a_tier_and_then_succeeds(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
-    control(
-        portal,
-        "PATCH",
-        "faults",
-        {
-            "item_errors": [
-                {"error": "INTERNAL_SERVER_ERROR", "entity_type_id": 2, "item_id": 2, "times": 1}
-            ]
-        },
-    )
+    force_error(portal, "INTERNAL_SERVER_ERROR", item_id=2, times=1)
     settings = settings_for(amqp_url, portal)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
         await publish(broker, settings.UPDATE_QUEUE, deal(2, title="Second try"), message_id="m-t")
@@ -143,12 +142,7 @@ async def test_a_transient_failure_is_retried_through_a_tier_and_then_succeeds(
 async def test_transient_failures_end_as_transient_after_max_attempts(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
-    control(
-        portal,
-        "PATCH",
-        "faults",
-        {"item_errors": [{"error": "INTERNAL_SERVER_ERROR", "entity_type_id": 2, "item_id": 3}]},
-    )
+    force_error(portal, "INTERNAL_SERVER_ERROR", item_id=3)
     settings = settings_for(amqp_url, portal, MAX_ATTEMPTS=2)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
         await publish(broker, settings.UPDATE_QUEUE, deal(3, title="never"), message_id="m-x")
@@ -160,16 +154,7 @@ async def test_transient_failures_end_as_transient_after_max_attempts(
 async def test_a_later_command_for_an_item_waits_for_the_earlier_ones_retry(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
-    control(
-        portal,
-        "PATCH",
-        "faults",
-        {
-            "item_errors": [
-                {"error": "INTERNAL_SERVER_ERROR", "entity_type_id": 2, "item_id": 4, "times": 1}
-            ]
-        },
-    )
+    force_error(portal, "INTERNAL_SERVER_ERROR", item_id=4, times=1)
     settings = settings_for(amqp_url, portal)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
         await publish(broker, settings.UPDATE_QUEUE, deal(4, title="first"), message_id="first")
@@ -282,12 +267,7 @@ async def test_custom_fields_are_checked_against_the_portals_definitions(
 async def test_an_error_code_the_worker_does_not_know_ends_as_unknown_with_the_code(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
-    control(
-        portal,
-        "PATCH",
-        "faults",
-        {"item_errors": [{"error": "ERROR_METHOD_NOT_FOUND", "entity_type_id": 2, "item_id": 1}]},
-    )
+    force_error(portal, "ERROR_METHOD_NOT_FOUND", item_id=1)
     settings = settings_for(amqp_url, portal)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="x"), message_id="m-u")
