@@ -32,6 +32,7 @@ from worker.bitrix import (
 )
 from worker.breaker import Breaker
 from worker.calling import Caller
+from worker.classify import classify
 from worker.consumer import Consumers
 from worker.definitions import FieldDefinitions
 from worker.jobs import Job
@@ -180,12 +181,13 @@ class Worker:
             channel=publish_channel, topology=self.topology, max_attempts=s.MAX_ATTEMPTS
         )
 
+        # Probes and field definitions take tokens from the same bucket as updates.
+        paced = _Paced(client, pacer)
+
         async def probe() -> str | None:
             try:
-                await client.call("crm.item.fields", {"entityTypeId": 2})
+                await paced.call("crm.item.fields", {"entityTypeId": 2})
             except PortalError as exc:
-                from worker.classify import classify
-
                 verdict = classify(exc.code, exc.status)
                 return verdict.portal_state if verdict.kind == "portal" else None
             except Exception:  # still unreachable: keep probing
@@ -193,8 +195,7 @@ class Worker:
             return None
 
         self._breaker = Breaker(probe=probe, on_open=self._portal_down, on_close=self._portal_up)
-        # crm.item.fields calls take a token from the same bucket as updates.
-        self._definitions = FieldDefinitions(client=_Paced(client, pacer), clock=clock)
+        self._definitions = FieldDefinitions(client=paced, clock=clock)
         self._pipeline = Pipeline(
             outcomes=outcomes,
             caller=Caller(client=client, pacer=pacer, budget=budget, metrics=self.metrics),

@@ -18,7 +18,7 @@ Every queue is a durable quorum queue. Dead-lettering is at-least-once
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -42,7 +42,6 @@ class Topology:
     dead_letter_queue: str
     retry_delays_s: tuple[int, ...] = (5, 30, 120, 600)
     delivery_limit: int = DELIVERY_LIMIT
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def poison_queue(self) -> str:
