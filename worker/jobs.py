@@ -30,6 +30,7 @@ class Job:
     command: UpdateCommand | None = None
     attempts: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    batchable: bool = False  # the params travel unchanged inside a batch
 
     @classmethod
     def from_message(

@@ -122,10 +122,11 @@ class Pipeline:
         except CommandValidationError as exc:
             return exc.reason
         job.params = job.command.to_params()
+        job.batchable = batch_blocker(job.params) is None
         return None
 
     def _batchable(self, job: Job) -> bool:
-        return self._batch_size > 1 and batch_blocker(job.params) is None
+        return self._batch_size > 1 and job.batchable
 
     async def _dispatch(self, jobs: list[Job], ticket: Ticket) -> None:
         if self.paused:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -71,30 +72,38 @@ def _path(top: str, keys: Sequence[str]) -> str:
 
 
 def _children(value: Mapping[Any, Any] | Sequence[Any]) -> Iterator[tuple[Any, Any]]:
-    if isinstance(value, Mapping):
-        yield from value.items()
-    else:
-        yield from enumerate(value)
+    if type(value) is dict or isinstance(value, Mapping):
+        return iter(value.items())
+    return enumerate(value)
+
+
+_PLAIN = (dict, list, tuple, str, int)
 
 
 def _is_branch(value: Any) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:  # the common types, without an ABC check
+        return kind is not str and kind is not int
     return isinstance(value, Mapping | list | tuple)
 
 
 def _problem(top: str, keys: list[str], value: Any, count: list[int]) -> str | None:
-    where = _path(top, keys)
+    # The path is spelt only when there is a problem to name: this runs for
+    # every value of every command on the way to a batch.
     if _is_branch(value):
         if len(keys) + 1 > _MAX_DEPTH:
-            return f"{where}: nested deeper than PHP reads ({_MAX_DEPTH} levels)"
+            return f"{_path(top, keys)}: nested deeper than PHP reads ({_MAX_DEPTH} levels)"
         if not value:
-            return f"{where}: an empty array has no query-string spelling"
+            return f"{_path(top, keys)}: an empty array has no query-string spelling"
         for key, child in _children(value):
             if isinstance(key, bool) or not isinstance(key, str | int):
-                return f"{where}: a key of type {type(key).__name__}"
-            text = str(key)
+                return f"{_path(top, keys)}: a key of type {type(key).__name__}"
+            text = key if type(key) is str else str(key)
             if not text or _KEY_BANNED.intersection(text):
-                return f"{where}: the key {text!r} would be read as nesting or cut"
-            reason = _problem(top, [*keys, text], child, count)
+                return f"{_path(top, keys)}: the key {text!r} would be read as nesting or cut"
+            keys.append(text)
+            reason = _problem(top, keys, child, count)
+            keys.pop()
             if reason:
                 return reason
         return None
@@ -102,20 +111,21 @@ def _problem(top: str, keys: list[str], value: Any, count: list[int]) -> str | N
     if count[0] > _MAX_VARS:
         return f"more than {_MAX_VARS} values (PHP's max_input_vars)"
     if value is None:
-        return f"{where}: null has no query-string spelling"
+        return f"{_path(top, keys)}: null has no query-string spelling"
     if isinstance(value, bool):
-        return f"{where}: a boolean has no query-string spelling"
+        return f"{_path(top, keys)}: a boolean has no query-string spelling"
     if isinstance(value, str):
         if _REWRITTEN.search(value):
+            where = _path(top, keys)
             return f"{where}: the batch engine would rewrite this value ($result, $next, ...)"
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return f"{where}: text that is not valid Unicode"
+            return f"{_path(top, keys)}: text that is not valid Unicode"
         return None
     if php_scalar(value) is None:
         kind = type(value).__name__
-        return f"{where}: this {kind} may not arrive as the same text a JSON call gives"
+        return f"{_path(top, keys)}: this {kind} may not arrive as the same text a JSON call gives"
     return None
 
 
@@ -145,6 +155,12 @@ def _pairs(path: str, value: Any) -> Iterator[tuple[str, str]]:
     yield path, text
 
 
+@lru_cache(maxsize=4096)
+def _quote_path(path: str) -> str:
+    """Paths repeat from command to command (fields[title]); quote each once."""
+    return quote(path, safe="[]")
+
+
 def php_query(params: Mapping[str, Any]) -> str:
     """``fields[title]=x&fields[observers][0]=1``, percent-encoded, as PHP's parse_str reads it.
 
@@ -155,7 +171,7 @@ def php_query(params: Mapping[str, Any]) -> str:
     if reason:
         raise ValueError(reason)
     return "&".join(
-        f"{quote(path, safe='[]')}={quote(text, safe='')}"
+        f"{_quote_path(path)}={quote(text, safe='')}"
         for key, value in params.items()
         for path, text in _pairs(key, value)
     )
