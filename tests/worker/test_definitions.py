@@ -45,14 +45,6 @@ def portal() -> Iterator[RunningSandbox]:
 
 
 @pytest.fixture
-async def client(portal: RunningSandbox) -> AsyncIterator[BitrixClient]:
-    async with make_http_client(timeout_s=5.0) as http:
-        reset = await http.post(portal.control_url + "/reset", json={})
-        assert reset.status_code == 200
-        yield BitrixClient(http=http, auth=WebhookAuth(portal.webhook_url))
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,14 +30,6 @@ DEAL = 2
 def portal() -> Iterator[RunningSandbox]:
     with serve_in_thread(SandboxConfig(seed_items=60, limits_enabled=False)) as running:
         yield running
-
-
-@pytest.fixture
-async def client(portal: RunningSandbox) -> AsyncIterator[BitrixClient]:
-    async with make_http_client(timeout_s=5.0) as http:
-        reset = await http.post(portal.control_url + "/reset", json={})
-        assert reset.status_code == 200
-        yield BitrixClient(http=http, auth=WebhookAuth(portal.webhook_url))
 
 
 async def _stored(portal: RunningSandbox, type_id: int, item_id: int) -> dict[str, Any]:
