@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,7 +44,28 @@ def amqp_url() -> Iterator[str]:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis at REDIS_URL (this kind of machine runs one on 127.0.0.1:6379)."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 3) as s:
+            s.sendall(b"PING\r\n")
+            answered = s.recv(7).startswith(b"+PONG")
+    except OSError:
+        answered = False
+    if answered:
+        return url
+    message = f"no Redis answers at {parts.hostname}:{parts.port}"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; .ci/run should have started one")
+    pytest.skip(message)
+
+
 @pytest.fixture(autouse=True)
-def _broker_for_marked_tests(request: pytest.FixtureRequest) -> None:
+def _services_for_marked_tests(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("rabbitmq"):
         request.getfixturevalue("amqp_url")
+    if request.node.get_closest_marker("redis"):
+        request.getfixturevalue("redis_url")

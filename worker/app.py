@@ -19,6 +19,7 @@ import aio_pika
 import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from redis.asyncio import Redis
 
 from worker.bitrix import (
     Auth,
@@ -27,9 +28,11 @@ from worker.bitrix import (
     FileTokenStore,
     OAuthAuth,
     PortalError,
+    TokenStore,
     WebhookAuth,
     make_http_client,
 )
+from worker.bitrix.redis_tokens import RedisTokenStore
 from worker.breaker import Breaker
 from worker.calling import Caller
 from worker.classify import classify
@@ -106,8 +109,19 @@ def build_auth(settings: Settings, *, http: httpx.AsyncClient, mask: SecretMask 
         client_secret=settings.B24_CLIENT_SECRET.get_secret_value(),
         refresh_token=settings.B24_REFRESH_TOKEN.get_secret_value(),
         token_url=settings.B24_OAUTH_TOKEN_URL,
-        store=FileTokenStore(settings.B24_TOKEN_FILE),
+        store=token_store(settings),
         on_new_secret=(lambda secret: mask.add(secret)) if mask is not None else None,
+    )
+
+
+def token_store(settings: Settings) -> TokenStore:
+    """Redis when LIMITER_URL is set (replicas share the token), else B24_TOKEN_FILE."""
+    limiter_url = settings.LIMITER_URL.get_secret_value()
+    if not limiter_url:
+        return FileTokenStore(settings.B24_TOKEN_FILE)
+    origin = urlsplit(settings.B24_PORTAL_URL or "").hostname or "portal"
+    return RedisTokenStore(
+        Redis.from_url(limiter_url), key=f"b24-worker:oauth:{origin}:{settings.B24_CLIENT_ID}"
     )
 
 

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     )
     B24_TOKEN_FILE: str = Field(
         default="b24-oauth-token.json",
-        description="where the rotated refresh token is kept (Redis when LIMITER_URL is set)",
+        description="where the rotated refresh token is kept (in Redis when LIMITER_URL is set)",
     )
     B24_TIMEOUT_S: Annotated[float, Field(gt=0, le=120)] = Field(
         default=70.0, description="HTTP read timeout; the portal cuts a request off at 60 s"
