@@ -189,14 +189,17 @@ class Outcomes:
                 return True
             except aio_pika.exceptions.DeliveryError as exc:
                 if isinstance(exc.frame, Basic.Return):
-                    log.warning("publish.unroutable", queue=queue, message_id=job.message_id)
+                    log.warning(
+                        "publish.unroutable", queue=queue, message_id=job.message_id, item=job.key
+                    )
                     return False
-                log.warning("publish.nacked", queue=queue, message_id=job.message_id)
+                log.warning("publish.nacked", queue=queue, message_id=job.message_id, item=job.key)
             except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
                 log.warning(
                     "publish.failed",
                     queue=queue,
                     message_id=job.message_id,
+                    item=job.key,
                     error=type(exc).__name__,
                 )
             await asyncio.sleep(delay)
@@ -222,6 +225,7 @@ async def _quietly(settling: Any, job: Job) -> None:
         log.warning(
             "settle.lost",
             message_id=job.message_id,
+            item=job.key,
             error=type(exc).__name__,
             note="the broker will deliver this message again",
         )
