@@ -8,8 +8,6 @@ token to survive a Redis restart.
 
 from __future__ import annotations
 
-import json
-
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -39,26 +37,15 @@ class RedisTokenStore:
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
-            return StoredToken(
-                refresh_token=str(data["refresh_token"]),
-                origin=str(data["origin"]),
-                saved_at=float(data["saved_at"]),
-            )
-        except (ValueError, KeyError, TypeError):
+            return StoredToken.from_json(raw)
+        except ValueError:
             raise TokenRenewalError(
                 f"the token under Redis key {self._key!r} is not readable JSON; delete the key "
                 "to start again from the configured refresh token"
             ) from None
 
     async def save(self, token: StoredToken) -> None:
-        body = json.dumps(
-            {
-                "refresh_token": token.refresh_token,
-                "origin": token.origin,
-                "saved_at": token.saved_at,
-            }
-        )
+        body = token.to_json()
         try:
             await self._redis.set(self._key, body)
         except RedisError as exc:

@@ -40,6 +40,25 @@ class StoredToken:
         origin = self.origin[:12]
         return f"StoredToken(refresh_token='***', origin={origin!r}, saved_at={self.saved_at})"
 
+    def to_json(self) -> str:
+        """The form every store keeps."""
+        return json.dumps(
+            {"refresh_token": self.refresh_token, "origin": self.origin, "saved_at": self.saved_at}
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StoredToken:
+        """Read what `to_json` wrote; ValueError when it is not that."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                refresh_token=str(data["refresh_token"]),
+                origin=str(data["origin"]),
+                saved_at=float(data["saved_at"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError("not a stored token") from exc
+
 
 class TokenStore(Protocol):
     async def load(self) -> StoredToken | None:
@@ -76,13 +95,8 @@ class FileTokenStore:
                 f"cannot read the token file {self.path}: {exc.strerror}"
             ) from None
         try:
-            data = json.loads(raw)
-            token = StoredToken(
-                refresh_token=str(data["refresh_token"]),
-                origin=str(data["origin"]),
-                saved_at=float(data["saved_at"]),
-            )
-        except (ValueError, KeyError, TypeError):
+            token = StoredToken.from_json(raw)
+        except ValueError:
             raise TokenRenewalError(
                 f"the token file {self.path} is not readable JSON; remove it to start "
                 "again from the configured refresh token"
@@ -90,13 +104,7 @@ class FileTokenStore:
         return token
 
     def _save(self, token: StoredToken) -> None:
-        body = json.dumps(
-            {
-                "refresh_token": token.refresh_token,
-                "origin": token.origin,
-                "saved_at": token.saved_at,
-            }
-        ).encode()
+        body = token.to_json().encode()
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
