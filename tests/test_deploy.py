@@ -7,7 +7,10 @@ from typing import Any
 
 import yaml
 
+from worker.cli import build_parser
+
 ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 
 def compose() -> dict[str, Any]:
@@ -15,12 +18,27 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def test_compose_runs_the_broker_the_sandbox_and_the_worker() -> None:
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuation lines joined), one list per stage."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_compose_runs_the_broker_the_sandbox_the_worker_and_a_producer() -> None:
     services = compose()["services"]
-    assert set(services) >= {"rabbitmq", "sandbox", "worker"}
+    assert set(services) == {"rabbitmq", "sandbox", "worker", "producer"}
     assert "management" in services["rabbitmq"]["image"]
-    for name in ("sandbox", "worker"):
-        assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert "15672:15672" in services["rabbitmq"]["ports"]
+    for name in ("sandbox", "worker", "producer"):
+        assert services[name]["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
     assert services["sandbox"]["command"][0] == "sandbox"
     assert services["worker"]["command"] == ["run"]
 
@@ -40,12 +58,62 @@ def test_the_worker_waits_for_healthy_dependencies_and_points_at_them() -> None:
     assert env["B24_ALLOW_HTTP"] == "true"  # plain http to a host that is not loopback
 
 
+def test_the_worker_is_healthy_only_when_ready_on_its_http_port() -> None:
+    worker = compose()["services"]["worker"]
+    check = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{worker['environment']['HTTP_PORT']}/readyz" in check
+    assert f"{worker['environment']['HTTP_PORT']}:" in worker["ports"][0]
+
+
+def test_the_producer_publishes_a_sample_file_once_the_worker_is_ready() -> None:
+    producer = compose()["services"]["producer"]
+    command = producer["command"]
+    assert command[0] == "publish"
+    assert command[-1] == "--wait"
+    (sample,) = command[1:-1]
+    assert sample.startswith("examples/")
+    assert (ROOT / sample).is_file()
+    assert producer["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "worker": {"condition": "service_healthy"},
+    }
+    assert (
+        producer["environment"]["AMQP_URL"]
+        == compose()["services"]["worker"]["environment"]["AMQP_URL"]
+    )
+    assert producer["restart"] == "no"  # one-shot: it exits when the samples are settled
+
+
+def test_every_compose_command_but_publish_is_one_the_cli_knows() -> None:
+    """`publish` is checked by name only until the command line has it."""
+    parser = build_parser()
+    for service in compose()["services"].values():
+        command = service.get("command")
+        if command is None or command[0] == "publish":
+            continue
+        parser.parse_args(command)  # exits (SystemExit) on an unknown command or option
+
+
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
-    lines = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
-    assert sum(line.startswith("FROM ") for line in lines) >= 2
-    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    final = stages[-1]
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users
     assert users[-1] not in ("root", "0")
-    assert any(
-        line.startswith("HEALTHCHECK ") and "/healthz" in line + "".join(lines) for line in lines
-    )
+    assert users[-1].isdigit()  # numeric, so Kubernetes' runAsNonRoot can verify it
+    (healthcheck,) = [line for line in final if line.startswith("HEALTHCHECK ")]
+    assert "/healthz" in healthcheck
+    assert "HTTP_PORT" in healthcheck
+    assert any(line.startswith("COPY --from=") for line in final)
+
+
+def test_the_image_carries_the_examples_in_its_working_directory() -> None:
+    final = dockerfile_stages()[-1]
+    workdirs = [line.split()[1] for line in final if line.startswith("WORKDIR ")]
+    copies = [line.split()[1:] for line in final if line.startswith("COPY ")]
+    assert ["examples", "./examples"] in copies
+    assert workdirs
+    assert final.index(f"WORKDIR {workdirs[-1]}") < final.index("COPY examples ./examples")
+    assert final[-1] == 'CMD ["run"]'
+    assert 'ENTRYPOINT ["b24-worker"]' in final
