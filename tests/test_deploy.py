@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,17 @@ def test_the_producer_publishes_a_sample_file_once_the_worker_is_ready() -> None
         == compose()["services"]["worker"]["environment"]["AMQP_URL"]
     )
     assert producer["restart"] == "no"  # one-shot: it exits when the samples are settled
+
+
+def test_the_sandbox_holds_every_item_the_producer_updates() -> None:
+    """Seeded items are numbered from 1 per entity type; a missing one ends as not_found."""
+    services = compose()["services"]
+    sandbox = services["sandbox"]["command"]
+    seed = int(sandbox[sandbox.index("--seed") + 1])
+    sample = ROOT / services["producer"]["command"][1]
+    ids = [json.loads(line)["id"] for line in sample.read_text().splitlines() if line.strip()]
+    assert ids
+    assert max(ids) <= seed
 
 
 def test_every_compose_command_but_publish_is_one_the_cli_knows() -> None:
