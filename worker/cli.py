@@ -3,6 +3,11 @@
 b24-worker run                 apply the commands on UPDATE_QUEUE
 b24-worker schema [--event X]  print the JSON Schema of the command (or an event)
 b24-worker validate FILE...    check JSON Lines of commands before publishing them
+b24-worker publish FILE        check and publish commands (JSON Lines or CSV); --wait for outcomes
+b24-worker dlq show|replay     read dead letters by error class and code, or send them again
+b24-worker check               settings, broker, queues and portal, one line each
+
+The tools are described in docs/tools.md.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
 from schemas.command import command_json_schema
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 __all__ = ["main"]
 
@@ -88,6 +96,35 @@ def _run(args: argparse.Namespace) -> int:
     return uvloop.run(run(settings))
 
 
+def _tool_settings() -> Settings | None:
+    from worker.settings import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"b24-worker: {exc}", file=sys.stderr)
+        return None
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from worker.tools.publish import PublishOptions, publish_file
+
+    settings = _tool_settings()
+    if settings is None:
+        return 2
+    options = PublishOptions(
+        path=args.file,
+        amqp_url=settings.AMQP_URL.get_secret_value(),
+        queue=args.queue or settings.UPDATE_QUEUE,
+        fmt=args.format,
+        skip_invalid=args.skip_invalid,
+        wait=args.wait,
+        timeout_s=args.timeout,
+        failures_path=args.failures,
+    )
+    return asyncio.run(publish_file(options))
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from sandbox.cli import run
 
@@ -119,6 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines file, or -")
     validate.add_argument("--quiet", "-q", action="store_true", help="print only the problems")
     validate.set_defaults(handler=_validate)
+
+    publish = commands.add_parser(
+        "publish", help="check commands (JSON Lines or CSV) and publish them to UPDATE_QUEUE"
+    )
+    publish.add_argument("file", metavar="FILE", help="JSON Lines, or CSV (a .csv name)")
+    publish.add_argument("--format", choices=("jsonl", "csv"), help="override the file name's hint")
+    publish.add_argument("--queue", help="publish here instead of UPDATE_QUEUE")
+    publish.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="publish the valid commands when some are invalid (default: publish nothing)",
+    )
+    publish.add_argument(
+        "--wait", action="store_true", help="collect each command's outcome on a reply queue"
+    )
+    publish.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --wait: stop waiting after this long (default 300)",
+    )
+    publish.add_argument(
+        "--failures",
+        metavar="PATH",
+        help="with --wait: where failure events go (default FILE's name + .failures.jsonl)",
+    )
+    publish.set_defaults(handler=_publish)
 
     # The sandbox is its own package; only its command line is reached from here.
     from sandbox.cli import add_arguments

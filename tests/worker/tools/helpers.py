@@ -1,0 +1,99 @@
+"""Running the tools as an operator does (`python -m worker ...`), on queues of
+each test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from tests.worker.broker import connected, unique_topology
+from worker.topology import Topology, declare
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def tool_env(amqp_url: str, topology: Topology | None = None, **values: str) -> dict[str, str]:
+    """The environment of a tool run: no portal or queue settings leak in from outside."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("B24_") and not name.endswith("_QUEUE")
+    }
+    env["AMQP_URL"] = amqp_url
+    if topology is not None:
+        env["UPDATE_QUEUE"] = topology.update_queue
+        env["RESULT_QUEUE"] = topology.result_queue
+        env["DEAD_LETTER_QUEUE"] = topology.dead_letter_queue
+        env["RETRY_DELAYS_S"] = ",".join(str(delay) for delay in topology.retry_delays_s)
+    env.update(values)
+    return env
+
+
+async def run_tool(*args: str, env: dict[str, str], timeout_s: float = 90.0) -> Ran:
+    """`b24-worker ARGS` in a subprocess, without blocking the test's event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return Ran(process.returncode, stdout.decode(), stderr.decode())
+
+
+@asynccontextmanager
+async def declared_topology(
+    amqp_url: str,
+) -> AsyncIterator[tuple[Topology, AbstractRobustConnection]]:
+    """The worker's queues, declared under unique names and deleted afterwards."""
+    topology = unique_topology()
+    async with connected(amqp_url, topology) as connection:
+        await declare(connection, topology)
+        yield topology, connection
+
+
+async def drain(connection: AbstractRobustConnection, queue: str) -> list[AbstractIncomingMessage]:
+    """Every message in `queue`, in order, acked (the queue is left empty)."""
+    channel = await connection.channel()
+    source = await channel.get_queue(queue)
+    got = []
+    while (message := await source.get(fail=False)) is not None:
+        await message.ack()
+        got.append(message)
+    await channel.close()
+    return got
+
+
+async def put(
+    connection: AbstractRobustConnection, queue: str, bodies: list[bytes], **properties: Any
+) -> None:
+    """Publish bodies in order, persistent, each confirmed."""
+    channel = await connection.channel(publisher_confirms=True)
+    for body in bodies:
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
+            routing_key=queue,
+        )
+    await channel.close()
+
+
+def bodies(messages: list[AbstractIncomingMessage]) -> list[Any]:
+    return [json.loads(message.body) for message in messages]

@@ -1,0 +1,18 @@
+"""Operators' and producers' tools behind `b24-worker publish`, `dlq` and `check`.
+
+Modules: ``broker`` (connecting, confirmed publishes, the error root ``ToolError``),
+``sources`` (commands read from JSON Lines or CSV), ``publish`` (the publish run),
+``replies`` (outcome events on a reply queue), ``progress`` (the stderr counter).
+"""
+
+from worker.tools.broker import BrokerUnavailableError, PublishRefusedError, ToolError
+from worker.tools.replies import Event, Replies, parse_event
+
+__all__ = [
+    "BrokerUnavailableError",
+    "Event",
+    "PublishRefusedError",
+    "Replies",
+    "ToolError",
+    "parse_event",
+]
