@@ -1,0 +1,127 @@
+"""A small async API for services that put updates on the worker's queue and
+want each one's outcome back.
+
+    async with UpdateClient(amqp_url, queue="crm.item.update") as client:
+        outcome = await client.update(2, 351, {"title": "Paid"}, timeout_s=60)
+        if outcome.status == "failed":
+            print(outcome.error.error_class, outcome.error.description)
+
+- The command is checked locally first (`schemas.parse_command`): a bad one
+  raises `CommandValidationError` and is never sent.
+- Each client has one exclusive reply queue; every command carries it as
+  `reply_to` and a correlation id of its own, and the worker's success event
+  (or the copy of its failure event) comes back there.
+- The publish is mandatory and confirmed: `PublishRefusedError` when the
+  broker nacks it every time or the queue does not exist.
+- `TimeoutError` when no event came in time: the command is on the queue and
+  may still be applied (once the client is closed, its success event goes to
+  RESULT_QUEUE; a failure event always goes to DEAD_LETTER_QUEUE).
+- A lost connection ends every pending `update` with `ConnectionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
+
+from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
+from worker.tools.broker import PublishRefusedError, connect, publish_confirmed, queue_depth
+from worker.tools.replies import Replies
+
+__all__ = [
+    "CommandValidationError",
+    "FailureEvent",
+    "PublishRefusedError",
+    "SuccessEvent",
+    "UpdateClient",
+]
+
+
+class UpdateClient:
+    """Publishes crm.item.update commands and returns their outcome events."""
+
+    def __init__(self, amqp_url: str, *, queue: str = "crm.item.update") -> None:
+        self._amqp_url = amqp_url
+        self._queue = queue
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._replies: Replies | None = None
+
+    async def __aenter__(self) -> UpdateClient:
+        connection = await connect(self._amqp_url)
+        try:
+            await queue_depth(connection, self._queue)  # a missing queue fails here, not later
+            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._replies = Replies(await connection.channel())
+            await self._replies.open()
+        except BaseException:
+            await connection.close()
+            raise
+        connection.close_callbacks.add(self._closed)
+        self._connection = connection
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+
+    async def update(
+        self,
+        entity_type_id: int,
+        item_id: int,
+        fields: Mapping[str, Any],
+        *,
+        use_original_uf_names: bool = False,
+        timeout_s: float = 60.0,
+        message_id: str | None = None,
+    ) -> SuccessEvent | FailureEvent:
+        """Send one update and return its outcome event (success or failure)."""
+        if self._channel is None or self._replies is None:
+            raise RuntimeError("use the client inside `async with`")
+        command: dict[str, Any] = {
+            "entityTypeId": entity_type_id,
+            "id": item_id,
+            "fields": dict(fields),
+        }
+        if use_original_uf_names:
+            command["useOriginalUfNames"] = "Y"
+        parse_command(command)  # raises CommandValidationError: nothing is sent
+        body = json.dumps(command, ensure_ascii=False).encode()
+        correlation_id = uuid.uuid4().hex
+        outcome = self._replies.expect(correlation_id)
+        message = aio_pika.Message(
+            body=body,
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=message_id or uuid.uuid4().hex,
+            correlation_id=correlation_id,
+            reply_to=self._replies.name,
+        )
+        try:
+            await publish_confirmed(self._channel, message, self._queue)
+            async with asyncio.timeout(timeout_s):
+                return await outcome
+        except TimeoutError:
+            raise TimeoutError(
+                f"no outcome for message {message.message_id} within {timeout_s} s; "
+                "it is queued and may still be applied"
+            ) from None
+        finally:
+            self._replies.forget(correlation_id)
+
+    def _closed(self, _: Any, error: BaseException | None = None) -> None:
+        if self._replies is not None:
+            self._replies.fail_all(ConnectionError(f"the broker connection closed: {error}"))
