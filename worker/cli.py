@@ -5,7 +5,6 @@ b24-worker schema [--event X]  print the JSON Schema of the command (or an event
 b24-worker validate FILE...    check JSON Lines of commands before publishing them
 b24-worker publish FILE        check and publish commands (JSON Lines or CSV); --wait for outcomes
 b24-worker dlq show|replay     read dead letters by error class and code, or send them again
-b24-worker check               settings, broker, queues and portal, one line each
 
 The tools are described in docs/tools.md.
 """
@@ -125,6 +124,45 @@ def _publish(args: argparse.Namespace) -> int:
     return asyncio.run(publish_file(options))
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    from worker.tools.broker import ToolError, connect
+    from worker.tools.dlq import replay, show
+    from worker.tools.letters import Selection
+
+    settings = _tool_settings()
+    if settings is None:
+        return 2
+    selection = Selection(error_class=args.error_class, code=args.code)
+
+    async def act() -> int:
+        connection = await connect(settings.AMQP_URL.get_secret_value())
+        async with connection:
+            if args.action == "show":
+                return await show(
+                    connection,
+                    settings.DEAD_LETTER_QUEUE,
+                    selection,
+                    limit=args.limit,
+                    as_json=args.json,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                )
+            return await replay(
+                connection,
+                settings.DEAD_LETTER_QUEUE,
+                settings.UPDATE_QUEUE,
+                selection,
+                limit=args.limit,
+                out=sys.stdout,
+            )
+
+    try:
+        return asyncio.run(act())
+    except ToolError as exc:
+        print(f"b24-worker dlq {args.action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from sandbox.cli import run
 
@@ -184,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --wait: where failure events go (default FILE's name + .failures.jsonl)",
     )
     publish.set_defaults(handler=_publish)
+
+    dlq = commands.add_parser("dlq", help="read or replay the dead letters on DEAD_LETTER_QUEUE")
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_show = actions.add_parser(
+        "show", help="print dead letters by error class and code; leaves them in place, in order"
+    )
+    dlq_replay = actions.add_parser(
+        "replay", help="send matching letters' original commands back to UPDATE_QUEUE"
+    )
+    for action in (dlq_show, dlq_replay):
+        action.add_argument(
+            "--class", dest="error_class", metavar="CLASS", help="only this error class"
+        )
+        action.add_argument("--code", metavar="CODE", help="only this error code")
+        action.add_argument(
+            "--limit", type=int, metavar="N", help="list (show) or replay at most N letters"
+        )
+        action.set_defaults(handler=_dlq)
+    dlq_show.add_argument("--json", action="store_true", help="one JSON object per letter")
 
     # The sandbox is its own package; only its command line is reached from here.
     from sandbox.cli import add_arguments

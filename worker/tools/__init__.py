@@ -2,7 +2,9 @@
 
 Modules: ``broker`` (connecting, confirmed publishes, the error root ``ToolError``),
 ``sources`` (commands read from JSON Lines or CSV), ``publish`` (the publish run),
-``replies`` (outcome events on a reply queue), ``progress`` (the stderr counter).
+``replies`` (outcome events on a reply queue), ``progress`` (the stderr counter),
+``letters`` (reading the dead-letter queue in place), ``dlq`` (show and replay),
+``check`` (can the worker start here).
 """
 
 from worker.tools.broker import BrokerUnavailableError, PublishRefusedError, ToolError

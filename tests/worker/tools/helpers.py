@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from tests.worker.broker import connected, unique_topology
+from tests.worker.broker import connected, depth, unique_topology
 from worker.topology import Topology, declare
 
 
@@ -97,3 +97,14 @@ async def put(
 
 def bodies(messages: list[AbstractIncomingMessage]) -> list[Any]:
     return [json.loads(message.body) for message in messages]
+
+
+async def until_depth(
+    connection: AbstractRobustConnection, queue: str, at_least: int, *, timeout_s: float = 30.0
+) -> None:
+    """Wait until `queue` holds at least `at_least` ready messages."""
+    for _ in range(int(timeout_s / 0.01)):
+        if await depth(connection, queue) >= at_least:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{queue} never held {at_least} messages")

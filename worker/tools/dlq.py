@@ -1,0 +1,180 @@
+"""`b24-worker dlq show` and `dlq replay`: dead letters by error class and code.
+
+show    reads the letters (see `letters`: nothing is taken away, the order is
+        kept) and prints them grouped by class and code, or as JSON lines.
+replay  sends the original command of each matching letter back to
+        UPDATE_QUEUE with its original properties and fresh attempts; a letter
+        is acked (leaves the queue) only after its command's publish is
+        confirmed. Letters that do not match stay, in their order. Stopped at
+        any point, a letter is in the dead-letter queue, on UPDATE_QUEUE, or,
+        when the stop falls between the confirm and the ack, on both (a
+        duplicate the worker applies twice; commands are idempotent updates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, TextIO
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, DeliveryMode
+
+from schemas import FailureEvent
+from worker.tools.broker import ToolError, publish_confirmed, queue_depth
+from worker.tools.letters import DeadLetter, Selection, reading
+
+__all__ = ["replay", "replay_message", "show"]
+
+_DESCRIPTION_CHARS = 200
+# Headers the broker or the worker put on the way; a replay starts afresh without them.
+_DROPPED_HEADERS = frozenset({"x-b24-attempts", "x-b24-message-id", "x-death", "x-delivery-count"})
+_DROPPED_PREFIXES = ("x-first-death-", "x-last-death-")
+
+
+async def show(
+    connection: AbstractConnection,
+    queue: str,
+    selection: Selection,
+    *,
+    limit: int | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    groups: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
+    read = 0
+    async with reading(connection, queue) as letters:
+        async for letter in letters.letters:
+            read += 1
+            if selection.matches(letter):
+                groups[(letter.error_class, letter.code)].append(letter)
+        depth = letters.depth
+    matched = sum(len(group) for group in groups.values())
+    summary = f"{queue}: {read} of {depth} dead letters read, {matched} match"
+    if as_json:
+        ordered = sorted((letter for group in groups.values() for letter in group), key=_place)
+        for letter in ordered[:limit]:
+            out.write(json.dumps(_as_json(letter), ensure_ascii=False) + "\n")
+        print(summary, file=err)
+        return 0
+    print(summary, file=out)
+    left = limit
+    for (error_class, code), group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        print(f"{error_class} {code}: {len(group)}", file=out)
+        shown = group if left is None else group[: max(left, 0)]
+        for letter in shown:
+            print("  " + _line(letter), file=out)
+        if left is not None:
+            left -= len(shown)
+    if limit is not None and matched > limit:
+        print(f"({matched - limit} more not listed; --limit {limit})", file=out)
+    return 0
+
+
+async def replay(
+    connection: AbstractConnection,
+    dead_letter_queue: str,
+    update_queue: str,
+    selection: Selection,
+    *,
+    limit: int | None,
+    out: TextIO,
+) -> int:
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    await queue_depth(connection, update_queue)  # a missing queue fails before any letter moves
+    read = matched = replayed = not_replayable = 0
+    problem: str | None = None
+    async with reading(connection, dead_letter_queue) as letters:
+        async for letter in letters.letters:
+            read += 1
+            if not selection.matches(letter):
+                continue
+            matched += 1
+            message = replay_message(letter.event) if letter.event else None
+            if message is None:
+                not_replayable += 1
+                continue
+            try:
+                await publish_confirmed(channel, message, update_queue)
+            except ToolError as exc:
+                problem = str(exc)
+                break
+            await letter.message.ack()
+            replayed += 1
+            if limit is not None and replayed >= limit:
+                break
+    print(
+        f"replayed {replayed} dead letters to {update_queue}; read {read}, matched {matched}, "
+        f"not replayable {not_replayable} (the original body was not a JSON object); "
+        f"{read - replayed} of those read stay in {dead_letter_queue}",
+        file=out,
+    )
+    if problem:
+        print(f"stopped: {problem}", file=out)
+    return 1 if problem or not_replayable else 0
+
+
+def replay_message(event: FailureEvent) -> aio_pika.Message | None:
+    """The original command with its original properties, or None without a JSON body.
+
+    Not restored: `user_id` (the broker accepts only the publishing user's)
+    and `expiration` (it could drop the replay before the worker sees it).
+    """
+    if not isinstance(event.command, dict):
+        return None
+    properties = event.properties
+    headers = {
+        name: value
+        for name, value in (properties.get("headers") or {}).items()
+        if name not in _DROPPED_HEADERS and not name.startswith(_DROPPED_PREFIXES)
+    }
+    timestamp = _text(properties, "timestamp")
+    priority = properties.get("priority")
+    return aio_pika.Message(
+        body=json.dumps(event.command, ensure_ascii=False).encode(),
+        headers=headers or None,
+        content_type=_text(properties, "content_type") or "application/json",
+        content_encoding=_text(properties, "content_encoding"),
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=_text(properties, "message_id") or event.messageId,
+        correlation_id=_text(properties, "correlation_id"),
+        reply_to=_text(properties, "reply_to"),
+        type=_text(properties, "type"),
+        app_id=_text(properties, "app_id"),
+        priority=priority if isinstance(priority, int) else None,
+        timestamp=datetime.fromisoformat(timestamp) if timestamp else None,
+    )
+
+
+def _text(properties: dict[str, Any], name: str) -> str | None:
+    value = properties.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _place(letter: DeadLetter) -> int:
+    return letter.position
+
+
+def _line(letter: DeadLetter) -> str:
+    event = letter.event
+    if event is None:
+        body = letter.message.body[:80].decode("utf-8", "replace")
+        return f"#{letter.position} {letter.message.message_id or '-'} {body!r}"
+    item = f"{event.entityTypeId}/{event.id}" if event.id is not None else "-"
+    description = " ".join(event.error.description.split())
+    if len(description) > _DESCRIPTION_CHARS:
+        description = description[:_DESCRIPTION_CHARS] + "..."
+    return f"#{letter.position} {event.messageId} {item} {event.error.code} {description}"
+
+
+def _as_json(letter: DeadLetter) -> dict[str, Any]:
+    if letter.event is None:
+        return {
+            "position": letter.position,
+            "class": letter.error_class,
+            "body": letter.message.body.decode("utf-8", "replace"),
+        }
+    event: dict[str, Any] = json.loads(letter.event.to_json())
+    return {"position": letter.position, "event": event}

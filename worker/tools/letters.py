@@ -1,0 +1,118 @@
+"""Reading DEAD_LETTER_QUEUE without taking anything away from it.
+
+The queue is a quorum queue: no browsing, no offsets. A reader consumes from
+its head and holds every delivery unacknowledged; what it does not ack goes
+back when its channel closes. On RabbitMQ 3.10 (measured, tests/worker/tools)
+the broker puts held deliveries back in the order they were taken, ahead of
+anything that arrived meanwhile, when the holder is a consumer and its channel
+closes. Deliveries taken with basic.get, or handed back with one nack for many,
+come back in another order once there are more than a few dozen: so neither
+is used here.
+
+What a read leaves different: the broker counts it as a delivery, so later
+readers see `redelivered` set and an `x-delivery-count` header. Bodies,
+properties and the other headers are untouched.
+
+At most 65,535 letters are held at once (the largest prefetch AMQP allows);
+a longer queue is read that far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from schemas import FailureEvent
+from worker.tools.broker import ToolError
+from worker.tools.replies import parse_event
+
+__all__ = ["MAX_HELD", "UNREADABLE", "DeadLetter", "Reading", "Selection", "reading"]
+
+MAX_HELD = 65_535
+UNREADABLE = "unreadable"  # the class shown for a message that is not a failure event
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    position: int  # 1 for the head of the queue
+    message: AbstractIncomingMessage
+    event: FailureEvent | None  # None when the body is not a failure event
+
+    @property
+    def error_class(self) -> str:
+        return self.event.error.error_class.value if self.event else UNREADABLE
+
+    @property
+    def code(self) -> str:
+        return self.event.error.code if self.event else "-"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which letters a command acts on: every one, or those of a class and/or code."""
+
+    error_class: str | None = None
+    code: str | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.error_class is not None and letter.error_class != self.error_class:
+            return False
+        return self.code is None or letter.code == self.code
+
+
+@dataclass
+class Reading:
+    depth: int  # letters ready when the read began
+    letters: AsyncIterator[DeadLetter]
+
+
+@asynccontextmanager
+async def reading(
+    connection: AbstractConnection, queue: str, *, idle_s: float = 2.0
+) -> AsyncIterator[Reading]:
+    """The letters ready in `queue`, head first, each held until acked or the end.
+
+    The read stops after the letters that were ready when it began (letters
+    arriving meanwhile are left for the next read), or when nothing has come
+    for `idle_s` (another consumer took the rest). On exit every letter not
+    acked goes back to the queue, in its place.
+    """
+    channel = await connection.channel()
+    try:
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            raise ToolError(
+                f"queue {queue!r} does not exist: the worker declares it when it starts"
+            ) from None
+        depth = int(declared.declaration_result.message_count or 0)
+        wanted = min(depth, MAX_HELD)
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        if wanted:
+            await channel.set_qos(prefetch_count=wanted)
+            await declared.consume(inbox.put, no_ack=False)
+
+        async def letters() -> AsyncIterator[DeadLetter]:
+            for position in range(1, wanted + 1):
+                try:
+                    message = await asyncio.wait_for(inbox.get(), idle_s)
+                except TimeoutError:
+                    return
+                yield DeadLetter(position, message, _failure_event(message.body))
+
+        yield Reading(depth=depth, letters=letters())
+    finally:
+        # Closing the channel hands back every delivery not acked, in the order
+        # they were taken (see the module's docstring).
+        if not channel.is_closed:
+            await channel.close()
+
+
+def _failure_event(body: bytes) -> FailureEvent | None:
+    event = parse_event(body)
+    return event if isinstance(event, FailureEvent) else None
