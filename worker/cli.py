@@ -5,6 +5,7 @@ b24-worker schema [--event X]  print the JSON Schema of the command (or an event
 b24-worker validate FILE...    check JSON Lines of commands before publishing them
 b24-worker publish FILE        check and publish commands (JSON Lines or CSV); --wait for outcomes
 b24-worker dlq show|replay     read dead letters by error class and code, or send them again
+b24-worker check               settings, broker, queues and portal, one line each
 
 The tools are described in docs/tools.md.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,8 +97,17 @@ def _run(args: argparse.Namespace) -> int:
     return uvloop.run(run(settings))
 
 
+def _quiet_amqp_logs() -> None:
+    # The tools say in their own words when the broker cannot be reached; the
+    # AMQP libraries' log lines about the same failure would only repeat it.
+    for library in ("aio_pika", "aiormq"):
+        logging.getLogger(library).setLevel(logging.CRITICAL)
+
+
 def _tool_settings() -> Settings | None:
     from worker.settings import ConfigError, load_settings
+
+    _quiet_amqp_logs()
 
     try:
         return load_settings()
@@ -161,6 +172,13 @@ def _dlq(args: argparse.Namespace) -> int:
     except ToolError as exc:
         print(f"b24-worker dlq {args.action}: {exc}", file=sys.stderr)
         return 2
+
+
+def _check(args: argparse.Namespace) -> int:
+    from worker.tools.check import run_checks
+
+    _quiet_amqp_logs()
+    return asyncio.run(run_checks(out=sys.stdout))
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -241,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         action.set_defaults(handler=_dlq)
     dlq_show.add_argument("--json", action="store_true", help="one JSON object per letter")
+
+    check = commands.add_parser(
+        "check", help="check the settings, the broker, the queues and the portal"
+    )
+    check.set_defaults(handler=_check)
 
     # The sandbox is its own package; only its command line is reached from here.
     from sandbox.cli import add_arguments

@@ -1,0 +1,110 @@
+"""`b24-worker check`: one line per check, problems in plain words, no secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.testing import RunningSandbox
+from tests.worker.broker import connected, unique_topology
+from tests.worker.e2e import control
+from tests.worker.tools.helpers import declared_topology, run_tool, tool_env
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def webhook_code(portal: RunningSandbox) -> str:
+    return portal.webhook_url.rstrip("/").rsplit("/", 1)[1]
+
+
+def lines_of(stdout: str) -> dict[str, str]:
+    """subject -> the line's verdict and detail."""
+    found = {}
+    for line in stdout.splitlines():
+        verdict, _, rest = line.partition(" ")
+        subject, _, detail = rest.strip().partition(": ")
+        found[subject] = f"{verdict} {detail}"
+    return found
+
+
+@pytest.mark.sandbox
+async def test_everything_in_order_is_all_ok(amqp_url: str, portal: RunningSandbox) -> None:
+    async with declared_topology(amqp_url) as (topology, _):
+        env = tool_env(amqp_url, topology, B24_WEBHOOK_URL=portal.webhook_url)
+        ran = await run_tool("check", env=env)
+    assert ran.returncode == 0, ran.stdout
+    found = lines_of(ran.stdout)
+    assert all(line.startswith("OK ") for line in found.values()), ran.stdout
+    assert len([s for s in found if s.startswith("queue ")]) == len(topology.queues())
+    assert found[f"queue {topology.dead_letter_queue}"] == "OK quorum, as the worker needs; 0 ready"
+    redacted = portal.webhook_url.replace(webhook_code(portal), "***")
+    assert found["portal"].startswith(f"OK {redacted}: crm.item.fields answered (")
+    assert webhook_code(portal) not in ran.stdout + ran.stderr
+
+
+@pytest.mark.sandbox
+async def test_bad_credentials_and_a_missing_scope_are_named(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    wrong = portal.webhook_url.replace(webhook_code(portal), "WrongC0de4Check")
+    ran = await run_tool("check", env=tool_env(amqp_url, B24_WEBHOOK_URL=wrong))
+    assert ran.returncode == 1
+    assert lines_of(ran.stdout)["portal"].startswith("PROBLEM")
+    assert "the portal refused the credentials (NO_AUTH_FOUND)" in ran.stdout
+    assert "WrongC0de4Check" not in ran.stdout + ran.stderr
+
+    control(portal, "PATCH", "faults", {"portal_error": "insufficient_scope"})
+    ran = await run_tool("check", env=tool_env(amqp_url, B24_WEBHOOK_URL=portal.webhook_url))
+    assert ran.returncode == 1
+    assert "lack the crm scope (insufficient_scope)" in lines_of(ran.stdout)["portal"]
+
+
+async def test_an_unreachable_portal_and_broker_are_said_without_secrets() -> None:
+    ran = await run_tool(
+        "check",
+        env=tool_env(
+            "amqp://app:Br0kerPassw0rd@127.0.0.1:1/",
+            B24_WEBHOOK_URL="http://127.0.0.1:1/rest/1/Wh00kC0de4Check/",
+        ),
+    )
+    assert ran.returncode == 1
+    found = lines_of(ran.stdout)
+    assert found["broker"].startswith(
+        "PROBLEM cannot reach the broker at amqp://app:***@127.0.0.1:1/"
+    )
+    assert found["portal"] == (
+        "PROBLEM unreachable: ConnectError talking to http://127.0.0.1:1/rest/1/***/"
+    )
+    assert ran.stderr == ""  # the libraries' own connection warnings are not repeated
+    assert "Br0kerPassw0rd" not in ran.stdout + ran.stderr
+    assert "Wh00kC0de4Check" not in ran.stdout + ran.stderr
+
+
+async def test_plain_http_to_another_host_is_refused_by_the_settings(amqp_url: str) -> None:
+    ran = await run_tool(
+        "check",
+        env=tool_env(amqp_url, B24_WEBHOOK_URL="http://portal.example.com/rest/1/Wh00kC0de4Check/"),
+    )
+    assert ran.returncode == 1
+    first = ran.stdout.splitlines()[0]
+    assert first.startswith(
+        "PROBLEM settings: invalid configuration: B24_WEBHOOK_URL uses plain http"
+    )
+    assert "B24_ALLOW_HTTP" in first
+    assert "Wh00kC0de4Check" not in ran.stdout + ran.stderr
+
+
+async def test_a_queue_of_another_type_and_missing_queues(amqp_url: str) -> None:
+    topology = unique_topology()
+    async with connected(amqp_url, topology) as broker:
+        channel = await broker.channel()
+        await channel.declare_queue(topology.dead_letter_queue, durable=True)  # classic
+        ran = await run_tool("check", env=tool_env(amqp_url, topology))
+    found = lines_of(ran.stdout)
+    assert ran.returncode == 1
+    assert found[f"queue {topology.dead_letter_queue}"].startswith(
+        "PROBLEM exists with other arguments than the worker needs (inequivalent arg 'x-queue-type'"
+    )
+    assert found[f"queue {topology.update_queue}"] == (
+        "OK missing; the worker declares it when it starts"
+    )
+    assert found["portal"].startswith("PROBLEM none configured")

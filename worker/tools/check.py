@@ -1,0 +1,215 @@
+"""`b24-worker check`: can the worker start here? One line per check.
+
+    settings   the environment as the worker reads it (a bad value is named)
+    broker     a connection to AMQP_URL
+    queue ...  each queue the worker uses: present with the worker's arguments,
+               missing (the worker declares it at start), or present with other
+               arguments (the worker would refuse to start)
+    portal     one cheap call, crm.item.fields for deals, with the configured
+               webhook or OAuth application: credentials, crm scope, reachability
+
+Exit code 0 when every line is OK, 1 otherwise. No line carries a secret: URLs
+are shown redacted and every line passes through the worker's log mask. With
+OAuth, the call renews the access token through the worker's own token store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+
+from worker.app import build_auth, secrets_of, topology_of
+from worker.bitrix import (
+    BitrixClient,
+    NoAnswerError,
+    PortalError,
+    TokenRenewalError,
+    UnexpectedAnswerError,
+    make_http_client,
+)
+from worker.observability.logging import SecretMask
+from worker.settings import ConfigError, Settings, load_settings, redact_url
+from worker.tools.broker import ToolError, connect
+
+__all__ = ["Finding", "run_checks"]
+
+_PORTAL_TIMEOUT_S = 20.0
+_BAD_CREDENTIALS = frozenset(
+    {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "invalid_token", "expired_token", "user_access_error"}
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    subject: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'PROBLEM':<8}{self.subject}: {self.detail}"
+
+
+async def run_checks(*, out: TextIO) -> int:
+    """Print one line per check; 0 when all are OK."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(Finding("settings", False, str(exc)), file=out)
+        print(Finding("broker, queues, portal", False, "not checked (settings first)"), file=out)
+        return 1
+    mask = SecretMask(secrets_of(settings))
+    findings: list[Finding] = []
+
+    def say(finding: Finding) -> None:
+        findings.append(finding)
+        print(mask(str(finding)), file=out)
+
+    say(Finding("settings", True, _describe(settings)))
+    await _check_broker(settings, say)
+    await _check_portal(settings, mask, say)
+    return 0 if all(finding.ok for finding in findings) else 1
+
+
+def _describe(settings: Settings) -> str:
+    portal = (
+        f"webhook {redact_url(settings.B24_WEBHOOK_URL.get_secret_value())}"
+        if settings.B24_WEBHOOK_URL is not None
+        else f"OAuth application at {settings.B24_PORTAL_URL}"
+        if settings.B24_PORTAL_URL
+        else "no portal"
+    )
+    return f"broker {redact_url(settings.AMQP_URL.get_secret_value())}, {portal}"
+
+
+async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> None:
+    url = settings.AMQP_URL.get_secret_value()
+    try:
+        connection = await connect(url)
+    except ToolError as exc:
+        say(Finding("broker", False, str(exc)))
+        return
+    async with connection:
+        say(Finding("broker", True, f"connected to {redact_url(url)}"))
+        for name, arguments in topology_of(settings).queues().items():
+            say(await _check_queue(connection, name, arguments))
+
+
+async def _check_queue(
+    connection: AbstractConnection, name: str, arguments: dict[str, Any]
+) -> Finding:
+    subject = f"queue {name}"
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return Finding(subject, True, "missing; the worker declares it when it starts")
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    ready = declared.declaration_result.message_count or 0
+    # The queue exists: declaring it with the worker's arguments changes nothing
+    # when they match, and fails with 406 naming an argument when they do not.
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        return Finding(
+            subject,
+            False,
+            f"exists with other arguments than the worker needs ({_inequivalent(exc)}): the "
+            "worker will refuse to start; move its messages away and delete it, or use "
+            "other queue names",
+        )
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return Finding(
+        subject, True, f"{arguments['x-queue-type']}, as the worker needs; {ready} ready"
+    )
+
+
+def _inequivalent(exc: BaseException) -> str:
+    text = str(exc)
+    start = text.find("inequivalent arg")
+    if start < 0:
+        return "PRECONDITION_FAILED"
+    end = text.find("'", text.find("'", start) + 1)
+    return text[start : end + 1]
+
+
+async def _check_portal(
+    settings: Settings, mask: SecretMask, say: Callable[[Finding], None]
+) -> None:
+    if not settings.has_portal:
+        missing = "none configured: set B24_WEBHOOK_URL, or the four OAuth variables"
+        say(Finding("portal", False, missing))
+        return
+    if settings.B24_WEBHOOK_URL is not None:
+        where = redact_url(settings.B24_WEBHOOK_URL.get_secret_value())
+    else:
+        where = settings.B24_PORTAL_URL or ""
+    timeout_s = min(settings.B24_TIMEOUT_S, _PORTAL_TIMEOUT_S)
+    async with make_http_client(timeout_s=timeout_s) as http:
+        client = BitrixClient(http=http, auth=build_auth(settings, http=http, mask=mask))
+        try:
+            answer = await client.call("crm.item.fields", {"entityTypeId": 2})
+        except PortalError as exc:
+            say(Finding("portal", False, f"{where}: {_portal_problem(exc)}"))
+            return
+        except NoAnswerError as exc:
+            say(Finding("portal", False, f"unreachable: {exc.kind} talking to {where}"))
+            return
+        except UnexpectedAnswerError as exc:
+            say(
+                Finding(
+                    "portal",
+                    False,
+                    f"{where} answered, but not as a Bitrix24 portal (HTTP {exc.status}): "
+                    "is the URL right?",
+                )
+            )
+            return
+        except TokenRenewalError as exc:
+            say(Finding("portal", False, f"OAuth tokens cannot be renewed: {exc}"))
+            return
+    result = answer.result
+    fields = result.get("fields", {}) if isinstance(result, dict) else {}
+    say(
+        Finding(
+            "portal",
+            True,
+            f"{where}: crm.item.fields answered ({len(fields)} deal fields); "
+            "credentials and crm scope work",
+        )
+    )
+
+
+def _portal_problem(exc: PortalError) -> str:
+    code, status = exc.code, exc.status
+    if code == "insufficient_scope":
+        return (
+            "the credentials work but lack the crm scope (insufficient_scope): give the "
+            "webhook or application the CRM permission"
+        )
+    if code in _BAD_CREDENTIALS:
+        return (
+            f"the portal refused the credentials ({code}): check B24_WEBHOOK_URL's user id "
+            "and code, or the OAuth application and its refresh token"
+        )
+    if code == "INVALID_REQUEST":
+        return "the portal requires https (INVALID_REQUEST): use an https:// URL"
+    if code == "ACCESS_DENIED" and status == 403:
+        return "REST is refused on this portal's plan (ACCESS_DENIED, HTTP 403)"
+    if code == "ACCESS_DENIED":
+        return "the user behind the credentials may not read deals (ACCESS_DENIED)"
+    if code == "allowed_only_intranet_user":
+        return "the credentials belong to an extranet user; CRM needs an intranet user"
+    if code in ("OVERLOAD_LIMIT", "PORTAL_DELETED"):
+        return f"the portal is blocked or gone ({code}): see the portal's administrator"
+    if code in ("QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"):
+        return f"reachable, but over its limits right now ({code}); try again shortly"
+    return f"the portal answered {code or '(no code)'} (HTTP {status}): {exc.description}"
