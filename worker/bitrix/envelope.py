@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from worker.bitrix.answers import NOT_RUN, BatchAnswer, CommandAnswer, CommandError, TimeInfo
 from worker.bitrix.errors import PortalError, UnexpectedAnswerError
@@ -17,7 +18,7 @@ def read_envelope(method: str, response: httpx.Response) -> Mapping[str, Any]:
     """The success envelope (with ``result``); PortalError for an error envelope."""
     status = response.status_code
     try:
-        body: Any = response.json()
+        body: Any = _json(response)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         raise UnexpectedAnswerError(
@@ -38,6 +39,15 @@ def read_envelope(method: str, response: httpx.Response) -> Mapping[str, Any]:
     if "result" not in body or not 200 <= status < 300:
         raise UnexpectedAnswerError(method=method, status=status, reason="neither result nor error")
     return body
+
+
+def _json(response: httpx.Response) -> Any:
+    # orjson reads a batch of fifty full items several times faster; what it
+    # refuses (integers past 64 bits, NaN) the standard reader still gets to try.
+    try:
+        return orjson.loads(response.content)
+    except ValueError:
+        return response.json()
 
 
 def _as_map(value: Any, what: str) -> dict[str, Any]:
