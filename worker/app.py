@@ -246,6 +246,8 @@ class Worker:
         m = self.metrics
         if done == "succeeded":
             m.succeeded.inc()
+        elif done == "failed":
+            m.failed.labels(job.failure.value if job.failure else "unknown").inc()
         elif done == "retried":
             m.retried.inc()
         elif done == "handed_back":
@@ -288,6 +290,7 @@ class Worker:
                 )
             with contextlib.suppress(Exception):
                 await self._pipeline.hand_back_held()
+            await self._pipeline.outcomes.acks.flush()
         for task in self._tasks:
             task.cancel()
         if self._breaker is not None:

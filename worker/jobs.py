@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import UpdateCommand
+from schemas.events import ErrorClass
 
 __all__ = ["ATTEMPTS_HEADER", "ItemKey", "Job", "message_properties"]
 
@@ -30,7 +31,8 @@ class Job:
     command: UpdateCommand | None = None
     attempts: int = 0
     params: dict[str, Any] = field(default_factory=dict)
-    batchable: bool = False  # the params travel unchanged inside a batch
+    query: str | None = None  # the params as a batch carries them; None: they go alone
+    failure: ErrorClass | None = None  # set when the command ended with a failure event
 
     @classmethod
     def from_message(

@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from schemas import CommandValidationError, parse_command
 from schemas.events import ErrorClass
 from worker.batching import Batcher
-from worker.bitrix import batch_blocker
+from worker.bitrix import php_query
 from worker.calling import Again, Caller, Decision, PortalDown, Ticket
 from worker.definitions import FieldDefinitions
 from worker.jobs import Job
@@ -50,7 +50,7 @@ class Pipeline:
         on_settled: Callable[[Job, str], None] = lambda job, done: None,
         definitions: FieldDefinitions | None = None,
     ) -> None:
-        self._outcomes = outcomes
+        self.outcomes = outcomes
         self._caller = caller
         self._topology = topology
         self._max_message_bytes = max_message_bytes
@@ -102,6 +102,12 @@ class Pipeline:
             except CommandValidationError as exc:
                 await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", exc.reason))
                 return
+        # Encoded once, for every time the job may travel in a batch; params a
+        # query string cannot carry unchanged make the job go alone.
+        try:
+            job.query = php_query(job.params)
+        except ValueError:
+            job.query = None
         self.batcher.add(job)
 
     def _decode(self, job: Job) -> str | None:
@@ -122,11 +128,10 @@ class Pipeline:
         except CommandValidationError as exc:
             return exc.reason
         job.params = job.command.to_params()
-        job.batchable = batch_blocker(job.params) is None
         return None
 
     def _batchable(self, job: Job) -> bool:
-        return self._batch_size > 1 and job.batchable
+        return self._batch_size > 1 and job.query is not None
 
     async def _dispatch(self, jobs: list[Job], ticket: Ticket) -> None:
         if self.paused:
@@ -157,7 +162,13 @@ class Pipeline:
         await self._settle(job, decision)
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
-        done = await self._outcomes.settle(job, outcome)
+        try:
+            done = await self.outcomes.settle(job, outcome)
+        except Exception:
+            # A bug, not an answer. The delivery stays unacked (the broker
+            # redelivers it when the channel goes); its item must not stay held.
+            log.exception("settle.crashed", message_id=job.message_id, item=job.key)
+            done = "crashed"
         self._on_settled(job, done)
         key = job.key
         if key is None or job.source == "poison":
@@ -177,7 +188,7 @@ class Pipeline:
         """Give the broker back every job not yet sent (a portal-wide state, or shutdown)."""
         held = self.batcher.take_all() + self.gate.drain()
         for job in held:
-            await self._outcomes.settle(job, HandBack("handed back"))
+            self._on_settled(job, await self.outcomes.settle(job, HandBack("handed back")))
         return len(held)
 
     async def wake_parked(self) -> None:
