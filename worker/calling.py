@@ -112,7 +112,7 @@ class Caller:
                 answers = {"c0": await self._client.call(METHOD, jobs[0].params)}
             else:
                 batch = await self._client.batch(
-                    {f"c{i}": (METHOD, job.params) for i, job in enumerate(jobs)}
+                    {f"c{i}": (METHOD, job.query or job.params) for i, job in enumerate(jobs)}
                 )
                 answers = dict(batch.commands)
         except PortalError as exc:

@@ -68,13 +68,18 @@ class BitrixClient:
         return CommandAnswer(result=envelope["result"], time=TimeInfo.parse(envelope.get("time")))
 
     async def batch(
-        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False
+        self,
+        commands: Mapping[str, tuple[str, Mapping[str, Any] | str]],
+        *,
+        halt: bool = False,
     ) -> BatchAnswer:
         """Named commands in one ``batch`` request.
 
         Every command's params must pass ``batch_blocker`` (ValueError names
-        the first that does not). More than 50 commands are sent as they are:
-        the portal answers the extra ones ``ERROR_BATCH_LENGTH_EXCEEDED``.
+        the first that does not); params given as a string are a query that
+        ``php_query`` already made from them, and go as they are. More than 50
+        commands are sent as they are: the portal answers the extra ones
+        ``ERROR_BATCH_LENGTH_EXCEEDED``.
         """
         if not commands:
             raise ValueError("a batch needs at least one command")
@@ -85,6 +90,9 @@ class BitrixClient:
             _check_method(method)
             if method.lower() == "batch":
                 raise ValueError("batch cannot hold batch")
+            if isinstance(params, str):
+                cmd[name] = f"{method}?{params}"
+                continue
             try:
                 cmd[name] = f"{method}?{php_query(params)}"
             except ValueError as exc:
