@@ -36,9 +36,9 @@ from worker.bitrix.redis_tokens import RedisTokenStore
 from worker.breaker import Breaker
 from worker.calling import Caller
 from worker.classify import classify
-from worker.consumer import Consumers
+from worker.consumer import Consumers, Source
 from worker.definitions import FieldDefinitions
-from worker.jobs import Job
+from worker.jobs import Delivery, Job
 from worker.limiter import OperatingBudget, RequestPacer, SystemClock
 from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
@@ -238,9 +238,9 @@ class Worker:
             await self._health.start()
         await self.consumers.start()
 
-    async def _accept(self, message: aio_pika.abc.AbstractIncomingMessage, source: str) -> None:
+    async def _accept(self, message: Delivery, source: Source) -> None:
         self.metrics.consumed.labels(source).inc()
-        await self.pipeline.accept(message, source)  # type: ignore[arg-type]
+        await self.pipeline.accept(message, source)
 
     def _count(self, job: Job, done: str) -> None:
         m = self.metrics

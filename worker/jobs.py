@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp.commands import Basic
 
 from schemas import UpdateCommand
 from schemas.events import ErrorClass
 
-__all__ = ["ATTEMPTS_HEADER", "ItemKey", "Job", "message_properties"]
+__all__ = ["ATTEMPTS_HEADER", "Delivery", "ItemKey", "Job", "message_properties"]
 
 # Set on retry copies: how many calls to the portal the command has had so far.
 ATTEMPTS_HEADER = "x-b24-attempts"
@@ -21,11 +23,93 @@ ASSIGNED_ID_HEADER = "x-b24-message-id"
 ItemKey = tuple[int, int]
 
 
+class Delivery:
+    """A message as the broker delivered it, read straight from its AMQP frames.
+
+    The worker consumes on the broker client's own channels: wrapping every
+    delivery in the higher-level library's message object cost more CPU than
+    validating the command in it.
+    """
+
+    __slots__ = ("_properties", "_raw", "body")
+
+    def __init__(self, raw: DeliveredMessage) -> None:
+        self._raw = raw
+        self._properties: Basic.Properties = raw.header.properties
+        self.body: bytes = raw.body
+
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._raw.channel
+
+    @property
+    def delivery_tag(self) -> int | None:
+        tag = getattr(self._raw.delivery, "delivery_tag", None)
+        return tag if isinstance(tag, int) else None
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(getattr(self._raw.delivery, "redelivered", False))
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return dict(self._properties.headers or {})
+
+    @property
+    def message_id(self) -> str | None:
+        return self._properties.message_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._properties.correlation_id
+
+    @property
+    def reply_to(self) -> str | None:
+        return self._properties.reply_to
+
+    @property
+    def content_type(self) -> str | None:
+        return self._properties.content_type
+
+    @property
+    def content_encoding(self) -> str | None:
+        return self._properties.content_encoding
+
+    @property
+    def type(self) -> str | None:
+        return self._properties.message_type
+
+    @property
+    def app_id(self) -> str | None:
+        return self._properties.app_id
+
+    @property
+    def user_id(self) -> str | None:
+        return self._properties.user_id
+
+    @property
+    def priority(self) -> int | None:
+        return self._properties.priority
+
+    @property
+    def expiration(self) -> str | None:
+        return self._properties.expiration
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return self._properties.timestamp
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        tag = self.delivery_tag
+        if tag is not None:
+            await self.channel.basic_nack(tag, requeue=requeue)
+
+
 @dataclass
 class Job:
     """One command in flight. `attempts` counts the calls already made for it."""
 
-    message: AbstractIncomingMessage
+    message: Delivery
     message_id: str
     source: Literal["update", "retry", "poison"]
     command: UpdateCommand | None = None
@@ -35,10 +119,8 @@ class Job:
     failure: ErrorClass | None = None  # set when the command ended with a failure event
 
     @classmethod
-    def from_message(
-        cls, message: AbstractIncomingMessage, source: Literal["update", "retry", "poison"]
-    ) -> Job:
-        headers = message.headers or {}
+    def from_message(cls, message: Delivery, source: Literal["update", "retry", "poison"]) -> Job:
+        headers = message.headers
         assigned = headers.get(ASSIGNED_ID_HEADER)
         message_id = message.message_id or (assigned if isinstance(assigned, str) else None)
         attempts = headers.get(ATTEMPTS_HEADER, 0)
@@ -60,7 +142,7 @@ class Job:
         return self.message.correlation_id
 
 
-def message_properties(message: AbstractIncomingMessage) -> dict[str, Any]:
+def message_properties(message: Delivery) -> dict[str, Any]:
     """The AMQP properties and headers of a delivery, as plain JSON data."""
     properties = {
         "message_id": message.message_id,
@@ -74,7 +156,7 @@ def message_properties(message: AbstractIncomingMessage) -> dict[str, Any]:
         "priority": message.priority,
         "expiration": message.expiration,
         "timestamp": message.timestamp.isoformat() if message.timestamp else None,
-        "headers": _plain(dict(message.headers or {})),
+        "headers": _plain(message.headers),
     }
     return {name: value for name, value in properties.items() if value not in (None, {})}
 

@@ -23,7 +23,6 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, DeliveryMode
-from aiormq.abc import AbstractChannel as AbstractAmqpChannel
 from pamqp.commands import Basic
 
 from schemas import FailureEvent, SuccessEvent
@@ -101,9 +100,8 @@ class Outcomes:
         message = job.message
         if isinstance(outcome, HandBack):
             await _quietly(message.nack(requeue=True), job)
-            channel = _channel_of(job)
-            if channel is not None and message.delivery_tag is not None:
-                self.acks.settled_elsewhere(channel, message.delivery_tag)
+            if message.delivery_tag is not None:
+                self.acks.settled_elsewhere(message.channel, message.delivery_tag)
             return "handed_back"
         if isinstance(outcome, Succeeded):
             await self._publish_success(job, outcome)
@@ -115,9 +113,8 @@ class Outcomes:
         else:
             await self._publish_retry(job)
             done = "retried"
-        channel = _channel_of(job)
-        if channel is not None and message.delivery_tag is not None:
-            self.acks.ack(channel, message.delivery_tag, job.message_id)
+        if message.delivery_tag is not None:
+            self.acks.ack(message.channel, message.delivery_tag, job.message_id)
         return done
 
     async def _publish_success(self, job: Job, outcome: Succeeded) -> None:
@@ -165,7 +162,7 @@ class Outcomes:
 
     async def _publish_retry(self, job: Job) -> None:
         original = job.message
-        headers = dict(original.headers or {})
+        headers = original.headers
         headers[ATTEMPTS_HEADER] = job.attempts
         if not original.message_id:
             headers[ASSIGNED_ID_HEADER] = job.message_id
@@ -243,20 +240,6 @@ def _original_command(body: bytes) -> dict[str, Any] | str:
         return value
     text = body[:_MAX_COMMAND_TEXT].decode("utf-8", "replace")
     return text if len(body) <= _MAX_COMMAND_TEXT else text + f"... ({len(body)} bytes in all)"
-
-
-def _channel_of(job: Job) -> AbstractAmqpChannel | None:
-    """The channel the delivery came on; None when it closed (the broker redelivers)."""
-    try:
-        return job.message.channel
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        log.warning(
-            "settle.lost",
-            message_id=job.message_id,
-            item=job.key,
-            note="the channel closed before the ack: the broker will deliver this message again",
-        )
-        return None
 
 
 async def _quietly(settling: Any, job: Job) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import CommandValidationError, parse_command
 from schemas.events import ErrorClass
@@ -24,7 +23,7 @@ from worker.batching import Batcher
 from worker.bitrix import php_query
 from worker.calling import Again, Caller, Decision, PortalDown, Ticket
 from worker.definitions import FieldDefinitions
-from worker.jobs import Job
+from worker.jobs import Delivery, Job
 from worker.ordering import OrderingGate
 from worker.outcomes import Failed, HandBack, Outcome, Outcomes
 from worker.topology import Topology
@@ -69,9 +68,7 @@ class Pipeline:
         )
         self.paused = False
 
-    async def accept(
-        self, message: AbstractIncomingMessage, source: Literal["update", "retry", "poison"]
-    ) -> None:
+    async def accept(self, message: Delivery, source: Literal["update", "retry", "poison"]) -> None:
         job = Job.from_message(message, source)
         if source == "poison":
             self._parse(job)
@@ -197,8 +194,8 @@ class Pipeline:
             await self._ready(job)
 
 
-def _poisoned(message: AbstractIncomingMessage) -> Failed:
-    delivered = (message.headers or {}).get("x-delivery-count")
+def _poisoned(message: Delivery) -> Failed:
+    delivered = message.headers.get("x-delivery-count")
     times = f"{delivered} times" if isinstance(delivered, int) else "too many times"
     return Failed(
         ErrorClass.UNKNOWN,

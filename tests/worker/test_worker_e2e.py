@@ -224,12 +224,10 @@ async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
 ) -> None:
     settings = settings_for(amqp_url, portal)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
-        queue = worker.consumers._queues["update"]
-        first_tag = worker.consumers._tags["update"]
-        await queue.cancel(first_tag)  # as the broker's basic.cancel would leave it
-        await eventually(lambda: worker.consumers._tags["update"] != first_tag, timeout_s=10)
-        underlay = await queue.channel.get_underlay_channel()
-        assert len(underlay.consumers) == 1  # type: ignore[attr-defined]  # exactly once
+        first_tag, channel = worker.consumers._consuming["update"]
+        await channel.basic_cancel(first_tag)  # as the broker's basic.cancel would leave it
+        await eventually(lambda: worker.consumers._consuming["update"][0] != first_tag, 10)
+        assert len(channel.consumers) == 1  # type: ignore[attr-defined]  # exactly once
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-a")
         [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
     assert event["messageId"] == "m-a"
