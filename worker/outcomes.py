@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, DeliveryMode
 from pamqp.commands import Basic
@@ -207,9 +208,12 @@ class Outcomes:
         delay = 0.1
         while True:
             try:
-                channel = await self._channel.get_underlay_channel()
+                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                # Not waiting for the socket buffer to drain before the confirm:
+                # the confirm is the wait, and the deliveries in flight (the
+                # prefetch) bound what can be buffered.
                 await channel.basic_publish(
-                    body, routing_key=queue, properties=properties, mandatory=mandatory
+                    body, routing_key=queue, properties=properties, mandatory=mandatory, wait=False
                 )
                 return True
             except aio_pika.exceptions.DeliveryError as exc:
