@@ -13,8 +13,8 @@ import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected, publish, take
-from tests.worker.e2e import events, running_worker, settings_for
+from tests.worker.broker import connected, depth, publish, take
+from tests.worker.e2e import control, events, eventually, running_worker, settings_for
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
 
@@ -66,3 +66,40 @@ async def test_after_the_broker_closes_every_connection_the_worker_consumes_agai
     assert sorted(e["id"] for e in after) == list(range(11, 31))
     assert all(e["status"] == "succeeded" for e in before + after)
     assert took < 10 + 5  # consuming again within 10 s, plus the updates themselves
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def test_while_the_broker_blocks_publishers_the_worker_waits_and_loses_nothing(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    """A memory alarm blocks every publishing connection: the worker's events wait
+    unconfirmed and their deliveries stay unacked, then all go out once it clears."""
+    watermark = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    settings = settings_for(amqp_url, portal)
+    control(portal, "PATCH", "faults", {"latency_ms": 1500})
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        for item_id in range(1, 6):
+            await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="blocked"))
+        sample = worker.metrics.registry.get_sample_value
+        await eventually(lambda: (sample("b24_batch_size_count") or 0) > 0, 10)  # a call is out
+        try:
+            await asyncio.to_thread(_rabbitmqctl, "set_vm_memory_high_watermark", "0.0000001")
+            await asyncio.sleep(4)  # the answers came back; the events cannot be confirmed
+            looking = await aio_pika.connect_robust(amqp_url)  # has not published: not blocked
+            try:
+                assert await depth(looking, settings.RESULT_QUEUE) == 0
+            finally:
+                await looking.close()
+            assert (sample("b24_succeeded_total") or 0) == 0
+        finally:
+            await asyncio.to_thread(_rabbitmqctl, "set_vm_memory_high_watermark", watermark)
+        done = events(await take(broker, settings.RESULT_QUEUE, 5, timeout_s=30))
+        await asyncio.sleep(1)
+        assert await depth(broker, settings.RESULT_QUEUE) == 0  # no second event for any
+    assert sorted(e["id"] for e in done) == [1, 2, 3, 4, 5]
+    assert all(e["status"] == "succeeded" for e in done)
