@@ -2,6 +2,7 @@
 
 b24-worker run                 apply the commands on UPDATE_QUEUE
 b24-worker schema [--event X]  print the JSON Schema of the command (or an event)
+b24-worker schema --asyncapi   print the AsyncAPI document of the queues and messages
 b24-worker validate FILE...    check JSON Lines of commands before publishing them
 b24-worker publish FILE        check and publish commands (JSON Lines or CSV); --wait for outcomes
 b24-worker dlq show|replay     read dead letters by error class and code, or send them again
@@ -32,7 +33,11 @@ __all__ = ["main"]
 
 def _schema(args: argparse.Namespace) -> int:
     schema: dict[str, Any]
-    if args.event == "success":
+    if args.asyncapi:
+        from worker.contract import asyncapi_document
+
+        schema = asyncapi_document()
+    elif args.event == "success":
         schema = SuccessEvent.model_json_schema(by_alias=True)
     elif args.event == "failure":
         schema = FailureEvent.model_json_schema(by_alias=True)
@@ -202,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--event",
         choices=("success", "failure"),
         help="print an event's schema instead of the command's",
+    )
+    schema.add_argument(
+        "--asyncapi",
+        action="store_true",
+        help="print the AsyncAPI 3.0 document of the queues and messages instead",
     )
     schema.add_argument("--output", "-o", metavar="FILE", help="write to FILE, not stdout")
     schema.set_defaults(handler=_schema)

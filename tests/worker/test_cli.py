@@ -101,6 +101,7 @@ def test_run_with_bad_configuration_says_what_to_fix() -> None:
         ("update-command.schema.json", ()),
         ("success-event.schema.json", ("--event", "success")),
         ("failure-event.schema.json", ("--event", "failure")),
+        ("asyncapi.json", ("--asyncapi",)),
     ],
 )
 def test_committed_schemas_match_the_models(path: str, args: tuple[str, ...]) -> None:

@@ -1,0 +1,96 @@
+"""The AsyncAPI document: every reference resolves, the queues are the worker's,
+and its schemas accept what the worker accepts and publishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from schemas import CommandValidationError, SuccessEvent, parse_command
+from worker.contract import asyncapi_document
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT = asyncapi_document()
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return found + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
+
+
+def _resolve(ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = DOCUMENT
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return node
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**DOCUMENT, "$ref": f"#/components/schemas/{name}"})
+
+
+def test_every_reference_resolves_inside_the_document() -> None:
+    refs = _refs(DOCUMENT)
+    assert len(refs) > 20
+    for ref in refs:
+        assert _resolve(ref) is not None
+
+
+def test_the_channels_are_the_worker_queues() -> None:
+    fields = Settings.model_fields
+    channels = DOCUMENT["channels"]
+    assert DOCUMENT["asyncapi"] == "3.0.0"
+    assert channels["updates"]["address"] == fields["UPDATE_QUEUE"].default
+    assert channels["results"]["address"] == fields["RESULT_QUEUE"].default
+    assert channels["deadLetters"]["address"] == fields["DEAD_LETTER_QUEUE"].default
+    reply = DOCUMENT["operations"]["applyUpdate"]["reply"]
+    assert reply["address"]["location"] == "$message.header#/reply_to"
+
+
+def _sample_lines() -> list[bytes]:
+    lines = []
+    for path in sorted((ROOT / "examples").glob("*.jsonl")):
+        lines += [line for line in path.read_bytes().splitlines() if line.strip()]
+    return lines
+
+
+def test_the_command_schema_agrees_with_the_parser_on_the_samples() -> None:
+    validator = _validator("UpdateCommand")
+    agreed = 0
+    for line in _sample_lines():
+        try:
+            parse_command(line)
+            parsed = True
+        except CommandValidationError:
+            parsed = False
+        if parsed:
+            assert validator.is_valid(json.loads(line)), line
+            agreed += 1
+    assert agreed >= 3
+    assert not validator.is_valid({"entityTypeId": 2, "id": 0, "fields": {}})
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_a_success_event_as_published_matches_its_schema(attempts: int) -> None:
+    event = SuccessEvent(
+        messageId="m1",
+        correlationId="c1",
+        entityTypeId=2,
+        id=351,
+        attempts=attempts,
+        item={"id": 351, "title": "x"},
+        ignoredFields=[],
+        notApplied=[],
+    )
+    assert _validator("SuccessEvent").is_valid(json.loads(event.to_json()))
+    assert not _validator("SuccessEvent").is_valid({"status": "succeeded"})

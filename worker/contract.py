@@ -1,0 +1,181 @@
+"""The worker's queues and messages as an AsyncAPI 3.0 document, built from schemas/.
+
+`b24-worker schema --asyncapi` prints it; docs/contract/asyncapi.json is that
+output, and a test keeps the two equal, so the document cannot drift from the
+models the worker validates with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import FailureEvent, SuccessEvent
+from schemas.command import command_json_schema
+from schemas.events import CONTRACT_VERSION
+from worker.settings import Settings
+
+__all__ = ["asyncapi_document"]
+
+_AMQP_BINDING = "0.3.0"
+
+
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+def _components(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each JSON Schema's $defs hoisted into components/schemas, its refs rewritten."""
+    hoisted: dict[str, Any] = {}
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                key: (
+                    "#/components/schemas/" + item.removeprefix("#/$defs/")
+                    if key == "$ref" and isinstance(item, str)
+                    else rewrite(item)
+                )
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [rewrite(item) for item in value]
+        return value
+
+    for name, schema in schemas.items():
+        body = dict(schema)
+        for def_name, definition in body.pop("$defs", {}).items():
+            definition = rewrite(definition)
+            if hoisted.setdefault(def_name, definition) != definition:
+                raise ValueError(f"two schemas define {def_name} differently")
+        body.pop("$schema", None)
+        body.pop("$id", None)
+        hoisted[name] = rewrite(body)
+    return hoisted
+
+
+def _queue_channel(address: str, description: str, messages: list[str]) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": description,
+        "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
+        "bindings": {
+            "amqp": {
+                "is": "queue",
+                "queue": {
+                    "name": address,
+                    "durable": True,
+                    "exclusive": False,
+                    "autoDelete": False,
+                },
+                "bindingVersion": _AMQP_BINDING,
+            }
+        },
+    }
+
+
+def _message(name: str, title: str, summary: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "summary": summary,
+        "contentType": "application/json",
+        "correlationId": {"location": "$message.header#/correlation_id"},
+        "payload": {"$ref": f"#/components/schemas/{name}"},
+        "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": _AMQP_BINDING}},
+    }
+
+
+def asyncapi_document() -> dict[str, Any]:
+    update, result, dead = (
+        _default("UPDATE_QUEUE"),
+        _default("RESULT_QUEUE"),
+        _default("DEAD_LETTER_QUEUE"),
+    )
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "b24-update-worker",
+            "version": f"{CONTRACT_VERSION}.0.0",
+            "description": (
+                "Bitrix24 crm.item.update commands applied from a RabbitMQ queue. Producers "
+                "publish commands to the work queue (the default exchange, routing key = the "
+                "queue's name); the worker reports one terminal outcome per command: a success "
+                "event to reply_to or the result queue, a failure event to the dead-letter "
+                "queue (and a copy to reply_to). Queue names are the defaults of UPDATE_QUEUE, "
+                "RESULT_QUEUE and DEAD_LETTER_QUEUE."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0-9-1",
+                "description": "the broker at AMQP_URL",
+            }
+        },
+        "channels": {
+            "updates": _queue_channel(
+                update,
+                "Commands to apply (a quorum queue). message_id names the command in its "
+                "events; correlation_id is copied to them; reply_to receives the outcome.",
+                ["UpdateCommand"],
+            ),
+            "results": _queue_channel(
+                result, "Success events of commands without reply_to.", ["SuccessEvent"]
+            ),
+            "deadLetters": _queue_channel(
+                dead, "Failure events, with the original command and properties.", ["FailureEvent"]
+            ),
+            "replies": {
+                "address": None,
+                "description": "The queue a command names in reply_to.",
+                "messages": {
+                    "SuccessEvent": {"$ref": "#/components/messages/SuccessEvent"},
+                    "FailureEvent": {"$ref": "#/components/messages/FailureEvent"},
+                },
+            },
+        },
+        "operations": {
+            "applyUpdate": {
+                "action": "receive",
+                "summary": "The worker takes a command, applies it and reports its outcome.",
+                "channel": {"$ref": "#/channels/updates"},
+                "messages": [{"$ref": "#/channels/updates/messages/UpdateCommand"}],
+                "reply": {
+                    "address": {"location": "$message.header#/reply_to"},
+                    "channel": {"$ref": "#/channels/replies"},
+                },
+            },
+            "reportSuccess": {
+                "action": "send",
+                "summary": "A success event for a command without reply_to.",
+                "channel": {"$ref": "#/channels/results"},
+                "messages": [{"$ref": "#/channels/results/messages/SuccessEvent"}],
+            },
+            "reportFailure": {
+                "action": "send",
+                "summary": "A failure event: the command ended without being applied.",
+                "channel": {"$ref": "#/channels/deadLetters"},
+                "messages": [{"$ref": "#/channels/deadLetters/messages/FailureEvent"}],
+            },
+        },
+        "components": {
+            "messages": {
+                "UpdateCommand": _message(
+                    "UpdateCommand", "Update command", "crm.item.update parameters"
+                ),
+                "SuccessEvent": _message("SuccessEvent", "Success event", "the portal applied it"),
+                "FailureEvent": _message(
+                    "FailureEvent", "Failure event", "the command ended without being applied"
+                ),
+            },
+            "schemas": _components(
+                {
+                    "UpdateCommand": command_json_schema(),
+                    "SuccessEvent": SuccessEvent.model_json_schema(by_alias=True),
+                    "FailureEvent": FailureEvent.model_json_schema(by_alias=True),
+                }
+            ),
+        },
+    }
