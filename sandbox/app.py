@@ -23,6 +23,7 @@ from sandbox.envelope import dumps
 from sandbox.oauth import OAuthError
 from sandbox.pipeline import RestRequest, handle_rest
 from sandbox.state import PortalState
+from sandbox.wire import drop_connection, html_page
 
 __all__ = ["create_app", "portal_state"]
 
@@ -47,13 +48,20 @@ async def _params(request: Request) -> dict[str, Any]:
 
 async def _rest(request: Request, webhook: tuple[str, str] | None) -> Response:
     state = portal_state(request.app)
+    params = await _params(request)
+    if state.faults.random_html(state.rng):  # a proxy answers; the portal never sees it
+        state.counters.html_answers += 1
+        return html_page(state.faults.html_status)
     call = RestRequest(
         method=request.path_params["method"],
-        params=await _params(request),
+        params=params,
         webhook=webhook,
         scheme=request.url.scheme,
     )
     status, body = await handle_rest(state, call)
+    if state.faults.random_disconnect(state.rng):  # carried out, but the answer is lost
+        state.counters.disconnects += 1
+        await drop_connection(request)
     return json_response(status, body)
 
 

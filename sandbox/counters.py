@@ -19,6 +19,8 @@ class Counters:
     calls: Counter[str] = field(default_factory=Counter)  # per method, nested commands included
     saves: int = 0  # items written by crm.item.add and crm.item.update
     unchanged_updates: int = 0  # updates that changed nothing, so saved nothing
+    disconnects: int = 0  # requests carried out whose connection closed without an answer
+    html_answers: int = 0  # requests answered with an HTML page instead (not in `requests`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -30,4 +32,6 @@ class Counters:
             "calls": dict(self.calls),
             "saves": self.saves,
             "unchanged_updates": self.unchanged_updates,
+            "disconnects": self.disconnects,
+            "html_answers": self.html_answers,
         }

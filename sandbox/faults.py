@@ -1,8 +1,10 @@
 """Fault injection: what the operator (or a test) has switched on, changeable at run time.
 
 Portal-wide switches (OVERLOAD_LIMIT, NO_AUTH_FOUND, any catalogue error),
-added latency, random 500s, errors forced for chosen items, and the rights
-and plan restrictions that make ``crm.item.update`` refuse.
+added latency, random 500s, errors forced for chosen items, the rights
+and plan restrictions that make ``crm.item.update`` refuse, and two faults
+of the way in between: answers lost to a dropped connection, and HTML pages
+where JSON belongs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ def _known(name: str | None) -> str | None:
     return name
 
 
+def _share(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{key} must be a share from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def _status(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+        raise ValueError(f"{key} must be an HTTP status from 200 to 599, not {value!r}")
+    return value
+
+
 @dataclass(slots=True)
 class Faults:
     latency_ms: float = 0.0
@@ -54,6 +68,9 @@ class Faults:
     denied_entity_types: list[int] = field(default_factory=list)
     forbidden_stages: list[str] = field(default_factory=list)
     item_errors: list[ItemErrorRule] = field(default_factory=list)
+    disconnect_rate: float = 0.0
+    html_rate: float = 0.0
+    html_status: int = 502
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Faults:
@@ -72,6 +89,14 @@ class Faults:
                     _known(rule.error)
             elif key == "portal_error":
                 self.portal_error = _known(value)
+            elif key in ("disconnect_rate", "html_rate"):
+                setattr(self, key, _share(key, value))
+            elif key == "html_status":
+                if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+                    raise ValueError(
+                        f"html_status must be an HTTP status from 200 to 599, not {value!r}"
+                    )
+                self.html_status = value
             elif key in self.__dataclass_fields__:
                 setattr(self, key, value)
             else:
@@ -93,3 +118,11 @@ class Faults:
 
     def random_failure(self, rng: random.Random) -> bool:
         return self.error_rate > 0 and rng.random() < self.error_rate
+
+    def random_disconnect(self, rng: random.Random) -> bool:
+        """The request was carried out, but this answer is to be lost with its connection."""
+        return self.disconnect_rate > 0 and rng.random() < self.disconnect_rate
+
+    def random_html(self, rng: random.Random) -> bool:
+        """Something in front of the portal answers this request with an HTML page."""
+        return self.html_rate > 0 and rng.random() < self.html_rate
