@@ -7,10 +7,12 @@ DEAD_LETTER_QUEUE (and to reply_to when there is one). Both carry
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -92,3 +94,17 @@ class FailureEvent(_Event):
     properties: dict[str, Any] = Field(
         default_factory=dict, description="the original AMQP properties and headers"
     )
+
+    def to_json(self) -> bytes:
+        """As `_Event.to_json`; a command nested deeper than the serializer goes (a
+        refused body that Python's JSON reader still read) is kept as its JSON text."""
+        try:
+            return super().to_json()
+        except PydanticSerializationError:
+            if isinstance(self.command, str):
+                raise
+        try:
+            text = json.dumps(self.command)
+        except RecursionError:
+            text = "(a JSON value nested too deeply to be kept)"
+        return self.model_copy(update={"command": text}).to_json()
