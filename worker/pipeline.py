@@ -71,10 +71,23 @@ class Pipeline:
     async def accept(self, message: Delivery, source: Literal["update", "retry", "poison"]) -> None:
         job = Job.from_message(message, source)
         if source == "poison":
-            self._parse(job)
+            # Reported however it fails to parse: the poison queue has no delivery
+            # limit, so a crash here would hold the message for good.
+            try:
+                self._parse(job)
+            except Exception:
+                job.command = None
             await self._settle(job, _poisoned(message))
             return
-        problem = self._decode(job)
+        try:
+            problem = self._decode(job)
+        except Exception:
+            # A bug, not a bad command: hand the delivery back, so the broker counts
+            # it and dead-letters a message that does this every time.
+            log.exception("accept.crashed", message_id=job.message_id)
+            job.command = None  # it holds no item
+            await self._settle(job, HandBack("crashed"))
+            return
         if problem is not None:
             await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", problem))
             return
