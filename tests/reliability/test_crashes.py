@@ -1,0 +1,434 @@
+"""The worker dies or is stopped mid-run, as a process: nothing is lost, what comes
+twice is only what was in flight, and an item's commands keep their order.
+
+Real processes (`python -m worker sandbox` with limits off, `python -m worker
+run` with JSON logs to a file), the broker at AMQP_URL, queues of their own.
+The outcomes are read from RESULT_QUEUE and DEAD_LETTER_QUEUE after the run;
+the worker's `message.settled` lines say which incarnation ended what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from scripts.amqp_ping import answers
+from tests.reliability.processes import (
+    JsonLog,
+    WorkerRun,
+    rabbitmqctl,
+    sandbox_process,
+    stamp,
+    worker_env,
+    worker_run,
+)
+from tests.worker.broker import connected, depth, unique_topology
+from worker.topology import Topology, declare
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
+
+SEED = 20240611
+PREFETCH = 100
+DRAIN_TIMEOUT_S = 5
+EXIT_SLACK_S = 3  # allowed on top of DRAIN_TIMEOUT_S for the process to exit
+
+
+@dataclass(frozen=True)
+class Command:
+    message_id: str
+    item_id: int
+    body: dict[str, Any]
+    valid: bool = True
+
+
+def deal(item_id: int, **fields: Any) -> dict[str, Any]:
+    return {"entityTypeId": 2, "id": item_id, "fields": fields}
+
+
+def workload(rng: random.Random, *, singles: int, repeated: int, per_item: int) -> list[Command]:
+    """`singles` items with one command each (every 100th invalid), and `repeated`
+    items with `per_item` commands each, interleaved at random but near each other
+    so that one item's commands are often held by the worker together."""
+    keyed: list[tuple[float, Command]] = []
+    span = float(singles + repeated * per_item)
+    for item_id in range(1, singles + 1):
+        body = deal(item_id, title=f"single-{item_id}")
+        valid = item_id % 100 != 0
+        if not valid:
+            body["fields"]["opened"] = 1  # refused: a validation failure event
+        command = Command(f"s-{item_id}", item_id, body, valid)
+        keyed.append((rng.uniform(0, span), command))
+    for item_id in range(singles + 1, singles + repeated + 1):
+        at = rng.uniform(0, span)
+        for n in range(per_item):
+            command = Command(f"r-{item_id}-{n}", item_id, deal(item_id, title=f"v{n}-{item_id}"))
+            keyed.append((at, command))
+            at += rng.uniform(0.5, 30)
+    return [command for _, command in sorted(keyed, key=lambda pair: pair[0])]
+
+
+async def publish_in_order(
+    broker: AbstractRobustConnection, queue: str, commands: list[Command]
+) -> None:
+    """On one channel, in order (the broker keeps a channel's order); then wait until
+    every one is on the queue."""
+    channel = await broker.channel(publisher_confirms=False)
+    for command in commands:
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(command.body).encode(),
+                content_type="application/json",
+                message_id=command.message_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=queue,
+        )
+    await channel.close()
+    await wait_for(lambda: depth(broker, queue), len(commands), timeout_s=30)
+
+
+async def wait_for(read: Callable[[], Any], wanted: int, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await read()) < wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{got} of {wanted} in {timeout_s} s")
+        await asyncio.sleep(0.1)
+
+
+async def take_everything(broker: AbstractRobustConnection, queue: str) -> list[dict[str, Any]]:
+    """Every event now on a queue nobody else consumes (acked, so the queue ends empty)."""
+    channel = await broker.channel()
+    source = await channel.get_queue(queue)
+    got = []
+    while (message := await source.get(fail=False)) is not None:
+        got.append(json.loads(message.body))
+        await message.ack()
+    await channel.close()
+    return got
+
+
+async def outcomes_of(broker: AbstractRobustConnection, topology: Topology) -> list[dict[str, Any]]:
+    return await take_everything(broker, topology.result_queue) + await take_everything(
+        broker, topology.dead_letter_queue
+    )
+
+
+async def leftovers(broker: AbstractRobustConnection, topology: Topology) -> dict[str, int]:
+    """Messages still waiting anywhere a command can be."""
+    names = [topology.update_queue, topology.retry_queue, topology.poison_queue]
+    names += [topology.tier_queue(delay) for delay in topology.retry_delays_s]
+    counts = {name: await depth(broker, name) for name in names}
+    return {name: count for name, count in counts.items() if count}
+
+
+def settled_ids(run: WorkerRun) -> set[str]:
+    run.read_logs()
+    return {str(record["message_id"]) for log in run.logs for record in log.settled()}
+
+
+def ended_by(log: JsonLog) -> int:
+    log.read()
+    return len(log.settled())
+
+
+async def until_every_command_ended(
+    run: WorkerRun, commands: list[Command], *, timeout_s: float
+) -> None:
+    """The worker's own logs name every command as ended; the queues are checked after."""
+    wanted = {command.message_id for command in commands}
+    deadline = time.monotonic() + timeout_s
+    while not wanted <= settled_ids(run):
+        assert run.current.poll() is None, run.log.text()[-3000:]
+        if time.monotonic() > deadline:
+            missing = len(wanted - settled_ids(run))
+            raise AssertionError(f"{missing} commands had not ended after {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def stop_gracefully(run: WorkerRun) -> tuple[int, float]:
+    """SIGTERM the current worker; its exit code and how long it took."""
+    process = run.current
+    sent = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    code = await asyncio.to_thread(process.wait, DRAIN_TIMEOUT_S + EXIT_SLACK_S + 5)
+    return code, time.monotonic() - sent
+
+
+# 1. SIGKILL at random moments ---------------------------------------------------------------
+
+SINGLES = 2400
+REPEATED = 150
+PER_ITEM = 4
+KILLS = 4
+
+
+async def test_sigkill_at_random_moments_loses_nothing_and_keeps_each_items_order(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    commands = workload(rng, singles=SINGLES, repeated=REPEATED, per_item=PER_ITEM)
+    total = len(commands)
+    # Kill each worker once it has ended this many commands, then a random moment later:
+    # every kill lands mid-run, with calls out and events unconfirmed.
+    kill_after = [rng.randint(150, 600) for _ in range(KILLS)]
+    topology = unique_topology()
+    with sandbox_process(seed_items=SINGLES + REPEATED, latency_ms=20) as portal:
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_in_order(broker, topology.update_queue, commands)
+            env = worker_env(
+                amqp_url,
+                portal.webhook_url,
+                topology,
+                PREFETCH=str(PREFETCH),
+                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+            )
+            with worker_run(env, tmp_path) as run:
+                started = time.monotonic()
+                run.start()
+                killed_logs = []
+                for threshold in kill_after:
+                    while ended_by(run.log) < threshold:
+                        assert run.current.poll() is None, run.log.text()[-3000:]
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(rng.uniform(0, 0.2))
+                    run.kill()
+                    killed_logs.append(run.log)
+                    run.start()
+                await until_every_command_ended(run, commands, timeout_s=60)
+                code, _ = await stop_gracefully(run)
+                took_s = time.monotonic() - started
+                run.read_logs()
+            events = await outcomes_of(broker, topology)
+            left = await leftovers(broker, topology)
+        stored = portal.items(2)
+
+    assert code == 0, run.log.text()[-3000:]
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    # Nothing lost: every command has an outcome, and nothing else has one.
+    assert set(counts) == {command.message_id for command in commands}
+    by_id = {command.message_id: command for command in commands}
+    for event in events:
+        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
+        assert event["status"] == expected, event
+
+    # What came twice was in flight at a kill: delivered, its event confirmed, its ack
+    # not yet at the broker. Acks leave in the order messages settle, so such a message
+    # is among the last PREFETCH the killed worker settled.
+    duplicates = {message_id: n - 1 for message_id, n in counts.items() if n > 1}
+    later: list[set[str]] = []
+    for index, log in enumerate(run.logs):
+        ids = [str(record["message_id"]) for record in log.settled()]
+        assert len(ids) == len(set(ids)), f"worker {index + 1} settled a message twice"
+        later.append(set(ids))
+    again_per_kill = []
+    for index, log in enumerate(killed_logs):
+        settled_here = [str(record["message_id"]) for record in log.settled()]
+        after = set().union(*later[index + 1 :])
+        again = [position for position, m in enumerate(settled_here) if m in after]
+        again_per_kill.append(len(again))
+        assert len(again) <= PREFETCH
+        assert all(position >= len(settled_here) - PREFETCH for position in again), (
+            f"worker {index + 1}: a message settled long before the kill came again"
+        )
+    assert max(counts.values()) <= 1 + KILLS
+    assert sum(duplicates.values()) <= KILLS * PREFETCH
+    # The rest had their event confirmed as the worker died, before it could log them.
+    print(
+        f"\n{total} commands, {KILLS} SIGKILLs after {kill_after} ended, {took_s:.1f} s; "
+        f"{len(events)} outcome events, {sum(duplicates.values())} duplicates; "
+        f"settled by a killed worker and again after its kill: {again_per_kill}"
+    )
+
+    # Each item ends with its last command's value (README: commands for one item
+    # take effect in the order they entered the queue; no retries here).
+    last: dict[int, Command] = {}
+    for command in commands:
+        last[command.item_id] = command
+    for item_id, command in last.items():
+        title = stored[item_id]["title"]
+        if command.valid:
+            assert title == command.body["fields"]["title"], (item_id, title)
+        else:
+            assert title == f"Deal #{item_id}"  # refused: the seeded title stays
+
+
+# 2. SIGTERM in a busy run -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("latency_ms", "drain_timeout_s"),
+    [
+        pytest.param(300, DRAIN_TIMEOUT_S, id="calls-end-within-the-drain"),
+    ],
+)
+async def test_sigterm_in_a_busy_run_drains_in_time_and_no_acked_message_comes_again(
+    amqp_url: str, tmp_path: Path, latency_ms: int, drain_timeout_s: int
+) -> None:
+    rng = random.Random(SEED + 2)
+    commands = workload(rng, singles=800, repeated=50, per_item=4)
+    topology = unique_topology()
+    # Slow answers keep calls out when the signal comes: the drain has work to finish.
+    with sandbox_process(seed_items=850, latency_ms=latency_ms) as portal:
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_in_order(broker, topology.update_queue, commands)
+            env = worker_env(
+                amqp_url,
+                portal.webhook_url,
+                topology,
+                PREFETCH=str(PREFETCH),
+                BATCH_SIZE="20",
+                DRAIN_TIMEOUT_S=str(drain_timeout_s),
+            )
+            with worker_run(env, tmp_path) as run:
+                run.start()
+                first = run.log
+                while ended_by(first) < rng.randint(50, 100):
+                    assert run.current.poll() is None, first.text()[-3000:]
+                    await asyncio.sleep(0.01)
+                code, drain_s = await stop_gracefully(run)
+                first.read()
+                left_after_first = await depth(broker, topology.update_queue)
+                # A call the drain gave up on is still at the portal and lands there
+                # later: no stop can recall it. The next worker starts after it landed.
+                await asyncio.sleep(latency_ms / 1000)
+                portal.set_faults(latency_ms=0)
+                run.start()
+                await until_every_command_ended(run, commands, timeout_s=60)
+                second_code, _ = await stop_gracefully(run)
+                run.read_logs()
+            events = await outcomes_of(broker, topology)
+            left = await leftovers(broker, topology)
+        stored = portal.items(2)
+
+    assert code == 0, first.text()[-3000:]
+    assert drain_s <= drain_timeout_s + EXIT_SLACK_S
+    stops = [
+        r["event"] for r in first.records if r.get("event") in ("worker.stopping", "worker.stopped")
+    ]
+    assert stops == ["worker.stopping", "worker.stopped"]
+    assert left_after_first > 0, "the run ended before SIGTERM: nothing was left to hand back"
+    assert second_code == 0
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    assert set(counts) == {command.message_id for command in commands}
+    successes = Counter(str(e["messageId"]) for e in events if e["status"] == "succeeded")
+    [started] = first.events("worker.started")
+    [stopping] = first.events("worker.stopping")
+    before = {str(r["message_id"]) for r in first.settled() if stamp(r) <= stamp(stopping)}
+    during = {str(r["message_id"]) for r in first.settled()} - before
+    assert before, "nothing was settled before the signal"
+    # Settled before the signal: acked then, never delivered again.
+    assert {m for m in before if successes[m] > 1} == set()
+    # Settled during the drain: the drain sends their acks before it closes.
+    assert {m for m in during if counts[m] > 1} == set()
+    print(
+        f"\nSIGTERM {stamp(stopping) - stamp(started):.1f} s into the run: exit {code} "
+        f"in {drain_s:.2f} s (DRAIN_TIMEOUT_S={drain_timeout_s}); settled before it "
+        f"{len(before)}, during the drain {len(during)}, left on the queue {left_after_first}; "
+        f"duplicates {sum(n - 1 for n in counts.values())}"
+    )
+    # Each item ends with its last command's value, across the stop.
+    last = {command.item_id: command for command in commands}
+    for item_id, command in last.items():
+        if command.valid:
+            assert stored[item_id]["title"] == command.body["fields"]["title"], item_id
+
+
+# 3. The broker restarts mid-run -------------------------------------------------------------
+
+# Signs of an ack or nack sent on a channel the broker no longer knows.
+STALE_CHANNEL_SIGNS = ("unknown delivery tag", "PRECONDITION_FAILED", "PreconditionFailed")
+
+
+async def broker_answers(amqp_url: str, *, timeout_s: float) -> float:
+    """Wait until the broker accepts AMQP connections; returns that moment (epoch seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(answers, amqp_url, 1.0):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the broker did not answer within {timeout_s} s")
+        await asyncio.sleep(0.1)
+    return time.time()
+
+
+async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothing(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 3)
+    commands = workload(rng, singles=1500, repeated=50, per_item=4)
+    topology = unique_topology()
+    with sandbox_process(seed_items=1550, latency_ms=200) as portal:
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_in_order(broker, topology.update_queue, commands)
+            env = worker_env(
+                amqp_url,
+                portal.webhook_url,
+                topology,
+                PREFETCH=str(PREFETCH),
+                BATCH_SIZE="20",
+                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+            )
+            with worker_run(env, tmp_path) as run:
+                run.start()
+                while ended_by(run.log) < rng.randint(200, 400):
+                    assert run.current.poll() is None, run.log.text()[-3000:]
+                    await asyncio.sleep(0.01)
+                # One short restart: every user of this broker is cut off meanwhile.
+                try:
+                    await asyncio.to_thread(rabbitmqctl, "stop_app")
+                    stopped = time.time()
+                    await asyncio.sleep(1)
+                finally:
+                    await asyncio.to_thread(rabbitmqctl, "start_app")
+                    accepting = await broker_answers(amqp_url, timeout_s=60)
+                await until_every_command_ended(run, commands, timeout_s=90)
+                code, _ = await stop_gracefully(run)
+                run.read_logs()
+            await asyncio.wait_for(broker.connected.wait(), 30)  # the test's own, reconnected
+            events = await outcomes_of(broker, topology)
+            left = await leftovers(broker, topology)
+        stored = portal.items(2)
+
+    log = run.log
+    assert len(run.processes) == 1
+    assert code == 0, log.text()[-3000:]
+    after = [stamp(r) for r in log.settled() if stamp(r) > accepting]
+    assert after, "nothing was settled after the broker came back"
+    reconnect_s = min(after) - accepting
+    assert reconnect_s < 10
+    stale = [
+        line for line in log.text().splitlines() if any(s in line for s in STALE_CHANNEL_SIGNS)
+    ]
+    assert stale == []
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    assert set(counts) == {command.message_id for command in commands}
+    duplicates = sum(n - 1 for n in counts.values())
+    # Only what the worker held unacked when the connection went can come twice.
+    assert duplicates <= PREFETCH
+    lost_acks = len(log.events("settle.lost"))
+    print(
+        f"\nbroker down {accepting - stopped:.1f} s; first message settled {reconnect_s:.1f} s "
+        f"after it accepted connections again; {duplicates} duplicates; "
+        f"{lost_acks} settle.lost lines; stale-channel errors: {len(stale)}"
+    )
+    last = {command.item_id: command for command in commands}
+    for item_id, command in last.items():
+        if command.valid:
+            assert stored[item_id]["title"] == command.body["fields"]["title"], item_id
