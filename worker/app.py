@@ -278,21 +278,35 @@ class Worker:
             await self.pipeline.wake_parked()
 
     async def drain(self) -> None:
-        """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, hand back the rest."""
+        """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
+
+        What is still held is not handed back one by one: a command whose call
+        is still out stays unacked until the connection closes, so nacking the
+        commands held behind it for its item would put them ahead of it on the
+        queue. Closing the connection returns every unacked delivery at once,
+        in the order they were delivered.
+        """
         if self._consumers is not None:
             with contextlib.suppress(Exception):
                 await self._consumers.stop()
         if self._pipeline is not None:
             self._pipeline.paused = True
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(
                     self._pipeline.batcher.wait_idle(), self.settings.DRAIN_TIMEOUT_S
                 )
-            with contextlib.suppress(Exception):
-                await self._pipeline.hand_back_held()
+            except TimeoutError:
+                log.warning(
+                    "worker.drain_timeout",
+                    note="calls still out; their commands go back to the queue unsettled",
+                )
             await self._pipeline.outcomes.acks.flush()
         for task in self._tasks:
             task.cancel()
+        # The broker before the portal client: a call still out must not end, as
+        # the client closes, in a retry copy published and acked after the drain.
+        if self.connection is not None:
+            await self.connection.close()
         if self._breaker is not None:
             await self._breaker.close()
         if self._definitions is not None:
@@ -300,8 +314,6 @@ class Worker:
         if self._health is not None:
             await self._health.stop()
         await self._http.aclose()
-        if self.connection is not None:
-            await self.connection.close()
 
 
 async def run(settings: Settings) -> int:

@@ -274,6 +274,9 @@ async def test_sigkill_at_random_moments_loses_nothing_and_keeps_each_items_orde
     ("latency_ms", "drain_timeout_s"),
     [
         pytest.param(300, DRAIN_TIMEOUT_S, id="calls-end-within-the-drain"),
+        # The drain gives up on calls still out; the commands held behind them for
+        # their items must not come back ahead of them.
+        pytest.param(4000, 2, id="calls-outlast-the-drain"),
     ],
 )
 async def test_sigterm_in_a_busy_run_drains_in_time_and_no_acked_message_comes_again(
