@@ -332,7 +332,8 @@ async def test_refusing_the_corpus_again_and_again_keeps_the_worker_s_memory_bou
         f"peak {peak_mb:.1f}"
     )
     assert process.returncode == 0, log_file.read_text()[-2000:]
-    assert rss_mb[-1] - rss_mb[2] < 64, rss_mb  # no growth with each round
+    # A round moves RSS by a few 10 MB copies either way; it must not climb round on round.
+    assert max(rss_mb[3:]) < max(rss_mb[1:3]) + 64, rss_mb
     assert peak_mb < rss_mb[0] + 250, (peak_mb, rss_mb)  # a round costs tens of MB, not more
 
 
