@@ -510,8 +510,11 @@ async def test_while_the_portal_is_blocked_messages_stay_queued_and_all_succeed_
     deals = titles(range(1, 151), "block")
     adds = phone_additions(range(1, 21), "block")
     commands = interleave(deals, adds)
-    async with running_sandbox(portal_with(latency_ms=30)) as portal:
-        settings = settings_for(amqp_url, portal, BATCH_SIZE=5, **UNPACED)
+    async with running_sandbox(portal_with()) as portal:
+        # Paced to ten calls a second, so the block comes while most commands wait.
+        settings = settings_for(
+            amqp_url, portal, BATCH_SIZE=5, B24_RATE_BURST=2, B24_RATE_PER_SECOND=10
+        )
         async with (
             running_worker(settings) as worker,
             connected(amqp_url, worker.topology) as broker,
@@ -525,6 +528,10 @@ async def test_while_the_portal_is_blocked_messages_stay_queued_and_all_succeed_
             before = ends.count()
             assert before < len(commands)
             # Held in the queue, not failed: nothing ends while the portal is blocked.
+            for _ in range(100):  # the handed-back deliveries are back in the queue
+                if await depth(broker, settings.UPDATE_QUEUE) == len(commands) - before:
+                    break
+                await asyncio.sleep(0.1)
             assert await depth(broker, settings.UPDATE_QUEUE) == len(commands) - before
             await asyncio.sleep(2.0)  # the worker probes meanwhile (after 1 s, then 2 s more)
             assert ends.count() == before
