@@ -192,7 +192,10 @@ class Worker:
             publisher_confirms=True, on_return_raises=True
         )
         outcomes = Outcomes(
-            channel=publish_channel, topology=self.topology, max_attempts=s.MAX_ATTEMPTS
+            channel=publish_channel,
+            topology=self.topology,
+            max_attempts=s.MAX_ATTEMPTS,
+            max_message_bytes=s.MAX_MESSAGE_BYTES,
         )
 
         # Probes and field definitions take tokens from the same bucket as updates.
@@ -226,6 +229,7 @@ class Worker:
             topology=self.topology,
             prefetch=s.PREFETCH,
             handle=self._accept,
+            acks=outcomes.acks,
         )
         await self.consumers.open()
         self._tasks.append(asyncio.create_task(self.pipeline.batcher.run()))

@@ -23,6 +23,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
+from worker.acks import Acks
 from worker.jobs import Delivery
 from worker.topology import Topology
 
@@ -41,8 +42,10 @@ class Consumers:
         topology: Topology,
         prefetch: int,
         handle: Callable[[Delivery, Source], Awaitable[None]],
+        acks: Acks | None = None,
     ) -> None:
         self._connection = connection
+        self._acks = acks
         self._prefetch = prefetch
         self._handle = handle
         self._names: dict[Source, str] = {
@@ -98,10 +101,23 @@ class Consumers:
 
     async def _consume(self, source: Source) -> None:
         channel = await self._channels[source].get_underlay_channel()
-        handle = self._handle
+        handle, acks = self._handle, self._acks
 
         async def on_message(raw: DeliveredMessage) -> None:
-            await handle(Delivery(raw), source)
+            delivery = Delivery(raw)
+            try:
+                await handle(delivery, source)
+            except Exception:
+                # A bug, not an outcome: give the message back, so the broker
+                # counts its deliveries and dead-letters one that keeps failing.
+                log.exception("consumer.handler_crashed", message_id=delivery.message_id)
+                try:
+                    await delivery.nack(requeue=True)
+                except Exception as exc:  # the channel went: the broker redelivers anyway
+                    log.warning("consumer.nack_failed", error=type(exc).__name__)
+                    return
+                if acks is not None and delivery.delivery_tag is not None:
+                    acks.settled_elsewhere(delivery.channel, delivery.delivery_tag)
 
         ok = await channel.basic_consume(self._names[source], on_message, no_ack=False)
         if ok.consumer_tag is None:  # pragma: no cover - the broker always names it

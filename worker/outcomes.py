@@ -82,9 +82,11 @@ class Outcomes:
         channel: AbstractChannel,
         topology: Topology,
         max_attempts: int,
+        max_message_bytes: int = 1_048_576,
         acks: Acks | None = None,
     ) -> None:
         self._channel = channel
+        self._max_message_bytes = max_message_bytes
         self._topology = topology
         self._max_attempts = max_attempts
         self.acks = acks or Acks()
@@ -152,7 +154,7 @@ class Outcomes:
                 description=outcome.description,
                 retryable=outcome.retryable,
             ),
-            command=_original_command(job.message.body),
+            command=_original_command(job.message.body, self._max_message_bytes),
             properties=message_properties(job.message),
         )
         body = event.to_json()
@@ -223,7 +225,12 @@ class Outcomes:
                     )
                     return False
                 log.warning("publish.nacked", queue=queue, message_id=job.message_id, item=job.key)
-            except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            except (
+                TimeoutError,
+                aio_pika.exceptions.AMQPError,
+                aiormq.exceptions.ChannelInvalidStateError,  # the channel is being reopened
+                ConnectionError,
+            ) as exc:
                 log.warning(
                     "publish.failed",
                     queue=queue,
@@ -235,11 +242,16 @@ class Outcomes:
             delay = min(delay * 2, 5.0)
 
 
-def _original_command(body: bytes) -> dict[str, Any] | str:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        value = None
+def _original_command(body: bytes, max_bytes: int) -> dict[str, Any] | str:
+    """The body as the failure event keeps it: the command itself, so it can be
+    replayed, unless it is not a JSON object or larger than any command may be
+    (then the start of its text, so a 10 MB body is not a 10 MB event)."""
+    value = None
+    if len(body) <= max_bytes:
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):
+            value = None
     if isinstance(value, dict):
         return value
     text = body[:_MAX_COMMAND_TEXT].decode("utf-8", "replace")

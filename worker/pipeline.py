@@ -166,8 +166,12 @@ class Pipeline:
                 self.batcher.add(job)
             return
         if isinstance(decision, PortalDown):
-            await self._on_portal_down(decision.state, decision.code)
+            # Paused first, then back to the broker: the commands waiting behind
+            # it for its item follow it back at once, in their order, before the
+            # breaker hands back the rest.
+            self.paused = True
             await self._settle(job, HandBack(decision.state))
+            await self._on_portal_down(decision.state, decision.code)
             return
         await self._settle(job, decision)
 
@@ -214,5 +218,6 @@ def _poisoned(message: Delivery) -> Failed:
         ErrorClass.UNKNOWN,
         "DELIVERY_LIMIT",
         f"the broker dead-lettered this message after it was delivered {times} without being "
-        "settled (it may crash the worker); it was not applied",
+        "settled (it may crash the worker); whether the portal applied it is not known: "
+        "check the item before replaying it",
     )
