@@ -178,6 +178,17 @@ def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision
         job.attempts -= 1  # a portal-wide state is not the command's attempt
         return PortalDown(verdict.portal_state or "blocked", code)
     if verdict.kind == "retry":
+        command = job.command
+        # An error answer other than a refused token means the portal took the
+        # request in and may have applied part of it: not re-sent blindly.
+        if code != "expired_token" and command is not None and not command.is_idempotent:
+            return Failed(
+                ErrorClass.IN_DOUBT,
+                code or "ERROR",
+                f"the portal answered {code or 'an error'} ({description}) after taking the "
+                "request in, and the command is not idempotent (it adds fm entries or uploads "
+                "files): it was not sent again; check the item before replaying it",
+            )
         return Retry(f"{code or 'error'}: {description}")
     return Failed(verdict.error_class or ErrorClass.UNKNOWN, code, description)
 

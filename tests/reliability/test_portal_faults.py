@@ -223,7 +223,7 @@ def portal_with(**options: Any) -> SandboxConfig:
 # 1. Random 500s ------------------------------------------------------------------------------
 
 
-async def test_random_500s_are_retried_within_max_attempts_and_fm_is_added_once(
+async def test_random_500s_retry_titles_and_leave_additions_in_doubt_never_added_twice(
     amqp_url: str,
 ) -> None:
     deals = titles(range(1, 131), "r500")
@@ -240,13 +240,23 @@ async def test_random_500s_are_retried_within_max_attempts_and_fm_is_added_once(
             done = await ends.all_of(commands)
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
-        # 0.15^6 per command: all succeed, and a command that did not would be `transient`.
-        assert classes(done) == {"succeeded": len(commands)}
+        # 0.15^6 per command: every title succeeds, and one that did not would be
+        # `transient`. A 500 may follow a partly applied update, so an addition that
+        # meets one is not sent again: it ends `in_doubt`.
+        assert classes(done, "r500-deal") == {"succeeded": len(deals)}
+        added = classes(done, "r500-fm")
+        assert set(added) <= {"succeeded", "in_doubt"}
+        assert sum(added.values()) == len(adds)
         assert counters["statuses"].get("500", 0) > 0
         assert any(e["attempts"] > 1 for e in done.values())
         check_titles(portal, deals, done)
-        # A 500 answers a request the portal did not run: the retried additions add once.
-        assert set(phones_added(portal, adds, "r500").values()) == {1}
+        counts = phones_added(portal, adds, "r500")
+        for message_id, _ in adds:
+            if done[message_id]["status"] == "succeeded":
+                assert counts[message_id] == 1
+                assert done[message_id]["attempts"] == 1
+            else:
+                assert counts[message_id] <= 1
 
 
 # 2. Answers slower than the client's timeout -------------------------------------------------

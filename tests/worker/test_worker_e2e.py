@@ -295,3 +295,29 @@ async def test_a_call_without_an_answer_is_in_doubt_only_for_commands_that_are_n
     assert dead["m-fm"]["error"]["class"] == "in_doubt"
     assert "not idempotent" in dead["m-fm"]["error"]["description"]
     assert dead["m-t"]["error"]["class"] == "transient"  # re-sending a title is harmless
+
+
+async def test_a_server_error_is_in_doubt_for_an_addition_and_retried_for_a_title(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    rules = [
+        {"error": "INTERNAL_SERVER_ERROR", "entity_type_id": 3, "item_id": 1, "times": 1},
+        {"error": "INTERNAL_SERVER_ERROR", "entity_type_id": 2, "item_id": 1, "times": 1},
+    ]
+    control(portal, "PATCH", "faults", {"item_errors": rules})
+    settings = settings_for(amqp_url, portal, BATCH_SIZE=1)
+    adds_a_phone = {
+        "entityTypeId": 3,
+        "id": 1,
+        "fields": {"fm": {"n0": {"typeId": "PHONE", "valueType": "WORK", "value": "+1556"}}},
+    }
+    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+        await publish(broker, settings.UPDATE_QUEUE, adds_a_phone, message_id="m-fm")
+        await publish(broker, settings.UPDATE_QUEUE, deal(1, title="retried"), message_id="m-t")
+        [failed] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
+        [applied] = events(await take(broker, settings.RESULT_QUEUE, 1, timeout_s=30))
+    assert failed["messageId"] == "m-fm"
+    assert failed["error"]["class"] == "in_doubt"
+    assert failed["error"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert applied["messageId"] == "m-t"
+    assert applied["attempts"] == 2
