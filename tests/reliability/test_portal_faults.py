@@ -220,6 +220,20 @@ def portal_with(**options: Any) -> SandboxConfig:
     return SandboxConfig(**values)
 
 
+async def run_to_the_end(
+    amqp_url: str, portal: RunningSandbox, commands: list[Command], **overrides: Any
+) -> tuple[Settings, dict[str, dict[str, Any]]]:
+    """A worker applies the commands; the first terminal event of each, by message id."""
+    settings = settings_for(amqp_url, portal, **overrides)
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+        collecting(broker, settings) as ends,
+    ):
+        await publish_all(broker, settings.UPDATE_QUEUE, commands)
+        return settings, await ends.all_of(commands)
+
+
 # 1. Random 500s ------------------------------------------------------------------------------
 
 
@@ -230,14 +244,9 @@ async def test_random_500s_retry_titles_and_leave_additions_in_doubt_never_added
     adds = phone_additions(range(1, 21), "r500")
     commands = interleave(deals, adds)
     async with running_sandbox(portal_with(error_rate=0.15)) as portal:
-        settings = settings_for(amqp_url, portal, BATCH_SIZE=10, MAX_ATTEMPTS=6, **UNPACED)
-        async with (
-            running_worker(settings) as worker,
-            connected(amqp_url, worker.topology) as broker,
-            collecting(broker, settings) as ends,
-        ):
-            await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+        settings, done = await run_to_the_end(
+            amqp_url, portal, commands, BATCH_SIZE=10, MAX_ATTEMPTS=6, **UNPACED
+        )
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         # 0.15^6 per command: every title succeeds, and one that did not would be
@@ -321,14 +330,9 @@ async def test_dropped_answers_retry_idempotent_commands_and_never_add_an_entry_
     commands = interleave(deals, adds)
     async with running_sandbox(portal_with(random_seed=7)) as portal:
         control(portal, "PATCH", "faults", {"disconnect_rate": 0.2})
-        settings = settings_for(amqp_url, portal, BATCH_SIZE=5, MAX_ATTEMPTS=8, **UNPACED)
-        async with (
-            running_worker(settings) as worker,
-            connected(amqp_url, worker.topology) as broker,
-            collecting(broker, settings) as ends,
-        ):
-            await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+        settings, done = await run_to_the_end(
+            amqp_url, portal, commands, BATCH_SIZE=5, MAX_ATTEMPTS=8, **UNPACED
+        )
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert counters["disconnects"] > 0
@@ -356,14 +360,9 @@ async def test_html_answers_are_transient_and_additions_in_doubt_are_not_repeate
     commands = interleave(deals, adds)
     async with running_sandbox(portal_with(random_seed=11)) as portal:
         control(portal, "PATCH", "faults", {"html_rate": 0.2, "html_status": status})
-        settings = settings_for(amqp_url, portal, BATCH_SIZE=5, MAX_ATTEMPTS=8, **UNPACED)
-        async with (
-            running_worker(settings) as worker,
-            connected(amqp_url, worker.topology) as broker,
-            collecting(broker, settings) as ends,
-        ):
-            await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+        settings, done = await run_to_the_end(
+            amqp_url, portal, commands, BATCH_SIZE=5, MAX_ATTEMPTS=8, **UNPACED
+        )
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert counters["html_answers"] > 0
@@ -574,14 +573,9 @@ async def test_fm_additions_are_never_applied_twice_whatever_the_fault(amqp_url:
     commands = interleave(adds, deals)
     async with running_sandbox(portal_with(random_seed=5, error_rate=0.1)) as portal:
         control(portal, "PATCH", "faults", {"disconnect_rate": 0.1, "html_rate": 0.1})
-        settings = settings_for(amqp_url, portal, BATCH_SIZE=3, MAX_ATTEMPTS=8, **UNPACED)
-        async with (
-            running_worker(settings) as worker,
-            connected(amqp_url, worker.topology) as broker,
-            collecting(broker, settings) as ends,
-        ):
-            await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+        settings, done = await run_to_the_end(
+            amqp_url, portal, commands, BATCH_SIZE=3, MAX_ATTEMPTS=8, **UNPACED
+        )
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert counters["statuses"].get("500", 0) > 0
