@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -30,6 +30,7 @@ from schemas import FailureEvent, SuccessEvent
 from schemas.events import ErrorClass, EventError
 from worker.acks import Acks
 from worker.jobs import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER, Job, message_properties
+from worker.publishing import Publisher
 from worker.topology import Topology
 
 __all__ = ["Failed", "HandBack", "Outcome", "Outcomes", "Retry", "Succeeded"]
@@ -87,6 +88,7 @@ class Outcomes:
     ) -> None:
         self._channel = channel
         self._max_message_bytes = max_message_bytes
+        self._publisher = Publisher(channel.get_underlay_channel)
         self._topology = topology
         self._max_attempts = max_attempts
         self.acks = acks or Acks()
@@ -210,12 +212,8 @@ class Outcomes:
         delay = 0.1
         while True:
             try:
-                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                # Not waiting for the socket buffer to drain before the confirm:
-                # the confirm is the wait, and the deliveries in flight (the
-                # prefetch) bound what can be buffered.
-                await channel.basic_publish(
-                    body, routing_key=queue, properties=properties, mandatory=mandatory, wait=False
+                await self._publisher.publish(
+                    body, routing_key=queue, properties=properties, mandatory=mandatory
                 )
                 return True
             except aio_pika.exceptions.DeliveryError as exc:

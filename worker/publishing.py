@@ -1,0 +1,152 @@
+"""Publishing with confirms, many messages per socket write.
+
+A batch of fifty commands settles at once, and each settling publishes an
+event. The broker client writes every publish as its own frame set with its
+own lock, timeout and socket write, which made publishing a fifth of the
+worker's CPU. `Publisher` gathers the publishes asked for in one event-loop
+turn and hands them to the channel as one write; each caller still waits for
+the broker's confirm of its own message, and a return (unroutable mandatory
+message), a nack or a closed channel reaches exactly that caller, as with
+`basic_publish`.
+
+This works on the aiormq channel's confirm bookkeeping (its delivery-tag
+counter, its confirmation futures and its write queue), the same steps its
+`basic_publish` takes, under the same lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, cast
+
+import aiormq
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+
+__all__ = ["Publisher"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    body: bytes
+    routing_key: str
+    properties: Basic.Properties
+    mandatory: bool
+    done: asyncio.Future[None]
+
+
+class Publisher:
+    """Publishes to the default exchange of a channel that has publisher confirms."""
+
+    def __init__(self, channel: Callable[[], Awaitable[Any]]) -> None:
+        self._channel = channel  # returns the current aiormq channel
+        self._pending: list[_Publish] = []
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def publish(
+        self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
+    ) -> None:
+        """Returns once the broker confirmed the message; raises what basic_publish raises."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append(_Publish(body, routing_key, properties, mandatory, done))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._send_pending)
+        await done
+
+    def _send_pending(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Publish]) -> None:
+        try:
+            channel = cast(aiormq.Channel, await self._channel())
+            confirmations = await _write(channel, batch)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else aiormq.exceptions.ChannelClosed()
+            for publish in batch:
+                if not publish.done.done():
+                    publish.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for publish, confirmation in zip(batch, confirmations, strict=True):
+            confirmation.add_done_callback(partial(_relay, publish.done))
+
+
+async def _write(channel: aiormq.Channel, batch: list[_Publish]) -> list[asyncio.Future[Any]]:
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    async with channel.lock:
+        registered: list[tuple[int, str]] = []
+        confirmations: list[asyncio.Future[Any]] = []
+        frames: list[Any] = []
+        try:
+            for publish in batch:
+                properties = publish.properties
+                if not properties.message_id:
+                    properties.message_id = uuid.uuid4().hex
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[properties.message_id] = tag
+                registered.append((tag, properties.message_id))
+                confirmation.add_done_callback(
+                    partial(_forget, channel, properties.message_id, tag)
+                )
+                confirmations.append(confirmation)
+                frames.append(
+                    Basic.Publish(
+                        exchange="", routing_key=publish.routing_key, mandatory=publish.mandatory
+                    )
+                )
+                frames.append(ContentHeader(properties=properties, body_size=len(publish.body)))
+                size = channel.max_content_size
+                frames.extend(
+                    ContentBody(publish.body[start : start + size])
+                    for start in range(0, len(publish.body), size)
+                )
+            await channel.write_queue.put(
+                ChannelFrame.marshall(frames=frames, channel_number=channel.number)
+            )
+        except BaseException:
+            # Nothing reached the broker: give the delivery tags back.
+            for tag, message_id in registered:
+                channel.confirmations.pop(tag, None)
+                if channel.message_id_delivery_tag.get(message_id) == tag:
+                    channel.message_id_delivery_tag.pop(message_id)
+            channel.delivery_tag -= len(registered)
+            for confirmation in confirmations:
+                confirmation.cancel()
+            raise
+    return confirmations
+
+
+def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
+    if channel.message_id_delivery_tag.get(message_id) == tag:
+        channel.message_id_delivery_tag.pop(message_id)
+
+
+def _relay(done: asyncio.Future[None], confirmation: asyncio.Future[Any]) -> None:
+    if done.done():
+        return
+    if confirmation.cancelled():
+        done.set_exception(aiormq.exceptions.ChannelInvalidStateError("the channel closed"))
+        return
+    failure = confirmation.exception()
+    if failure is not None:
+        done.set_exception(failure)
+    else:
+        done.set_result(None)
