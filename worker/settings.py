@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     DEAD_LETTER_QUEUE: str = Field(default="crm.item.update.dead", description="failure events")
     PREFETCH: Annotated[int, Field(ge=1, le=5000)] = Field(
-        default=200, description="unacknowledged deliveries the worker holds at most"
+        default=300, description="unacknowledged deliveries the worker holds at most"
     )
     MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=100)] = Field(
         default=5, description="tries of a command that fails transiently, the first included"
