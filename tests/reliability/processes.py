@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from tests.worker.e2e import process_env
 from worker.topology import Topology
 
 __all__ = [
@@ -109,30 +110,13 @@ def sandbox_process(*, seed_items: int, latency_ms: int = 0) -> Iterator[Portal]
 
 def worker_env(amqp_url: str, webhook_url: str, topology: Topology, **extra: str) -> dict[str, str]:
     """`python -m worker run` on this scenario's queues and portal, limits mirrored as off."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("B24_", "LIMITER_", "AMQP_", "HTTP_", "LOG_"))
+    # The sandbox runs with limits off: nothing to pace against.
+    unpaced = {
+        "B24_RATE_BURST": "100000",
+        "B24_RATE_PER_SECOND": "100000",
+        "B24_OPERATING_LIMIT_S": "1000000",
     }
-    env.update(
-        AMQP_URL=amqp_url,
-        B24_WEBHOOK_URL=webhook_url,
-        UPDATE_QUEUE=topology.update_queue,
-        RESULT_QUEUE=topology.result_queue,
-        DEAD_LETTER_QUEUE=topology.dead_letter_queue,
-        RETRY_DELAYS_S=",".join(str(delay) for delay in topology.retry_delays_s),
-        # The sandbox runs with limits off: nothing to pace against.
-        B24_RATE_BURST="100000",
-        B24_RATE_PER_SECOND="100000",
-        B24_OPERATING_LIMIT_S="1000000",
-        HTTP_PORT="0",
-        LOG_LEVEL="INFO",
-        LOG_FORMAT="json",
-        # Every log line reaches the file before the next step: a SIGKILL loses none.
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    return process_env(amqp_url, webhook_url, topology, **{**unpaced, **extra})
 
 
 class JsonLog:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from sandbox.testing import RunningSandbox
 from tests.worker.broker import unique_topology
 from worker.app import Worker
 from worker.settings import Settings
+from worker.topology import Topology
 
 
 def settings_for(amqp_url: str, portal: RunningSandbox, **overrides: Any) -> Settings:
@@ -76,3 +78,29 @@ async def eventually(check: Any, timeout_s: float = 20.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def process_env(
+    amqp_url: str, webhook_url: str, topology: Topology, **extra: str
+) -> dict[str, str]:
+    """The environment of `python -m worker run` on these queues and this portal,
+    with JSON logs written unbuffered (a SIGKILL loses no line)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("B24_", "LIMITER_", "AMQP_", "HTTP_", "LOG_"))
+    }
+    env.update(
+        AMQP_URL=amqp_url,
+        B24_WEBHOOK_URL=webhook_url,
+        UPDATE_QUEUE=topology.update_queue,
+        RESULT_QUEUE=topology.result_queue,
+        DEAD_LETTER_QUEUE=topology.dead_letter_queue,
+        RETRY_DELAYS_S=",".join(str(delay) for delay in topology.retry_delays_s),
+        HTTP_PORT="0",
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env

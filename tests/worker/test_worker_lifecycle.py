@@ -31,7 +31,7 @@ from aio_pika.abc import AbstractRobustConnection
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected, depth, publish, take, unique_topology
-from tests.worker.e2e import control, events, running_worker, settings_for
+from tests.worker.e2e import control, events, process_env, running_worker, settings_for
 from worker.topology import Topology, declare
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
@@ -62,26 +62,9 @@ def worker_env(
     amqp_url: str, portal: RunningSandbox, topology: Topology, **extra: str
 ) -> dict[str, str]:
     """The environment of `python -m worker run`: this test's broker, portal and queues."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("B24_", "LIMITER_", "AMQP_", "HTTP_", "LOG_"))
-    }
-    env.update(
-        AMQP_URL=amqp_url,
-        B24_WEBHOOK_URL=portal.webhook_url,
-        UPDATE_QUEUE=topology.update_queue,
-        RESULT_QUEUE=topology.result_queue,
-        DEAD_LETTER_QUEUE=topology.dead_letter_queue,
-        RETRY_DELAYS_S=delays_of(topology),
-        HTTP_PORT="0",
-        DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
-        LOG_LEVEL="INFO",
-        LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
+    return process_env(
+        amqp_url, portal.webhook_url, topology, DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S), **extra
     )
-    env.update(extra)
-    return env
 
 
 @contextmanager
