@@ -132,6 +132,7 @@ def topology_of(settings: Settings) -> Topology:
         result_queue=settings.RESULT_QUEUE,
         dead_letter_queue=settings.DEAD_LETTER_QUEUE,
         retry_delays_s=delays or (5,),
+        shards=settings.SHARDS,
     )
 
 

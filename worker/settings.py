@@ -12,16 +12,70 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+__all__ = [
+    "PORTAL_HEADER",
+    "ConfigError",
+    "Portal",
+    "PortalConfig",
+    "Settings",
+    "load_settings",
+    "redact_url",
+]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
+_PORTAL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+# The message header that names the portal a command is for (a key of B24_PORTALS).
+PORTAL_HEADER = "x-b24-portal"
 
 
 class ConfigError(Exception):
     """The configuration cannot work; the message says what to change."""
+
+
+class PortalConfig(BaseModel):
+    """One entry of B24_PORTALS: credentials, and limits where they differ from the B24_* defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook_url: SecretStr | None = None
+    portal_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    rate_per_second: Annotated[float, Field(gt=0)] | None = None
+    rate_burst: Annotated[int, Field(ge=1)] | None = None
+    rate_reserve: Annotated[int, Field(ge=0)] | None = None
+    operating_limit_s: Annotated[float, Field(gt=0)] | None = None
+    operating_window_s: Annotated[float, Field(gt=0)] | None = None
+
+
+@dataclass(frozen=True)
+class Portal:
+    """A portal the worker serves, every value resolved; ``key`` is what messages name it by."""
+
+    key: str
+    webhook_url: SecretStr | None
+    portal_url: str | None
+    client_id: str | None
+    client_secret: SecretStr | None
+    refresh_token: SecretStr | None
+    rate_per_second: float
+    rate_burst: int
+    rate_reserve: int
+    operating_limit_s: float
+    operating_window_s: float
+
+    @property
+    def host(self) -> str:
+        """The portal's host name: what its limits belong to, whatever key names it."""
+        url = self.webhook_url.get_secret_value() if self.webhook_url else self.portal_url
+        return (urlsplit(url or "").netloc or self.key).lower()
 
 
 class Settings(BaseSettings):
@@ -103,6 +157,25 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="shared limiter (redis://...); empty: in-process"
     )
 
+    # Several portals, several replicas
+    B24_PORTALS: dict[str, PortalConfig] = Field(
+        default_factory=dict,
+        description='more portals, as JSON: {"<key>": {"webhook_url": ...}}; chosen by the '
+        "x-b24-portal header",
+    )
+    B24_PORTAL_KEY: str = Field(
+        default="default",
+        description="the key of the portal set by B24_WEBHOOK_URL or the OAuth variables",
+    )
+    B24_DEFAULT_PORTAL: str = Field(
+        default="default", description="the portal of a message without an x-b24-portal header"
+    )
+    SHARDS: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=0,
+        description="shard queues behind a consistent-hash exchange, for order across "
+        "replicas; 0: one queue",
+    )
+
     # Operations
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="/metrics, /healthz, /readyz; 0 disables"
@@ -147,9 +220,89 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _portals(self) -> Settings:
+        keys = list(self.B24_PORTALS)
+        if self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None:
+            keys.append(self.B24_PORTAL_KEY)
+        for key in keys:
+            if not _PORTAL_KEY.match(key):
+                raise ValueError(
+                    f"portal key {key!r}: use 1-63 of a-z, 0-9, '_', '.', '-', starting "
+                    "with a letter or digit"
+                )
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f"portal key {self.B24_PORTAL_KEY!r} is in B24_PORTALS and is also "
+                "B24_PORTAL_KEY (the portal of B24_WEBHOOK_URL or the OAuth variables)"
+            )
+        for key, config in self.B24_PORTALS.items():
+            _check_portal_config(key, config, allow_http=self.B24_ALLOW_HTTP)
+        return self
+
     @property
     def has_portal(self) -> bool:
-        return self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None
+        return bool(self.B24_PORTALS) or (
+            self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None
+        )
+
+    def portals(self) -> dict[str, Portal]:
+        """Every configured portal by key: B24_PORTALS, and the one of the B24_* variables."""
+        found = {
+            key: self._portal(
+                key,
+                webhook_url=c.webhook_url,
+                portal_url=c.portal_url,
+                client_id=c.client_id,
+                client_secret=c.client_secret,
+                refresh_token=c.refresh_token,
+                rate_per_second=c.rate_per_second,
+                rate_burst=c.rate_burst,
+                rate_reserve=c.rate_reserve,
+                operating_limit_s=c.operating_limit_s,
+                operating_window_s=c.operating_window_s,
+            )
+            for key, c in self.B24_PORTALS.items()
+        }
+        if self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None:
+            found[self.B24_PORTAL_KEY] = self._portal(
+                self.B24_PORTAL_KEY,
+                webhook_url=self.B24_WEBHOOK_URL,
+                portal_url=self.B24_PORTAL_URL,
+                client_id=self.B24_CLIENT_ID,
+                client_secret=self.B24_CLIENT_SECRET,
+                refresh_token=self.B24_REFRESH_TOKEN,
+            )
+        return found
+
+    def _portal(
+        self,
+        key: str,
+        *,
+        webhook_url: SecretStr | None,
+        portal_url: str | None,
+        client_id: str | None,
+        client_secret: SecretStr | None,
+        refresh_token: SecretStr | None,
+        rate_per_second: float | None = None,
+        rate_burst: int | None = None,
+        rate_reserve: int | None = None,
+        operating_limit_s: float | None = None,
+        operating_window_s: float | None = None,
+    ) -> Portal:
+        return Portal(
+            key=key,
+            webhook_url=webhook_url,
+            portal_url=portal_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            rate_per_second=rate_per_second or self.B24_RATE_PER_SECOND,
+            rate_burst=rate_burst or self.B24_RATE_BURST,
+            rate_reserve=self.B24_RATE_RESERVE if rate_reserve is None else rate_reserve,
+            operating_limit_s=operating_limit_s or self.B24_OPERATING_LIMIT_S,
+            operating_window_s=operating_window_s or self.B24_OPERATING_WINDOW_S,
+        )
 
     def describe(self) -> dict[str, object]:
         """The settings with every secret redacted, for the start-up log line."""
@@ -159,6 +312,8 @@ class Settings(BaseSettings):
             if name in ("AMQP_URL", "B24_WEBHOOK_URL", "LIMITER_URL") and value is not None:
                 url = value.get_secret_value()
                 shown[name] = redact_url(url) if url else ""
+            elif name == "B24_PORTALS":
+                shown[name] = {key: _describe_portal(c) for key, c in value.items()}
             elif isinstance(value, SecretStr):
                 shown[name] = "***"
             else:
@@ -203,6 +358,43 @@ def _check_portal_url(url: str, name: str, *, allow_http: bool, webhook: bool) -
         )
 
 
+def _check_portal_config(key: str, c: PortalConfig, *, allow_http: bool) -> None:
+    oauth = [c.portal_url, c.client_id, c.client_secret, c.refresh_token]
+    where = f"B24_PORTALS[{key}]"
+    if c.webhook_url is not None and any(oauth):
+        raise ValueError(f"{where}: set either webhook_url or the OAuth fields, not both")
+    if c.webhook_url is None and not all(oauth):
+        raise ValueError(
+            f"{where}: set webhook_url, or all of portal_url, client_id, client_secret "
+            "and refresh_token"
+        )
+    if c.webhook_url is not None:
+        _check_portal_url(
+            c.webhook_url.get_secret_value(),
+            f"{where}.webhook_url",
+            allow_http=allow_http,
+            webhook=True,
+        )
+    if c.portal_url is not None:
+        _check_portal_url(
+            c.portal_url, f"{where}.portal_url", allow_http=allow_http, webhook=False
+        )
+
+
+def _describe_portal(c: PortalConfig) -> dict[str, object]:
+    shown: dict[str, object] = {}
+    for name, value in c:
+        if value is None:
+            continue
+        if name == "webhook_url":
+            shown[name] = redact_url(value.get_secret_value())
+        elif isinstance(value, SecretStr):
+            shown[name] = "***"
+        else:
+            shown[name] = value
+    return shown
+
+
 def load_settings() -> Settings:
     """Read the environment; raise ConfigError with every problem, secrets left out."""
     try:
@@ -214,3 +406,6 @@ def load_settings() -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {message}" if where else message)
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+    except SettingsError as exc:
+        # A value that is not JSON where JSON is needed (B24_PORTALS); its text is not shown.
+        raise ConfigError(f"invalid configuration: {exc}; it must be a JSON object") from None

@@ -42,6 +42,7 @@ class Topology:
     dead_letter_queue: str
     retry_delays_s: tuple[int, ...] = (5, 30, 120, 600)
     delivery_limit: int = DELIVERY_LIMIT
+    shards: int = 0
 
     @property
     def poison_queue(self) -> str:
