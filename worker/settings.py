@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
-
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -39,7 +38,7 @@ class ConfigError(Exception):
 
 
 class PortalConfig(BaseModel):
-    """One entry of B24_PORTALS: credentials, and limits where they differ from the B24_* defaults."""
+    """One entry of B24_PORTALS: credentials, and the limits that differ from the B24_* ones."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -376,9 +375,7 @@ def _check_portal_config(key: str, c: PortalConfig, *, allow_http: bool) -> None
             webhook=True,
         )
     if c.portal_url is not None:
-        _check_portal_url(
-            c.portal_url, f"{where}.portal_url", allow_http=allow_http, webhook=False
-        )
+        _check_portal_url(c.portal_url, f"{where}.portal_url", allow_http=allow_http, webhook=False)
 
 
 def _describe_portal(c: PortalConfig) -> dict[str, object]:
