@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -45,7 +47,7 @@ from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.outcomes import Outcomes
 from worker.pipeline import Pipeline
-from worker.settings import Settings, redact_url
+from worker.settings import PORTAL_HEADER, Portal, Settings, redact_url
 from worker.topology import Topology, TopologyError, declare
 
 __all__ = ["Worker", "run", "secrets_of"]
@@ -81,48 +83,71 @@ def secrets_of(settings: Settings) -> list[str]:
         password = urlsplit(url.get_secret_value()).password
         if password:
             found.append(password)
-    if settings.B24_WEBHOOK_URL is not None:
-        parts = urlsplit(settings.B24_WEBHOOK_URL.get_secret_value()).path.split("/")
-        if len(parts) > 3:
-            found.append(parts[3])
-    for secret in (settings.B24_CLIENT_SECRET, settings.B24_REFRESH_TOKEN):
-        if secret is not None:
-            found.append(secret.get_secret_value())
+    for portal in settings.portals().values():
+        if portal.webhook_url is not None:
+            parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
+            if len(parts) > 3:
+                found.append(parts[3])
+        for secret in (portal.client_secret, portal.refresh_token):
+            if secret is not None:
+                found.append(secret.get_secret_value())
     return found
 
 
-def build_auth(settings: Settings, *, http: httpx.AsyncClient, mask: SecretMask | None) -> Auth:
-    """The webhook, or the OAuth application whose tokens are masked in logs as they come."""
-    if settings.B24_WEBHOOK_URL is not None:
-        return WebhookAuth(settings.B24_WEBHOOK_URL.get_secret_value())
+def build_auth(
+    settings: Settings,
+    portal: Portal | None = None,
+    *,
+    http: httpx.AsyncClient,
+    mask: SecretMask | None,
+    redis: Redis | None = None,
+) -> Auth:
+    """The webhook, or the OAuth application whose tokens are masked in logs as they come.
+
+    Without ``portal``: the one messages without a portal header go to.
+    """
+    if portal is None:
+        portal = settings.portals().get(settings.B24_DEFAULT_PORTAL)
+        if portal is None:
+            raise ValueError(f"no portal {settings.B24_DEFAULT_PORTAL!r} is configured")
+    if portal.webhook_url is not None:
+        return WebhookAuth(portal.webhook_url.get_secret_value())
     if not (
-        settings.B24_PORTAL_URL
-        and settings.B24_CLIENT_ID
-        and settings.B24_CLIENT_SECRET
-        and settings.B24_REFRESH_TOKEN
+        portal.portal_url and portal.client_id and portal.client_secret and portal.refresh_token
     ):
-        raise ValueError("no portal configured")
+        raise ValueError(f"portal {portal.key!r} has neither a webhook nor OAuth credentials")
     return OAuthAuth(
         http=http,
-        portal_url=settings.B24_PORTAL_URL,
-        client_id=settings.B24_CLIENT_ID,
-        client_secret=settings.B24_CLIENT_SECRET.get_secret_value(),
-        refresh_token=settings.B24_REFRESH_TOKEN.get_secret_value(),
+        portal_url=portal.portal_url,
+        client_id=portal.client_id,
+        client_secret=portal.client_secret.get_secret_value(),
+        refresh_token=portal.refresh_token.get_secret_value(),
         token_url=settings.B24_OAUTH_TOKEN_URL,
-        store=token_store(settings),
+        store=token_store(settings, portal, redis=redis),
         on_new_secret=(lambda secret: mask.add(secret)) if mask is not None else None,
     )
 
 
-def token_store(settings: Settings) -> TokenStore:
-    """Redis when LIMITER_URL is set (replicas share the token), else B24_TOKEN_FILE."""
+def token_store(
+    settings: Settings, portal: Portal | None = None, *, redis: Redis | None = None
+) -> TokenStore:
+    """Redis when LIMITER_URL is set (replicas share the token), else a file.
+
+    The portal of the B24_* variables keeps B24_TOKEN_FILE; a portal of
+    B24_PORTALS gets that name with its key before the suffix.
+    """
+    if portal is None:
+        portal = settings.portals()[settings.B24_PORTAL_KEY]
     limiter_url = settings.LIMITER_URL.get_secret_value()
-    if not limiter_url:
-        return FileTokenStore(settings.B24_TOKEN_FILE)
-    origin = urlsplit(settings.B24_PORTAL_URL or "").hostname or "portal"
-    return RedisTokenStore(
-        Redis.from_url(limiter_url), key=f"b24-worker:oauth:{origin}:{settings.B24_CLIENT_ID}"
-    )
+    if redis is None and limiter_url:
+        redis = Redis.from_url(limiter_url)
+    if redis is None:
+        path = Path(settings.B24_TOKEN_FILE)
+        if portal.key in settings.B24_PORTALS:
+            path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
+        return FileTokenStore(str(path))
+    origin = urlsplit(portal.portal_url or "").hostname or portal.key
+    return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")
 
 
 def topology_of(settings: Settings) -> Topology:
@@ -136,8 +161,23 @@ def topology_of(settings: Settings) -> Topology:
     )
 
 
+@dataclass
+class Lane:
+    """One portal's path: its client, limiter, breaker, field definitions and pipeline."""
+
+    portal: Portal
+    pipeline: Pipeline
+    breaker: Breaker
+    definitions: FieldDefinitions
+
+
 class Worker:
-    """Everything the worker runs, built from settings; `start`, then `drain`."""
+    """Everything the worker runs, built from settings; `start`, then `drain`.
+
+    Each configured portal gets a lane of its own; the consumers, the outcome
+    publisher and the acks are shared. A delivery goes to the lane its
+    ``x-b24-portal`` header names (B24_DEFAULT_PORTAL without one).
+    """
 
     def __init__(self, settings: Settings, *, mask: SecretMask | None = None) -> None:
         self.settings = settings
@@ -145,17 +185,18 @@ class Worker:
         self.metrics = Metrics()
         self.topology = topology_of(settings)
         self.connection: AbstractRobustConnection | None = None
+        self.lanes: dict[str, Lane] = {}
         self._consumers: Consumers | None = None
-        self._pipeline: Pipeline | None = None
-        self._breaker: Breaker | None = None
-        self._definitions: FieldDefinitions | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
         self._http = make_http_client(timeout_s=settings.B24_TIMEOUT_S)
+        limiter_url = settings.LIMITER_URL.get_secret_value()
+        self._redis: Redis | None = Redis.from_url(limiter_url) if limiter_url else None
 
     @property
     def pipeline(self) -> Pipeline:
-        return _started(self._pipeline)
+        """The pipeline of the default portal (or the only one)."""
+        return self._default_lane().pipeline
 
     @property
     def consumers(self) -> Consumers:
@@ -163,13 +204,24 @@ class Worker:
 
     @property
     def breaker(self) -> Breaker:
-        return _started(self._breaker)
+        return self._default_lane().breaker
+
+    def _default_lane(self) -> Lane:
+        lane = self.lanes.get(self.settings.B24_DEFAULT_PORTAL)
+        if lane is None and self.lanes:
+            lane = next(iter(self.lanes.values()))
+        return _started(lane)
 
     def not_ready(self) -> str | None:
         if self.connection is None or self.connection.is_closed:
             return "not connected to the broker"
-        if self._breaker is not None and self._breaker.is_open:
-            return f"portal down: {self._breaker.state}"
+        down = [
+            f"{lane.breaker.state} ({key})"
+            for key, lane in self.lanes.items()
+            if lane.breaker.is_open
+        ]
+        if down:
+            return "portal down: " + ", ".join(down)
         if self._consumers is None or not self._consumers.consuming:
             return "not consuming"
         return None
@@ -178,17 +230,6 @@ class Worker:
         s = self.settings
         self.connection = await aio_pika.connect_robust(s.AMQP_URL.get_secret_value())
         await declare(self.connection, self.topology)
-        clock = SystemClock()
-        pacer = RequestPacer(
-            burst=s.B24_RATE_BURST,
-            rate_per_s=s.B24_RATE_PER_SECOND,
-            reserve=s.B24_RATE_RESERVE,
-            clock=clock,
-        )
-        budget = OperatingBudget(
-            limit_s=s.B24_OPERATING_LIMIT_S, window_s=s.B24_OPERATING_WINDOW_S, clock=clock
-        )
-        client = BitrixClient(http=self._http, auth=build_auth(s, http=self._http, mask=self.mask))
         publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -198,7 +239,41 @@ class Worker:
             max_attempts=s.MAX_ATTEMPTS,
             max_message_bytes=s.MAX_MESSAGE_BYTES,
         )
+        for key, portal in s.portals().items():
+            self.lanes[key] = self._lane(portal, outcomes)
+        self._consumers = Consumers(
+            connection=self.connection,
+            topology=self.topology,
+            prefetch=s.PREFETCH,
+            handle=self._accept,
+            acks=outcomes.acks,
+        )
+        await self.consumers.open()
+        for lane in self.lanes.values():
+            self._tasks.append(asyncio.create_task(lane.pipeline.batcher.run()))
+        self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
+        self._tasks.append(asyncio.create_task(self._wake_parked()))
+        if s.HTTP_PORT:
+            self._health = HealthServer(
+                port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.not_ready
+            )
+            await self._health.start()
+        await self.consumers.start()
 
+    def _lane(self, portal: Portal, outcomes: Outcomes) -> Lane:
+        s = self.settings
+        clock = SystemClock()
+        pacer = RequestPacer(
+            burst=portal.rate_burst,
+            rate_per_s=portal.rate_per_second,
+            reserve=portal.rate_reserve,
+            clock=clock,
+        )
+        budget = OperatingBudget(
+            limit_s=portal.operating_limit_s, window_s=portal.operating_window_s, clock=clock
+        )
+        auth = build_auth(s, portal, http=self._http, mask=self.mask, redis=self._redis)
+        client = BitrixClient(http=self._http, auth=auth)
         # Probes and field definitions take tokens from the same bucket as updates.
         paced = _Paced(client, pacer)
 
@@ -212,40 +287,53 @@ class Worker:
                 return "unreachable"
             return None
 
-        self._breaker = Breaker(probe=probe, on_open=self._portal_down, on_close=self._portal_up)
-        self._definitions = FieldDefinitions(client=paced, clock=clock)
-        self._pipeline = Pipeline(
+        async def down() -> None:
+            await self._portal_down(portal.key)
+
+        async def up() -> None:
+            await self._portal_up(portal.key)
+
+        breaker = Breaker(probe=probe, on_open=down, on_close=up, name=portal.key)
+        definitions = FieldDefinitions(client=paced, clock=clock)
+        pipeline = Pipeline(
             outcomes=outcomes,
             caller=Caller(client=client, pacer=pacer, budget=budget, metrics=self.metrics),
             topology=self.topology,
             max_message_bytes=s.MAX_MESSAGE_BYTES,
             batch_size=s.BATCH_SIZE,
             linger_s=s.BATCH_LINGER_MS / 1000,
-            on_portal_down=self._breaker.trip,
+            on_portal_down=breaker.trip,
             on_settled=self._count,
-            definitions=self._definitions,
+            definitions=definitions,
         )
-        self._consumers = Consumers(
-            connection=self.connection,
-            topology=self.topology,
-            prefetch=s.PREFETCH,
-            handle=self._accept,
-            acks=outcomes.acks,
-        )
-        await self.consumers.open()
-        self._tasks.append(asyncio.create_task(self.pipeline.batcher.run()))
-        self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
-        self._tasks.append(asyncio.create_task(self._wake_parked()))
-        if s.HTTP_PORT:
-            self._health = HealthServer(
-                port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.not_ready
-            )
-            await self._health.start()
-        await self.consumers.start()
+        return Lane(portal, pipeline, breaker, definitions)
 
     async def _accept(self, message: Delivery, source: Source) -> None:
         self.metrics.consumed.labels(source).inc()
-        await self.pipeline.accept(message, source)
+        named = message.headers.get(PORTAL_HEADER)
+        if isinstance(named, bytes):
+            named = named.decode("utf-8", "replace")
+        key = named if isinstance(named, str) else self.settings.B24_DEFAULT_PORTAL
+        lane = self.lanes.get(key)
+        if lane is not None:
+            await lane.pipeline.accept(message, source)
+        elif source == "poison":
+            # Reported whatever it names: a poisoned message is not sent anywhere.
+            await self.pipeline.accept(message, source)
+        else:
+            await self.pipeline.reject(message, source, self._unknown_portal(named))
+
+    def _unknown_portal(self, named: object) -> str:
+        known = ", ".join(sorted(self.lanes)) or "none"
+        if named is None:
+            return (
+                f"the message has no {PORTAL_HEADER} header and the default portal "
+                f"{self.settings.B24_DEFAULT_PORTAL!r} is not configured (configured: {known})"
+            )
+        if not isinstance(named, str):
+            return f"the {PORTAL_HEADER} header must be a string naming a portal"
+        shown = named if len(named) <= 64 else named[:64] + "..."
+        return f"{PORTAL_HEADER} {shown!r} is not a configured portal (configured: {known})"
 
     def _count(self, job: Job, done: str) -> None:
         m = self.metrics
@@ -265,22 +353,27 @@ class Worker:
             attempts=job.attempts,
         )
 
-    async def _portal_down(self) -> None:
+    async def _portal_down(self, key: str) -> None:
+        """One portal is down: consuming stops (for every portal: they share the queue)."""
         self.metrics.portal_up.set(0)
-        self.pipeline.paused = True
+        lane = self.lanes[key]
+        lane.pipeline.paused = True
         await self.consumers.pause()
-        returned = await self.pipeline.hand_back_held()
-        log.info("portal.handed_back", messages=returned)
+        returned = await lane.pipeline.hand_back_held()
+        log.info("portal.handed_back", portal=key, messages=returned)
 
-    async def _portal_up(self) -> None:
+    async def _portal_up(self, key: str) -> None:
+        self.lanes[key].pipeline.paused = False
+        if any(lane.breaker.is_open for lane in self.lanes.values()):
+            return
         self.metrics.portal_up.set(1)
-        self.pipeline.paused = False
         await self.consumers.resume()
 
     async def _wake_parked(self) -> None:
         while True:
             await asyncio.sleep(5)
-            await self.pipeline.wake_parked()
+            for lane in self.lanes.values():
+                await lane.pipeline.wake_parked()
 
     async def drain(self) -> None:
         """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
@@ -294,31 +387,35 @@ class Worker:
         if self._consumers is not None:
             with contextlib.suppress(Exception):
                 await self._consumers.stop()
-        if self._pipeline is not None:
-            self._pipeline.paused = True
+        pipelines = [lane.pipeline for lane in self.lanes.values()]
+        for pipeline in pipelines:
+            pipeline.paused = True
+        if pipelines:
             try:
                 await asyncio.wait_for(
-                    self._pipeline.batcher.wait_idle(), self.settings.DRAIN_TIMEOUT_S
+                    asyncio.gather(*(p.batcher.wait_idle() for p in pipelines)),
+                    self.settings.DRAIN_TIMEOUT_S,
                 )
             except TimeoutError:
                 log.warning(
                     "worker.drain_timeout",
                     note="calls still out; their commands go back to the queue unsettled",
                 )
-            await self._pipeline.outcomes.acks.flush()
+            await pipelines[0].outcomes.acks.flush()
         for task in self._tasks:
             task.cancel()
         # The broker before the portal client: a call still out must not end, as
         # the client closes, in a retry copy published and acked after the drain.
         if self.connection is not None:
             await self.connection.close()
-        if self._breaker is not None:
-            await self._breaker.close()
-        if self._definitions is not None:
-            await self._definitions.close()
+        for lane in self.lanes.values():
+            await lane.breaker.close()
+            await lane.definitions.close()
         if self._health is not None:
             await self._health.stop()
         await self._http.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 async def run(settings: Settings) -> int:

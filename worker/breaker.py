@@ -26,12 +26,14 @@ class Breaker:
         on_close: Callable[[], Awaitable[None]],
         first_pause_s: float = 1.0,
         max_pause_s: float = 60.0,
+        name: str = "default",
     ) -> None:
         self._probe = probe  # returns the portal-wide state still seen, or None when up
         self._on_open = on_open
         self._on_close = on_close
         self._first_pause_s = first_pause_s
         self._max_pause_s = max_pause_s
+        self._log = log.bind(portal=name)
         self.state: str | None = None
         self._probing: asyncio.Task[None] | None = None
 
@@ -44,7 +46,7 @@ class Breaker:
         if self.state is not None:
             return
         self.state = state
-        log.error(
+        self._log.error(
             "portal.down", state=state, code=code, note="consuming stops; messages stay queued"
         )
         await self._on_open()
@@ -57,12 +59,12 @@ class Breaker:
             still = await self._probe()
             if still is None:
                 break
-            log.warning(
+            self._log.warning(
                 "portal.still_down", state=still, next_probe_s=min(pause * 2, self._max_pause_s)
             )
             self.state = still
             pause = min(pause * 2, self._max_pause_s)
-        log.info("portal.up")
+        self._log.info("portal.up")
         self.state = None
         await self._on_close()
 

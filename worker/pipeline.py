@@ -28,7 +28,9 @@ from worker.ordering import OrderingGate
 from worker.outcomes import Failed, HandBack, Outcome, Outcomes
 from worker.topology import Topology
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "Source"]
+
+Source = Literal["update", "retry", "poison"]
 
 log = structlog.get_logger("worker.pipeline")
 
@@ -68,7 +70,7 @@ class Pipeline:
         )
         self.paused = False
 
-    async def accept(self, message: Delivery, source: Literal["update", "retry", "poison"]) -> None:
+    async def accept(self, message: Delivery, source: Source) -> None:
         job = Job.from_message(message, source)
         if source == "poison":
             # Reported however it fails to parse: the poison queue has no delivery
@@ -97,6 +99,21 @@ class Pipeline:
         key = job.key
         if key is not None and self.gate.admit(key, job):
             await self._ready(job)
+
+    async def reject(self, message: Delivery, source: Source, reason: str) -> None:
+        """End a delivery as a validation failure before it reaches the gate (no portal for it)."""
+        job = Job.from_message(message, source)
+        try:
+            self._parse(job)  # for the item the event names; the reason stays the same
+        except Exception:
+            job.command = None
+        failure = Failed(ErrorClass.VALIDATION, "VALIDATION", reason)
+        try:
+            done = await self.outcomes.settle(job, failure)
+        except Exception:
+            log.exception("settle.crashed", message_id=job.message_id, item=job.key)
+            done = "crashed"
+        self._on_settled(job, done)
 
     async def _ready(self, job: Job) -> None:
         """The job holds its item: check its custom fields against the portal's

@@ -545,7 +545,7 @@ async def test_while_the_portal_is_blocked_messages_stay_queued_and_all_succeed_
             await asyncio.sleep(2.0)  # the worker probes meanwhile (after 1 s, then 2 s more)
             assert ends.count() == before
             assert ends.count("failed") == 0
-            assert worker.not_ready() == "portal down: blocked"
+            assert worker.not_ready() == "portal down: blocked (default)"
             control(portal, "PATCH", "faults", {"overload": False})
             done = await ends.all_of(commands)
         counters = control(portal, "GET", "counters")

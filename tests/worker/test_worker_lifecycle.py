@@ -343,7 +343,7 @@ async def test_probes_and_metrics_follow_the_portal_state(
 
         await wait_until(not_ready, timeout_s=10)
         down = (await http.get("/readyz")).json()
-        assert down == {"status": "not ready", "reason": "portal down: blocked"}
+        assert down == {"status": "not ready", "reason": "portal down: blocked (default)"}
         assert (await http.get("/healthz")).status_code == 200
         assert metric((await http.get("/metrics")).text, "b24_portal_up") == 0
         assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0
