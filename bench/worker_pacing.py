@@ -17,147 +17,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import run_bare_loop
-
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_sandbox(port: int, options: list[str]) -> subprocess.Popen[bytes]:
-    portal = subprocess.Popen(
-        [sys.executable, "-m", "worker", "sandbox", "--port", str(port), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sandbox/", timeout=1)
-            return portal
-        except httpx.TransportError:
-            time.sleep(0.05)
-    portal.kill()
-    raise SystemExit("the sandbox did not start")
-
-
-async def publish(queue: str, count: int, fields_of: Any) -> None:
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel()
-    await channel.declare_queue(
-        queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-            "x-delivery-limit": 50,
-            "x-dead-letter-routing-key": f"{queue}.poison",
-        },
-    )
-    for item_id in range(1, count + 1):
-        body = {"entityTypeId": 2, "id": item_id, "fields": fields_of(item_id)}
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                json.dumps(body).encode(),
-                content_type="application/json",
-                message_id=f"m{item_id}",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=queue,
-        )
-    await connection.close()
-
-
-async def drain_results(queue: str) -> list[dict[str, Any]]:
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel()
-    source = await channel.get_queue(queue)
-    events = []
-    while (message := await source.get(fail=False)) is not None:
-        events.append(json.loads(message.body))
-        await message.ack()
-    await connection.close()
-    return events
-
-
-async def delete_queues(prefix: str, names: list[str]) -> None:
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel()
-    for name in names:
-        await channel.queue_delete(f"{prefix}{name}")
-    await connection.close()
-
-
-class WorkerLog:
-    """The worker's JSON log, read as it grows: when consumption started, and
-    when each message ended (succeeded or failed). Reading only the new part
-    keeps the watcher's own CPU out of the way of the run it measures."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._offset = 0
-        self._started: float | None = None
-        self.ended: list[float] = []
-
-    def read(self) -> None:
-        with self._path.open("rb") as log_file:
-            log_file.seek(self._offset)
-            chunk = log_file.read()
-        complete = chunk.rfind(b"\n") + 1
-        self._offset += complete
-        for line in chunk[:complete].splitlines():
-            if b'"timestamp"' not in line:
-                continue
-            settled = b'"message.settled"' in line
-            if not settled and b'"consumer.started"' not in line:
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            stamp = datetime.fromisoformat(entry["timestamp"]).timestamp()
-            if settled and entry.get("outcome") in ("succeeded", "failed"):
-                self.ended.append(stamp)
-            elif entry.get("event") == "consumer.started" and self._started is None:
-                self._started = stamp
-
-    @property
-    def first(self) -> float | None:
-        # Deliveries begin while the consumers start; the first end may come before the line.
-        if self.ended and (self._started is None or self.ended[0] < self._started):
-            return self.ended[0]
-        return self._started
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
+from harness import (
+    AMQP_URL,
+    Sandbox,
+    WorkerLog,
+    cpu_seconds,
+    deals,
+    delete_queues,
+    drain,
+    publish,
+    queue_names,
+)
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Cloud bucket limits. The operating cost is set under the portal's 0.1 s
@@ -200,25 +83,15 @@ def main() -> int:
     count = args.count or scenario["count"]
     bare_before = asyncio.run(run_bare_loop(count)) if args.scenario == "unlimited" else (0, 0)
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
-    port = free_port()
-    portal = start_sandbox(port, ["--seed", str(count), "--spa-types", "", *scenario["sandbox"]])
+    portal = Sandbox(["--seed", str(count), "--spa-types", "", *scenario["sandbox"]])
     log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-    names = [
-        "update",
-        "update.poison",
-        "update.retry",
-        "result",
-        "dead",
-        *[f"update.retry.{d}s" for d in (5, 30, 120, 600)],
-    ]
     try:
-        asyncio.run(
-            publish(f"{prefix}update", count, lambda i: {"title": f"bench {i}", "opened": "Y"})
-        )
+        commands = deals(count, lambda i: {"title": f"bench {i}", "opened": "Y"})
+        asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
         env = {
             **os.environ,
             "AMQP_URL": AMQP_URL,
-            "B24_WEBHOOK_URL": f"http://127.0.0.1:{port}/rest/1/sandboxwebhook01/",
+            "B24_WEBHOOK_URL": portal.webhook_url,
             "UPDATE_QUEUE": f"{prefix}update",
             "RESULT_QUEUE": f"{prefix}result",
             "DEAD_LETTER_QUEUE": f"{prefix}dead",
@@ -268,13 +141,12 @@ def main() -> int:
             worker.wait(timeout=60)
         watched.read()
         first, ended = watched.first, watched.ended
-        events = asyncio.run(drain_results(f"{prefix}result"))
-        dead = asyncio.run(drain_results(f"{prefix}dead"))
-        counters = httpx.get(f"http://127.0.0.1:{port}/_sandbox/counters").json()
+        events = asyncio.run(drain(f"{prefix}result"))
+        dead = asyncio.run(drain(f"{prefix}dead"))
+        counters = portal.counters()
     finally:
-        portal.send_signal(signal.SIGTERM)
-        portal.wait(timeout=30)
-        asyncio.run(delete_queues(prefix, names))
+        portal.stop()
+        asyncio.run(delete_queues(queue_names(prefix)))
     ids = [e["messageId"] for e in events]
     elapsed = (ended[-1] - first) if first is not None and ended else math.nan
     print(f"scenario: {args.scenario}, {count} commands for distinct deals, BATCH_SIZE 50")

@@ -1,0 +1,254 @@
+"""What every benchmark and scenario script shares: real processes, real queues, the logs.
+
+The sandbox and the workers run as the processes users run (`b24-worker
+sandbox`, `b24-worker run`, JSON logs on, written to files); the scripts read
+those logs and the sandbox's own counters, never the worker's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+WEBHOOK_PATH = "/rest/1/sandboxwebhook01/"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Sandbox:
+    """A sandbox portal process on a free port of its own."""
+
+    def __init__(self, options: Iterable[str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "sandbox", "--port", str(self.port), *options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(600):
+            try:
+                httpx.get(f"{self.base_url}/_sandbox/", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.process.kill()
+        raise SystemExit("the sandbox did not start")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}{WEBHOOK_PATH}"
+
+    def counters(self) -> dict[str, Any]:
+        counters: dict[str, Any] = httpx.get(f"{self.base_url}/_sandbox/counters").json()
+        return counters
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def queue_names(prefix: str, delays: Iterable[int] = (5, 30, 120, 600)) -> list[str]:
+    """The queues a worker with UPDATE_QUEUE ``<prefix>update`` declares."""
+    names = ["update", "update.poison", "update.retry", "result", "dead"]
+    return [prefix + name for name in (*names, *[f"update.retry.{d}s" for d in delays])]
+
+
+def worker_env(prefix: str, **settings: str) -> dict[str, str]:
+    """The environment of a worker on the queues of ``prefix``, JSON logs at INFO."""
+    return {
+        **os.environ,
+        "AMQP_URL": AMQP_URL,
+        "UPDATE_QUEUE": f"{prefix}update",
+        "RESULT_QUEUE": f"{prefix}result",
+        "DEAD_LETTER_QUEUE": f"{prefix}dead",
+        "HTTP_PORT": "0",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        **settings,
+    }
+
+
+async def publish(
+    queue: str,
+    commands: Iterable[tuple[dict[str, Any], Mapping[str, str]]],
+) -> int:
+    """Queue each (command, headers) before any worker runs; returns how many."""
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    await channel.declare_queue(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": 50,
+            "x-dead-letter-routing-key": f"{queue}.poison",
+        },
+    )
+    count = 0
+    for body, headers in commands:
+        count += 1
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                message_id=f"m{count}",
+                headers=dict(headers),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=queue,
+        )
+    await connection.close()
+    return count
+
+
+def deals(count: int, fields_of: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One update per deal 1..count."""
+    return [{"entityTypeId": 2, "id": i, "fields": fields_of(i)} for i in range(1, count + 1)]
+
+
+async def drain(queue: str) -> list[dict[str, Any]]:
+    """Every event on ``queue``, acked."""
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    source = await channel.get_queue(queue)
+    events = []
+    while (message := await source.get(fail=False)) is not None:
+        events.append(json.loads(message.body))
+        await message.ack()
+    await connection.close()
+    return events
+
+
+async def delete_queues(names: Iterable[str]) -> None:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    for name in names:
+        await channel.queue_delete(name)
+    await connection.close()
+
+
+class WorkerLog:
+    """A worker's JSON log, read as it grows: when consumption started, and
+    when each message ended (succeeded or failed), by portal. Reading only the
+    new part keeps the watcher's own CPU out of the way of the run it measures."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._started: float | None = None
+        self.ended: list[float] = []
+        self.ended_by_portal: dict[str, list[float]] = {}
+
+    def read(self) -> None:
+        with self.path.open("rb") as log_file:
+            log_file.seek(self._offset)
+            chunk = log_file.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._offset += complete
+        for line in chunk[:complete].splitlines():
+            if b'"timestamp"' not in line:
+                continue
+            settled = b'"message.settled"' in line
+            if not settled and b'"consumer.started"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            stamp = datetime.fromisoformat(entry["timestamp"]).timestamp()
+            if settled and entry.get("outcome") in ("succeeded", "failed"):
+                self.ended.append(stamp)
+                portal = str(entry.get("portal"))
+                self.ended_by_portal.setdefault(portal, []).append(stamp)
+            elif entry.get("event") == "consumer.started" and self._started is None:
+                self._started = stamp
+
+    @property
+    def first(self) -> float | None:
+        # Deliveries begin while the consumers start; the first end may come before the line.
+        if self.ended and (self._started is None or self.ended[0] < self._started):
+            return self.ended[0]
+        return self._started
+
+
+class WorkerProcess:
+    """``b24-worker run`` with its log in a file of its own."""
+
+    def __init__(self, env: Mapping[str, str], *, python_options: Iterable[str] = ()) -> None:
+        self.log = WorkerLog(Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1]))
+        with self.log.path.open("w") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, *python_options, "-m", "worker", "run"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(
+    workers: list[WorkerProcess], count: int, *, timeout_s: float = 1800.0
+) -> list[WorkerProcess]:
+    """Until the workers together have ended ``count`` messages (or one exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        for worker in workers:
+            worker.log.read()
+        if sum(len(w.log.ended) for w in workers) >= count:
+            break
+        if any(w.process.poll() is not None for w in workers):
+            break
+    return workers
+
+
+def write_results(name: str, lines: list[str]) -> Path:
+    """Print the figures and keep them in bench/results/<name>.txt with the time of the run."""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"{name}.txt"
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = "\n".join([f"# {name}, run {stamp} on {os.cpu_count()} cores", *lines]) + "\n"
+    path.write_text(text)
+    print(text, end="")
+    return path
