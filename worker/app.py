@@ -303,7 +303,7 @@ class Worker:
             batch_size=s.BATCH_SIZE,
             linger_s=s.BATCH_LINGER_MS / 1000,
             on_portal_down=breaker.trip,
-            on_settled=self._count,
+            on_settled=lambda job, done: self._count(job, done, portal.key),
             definitions=definitions,
         )
         return Lane(portal, pipeline, breaker, definitions)
@@ -335,7 +335,7 @@ class Worker:
         shown = named if len(named) <= 64 else named[:64] + "..."
         return f"{PORTAL_HEADER} {shown!r} is not a configured portal (configured: {known})"
 
-    def _count(self, job: Job, done: str) -> None:
+    def _count(self, job: Job, done: str, portal: str | None = None) -> None:
         m = self.metrics
         if done == "succeeded":
             m.succeeded.inc()
@@ -348,6 +348,7 @@ class Worker:
         log.info(
             "message.settled",
             message_id=job.message_id,
+            portal=portal,
             item=job.key,
             outcome=done,
             attempts=job.attempts,
