@@ -1,8 +1,10 @@
 """Time for the limiter: the machine's clocks, and a fake one that tests move by hand.
 
 The limiter never reads the time or sleeps on its own; it asks a ``Clock``.
-``monotonic`` paces requests, ``time`` (unix seconds) is compared with the
-portal's ``operating_reset_at``, and ``sleep`` is how the limiter waits.
+Its state is kept in unix seconds (``time``): that is what the portal's
+``operating_reset_at`` is given in, and the only clock that means the same in
+every process sharing a portal's state. ``monotonic`` measures how long a
+caller waited, and ``sleep`` is how the limiter waits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 __all__ = ["Clock", "FakeClock", "SystemClock", "sleep_or_wake"]
@@ -51,6 +54,7 @@ class FakeClock:
         self._epoch = epoch
         self._order = itertools.count()
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._unseen: list[Callable[[], Awaitable[bool]]] = []
 
     def monotonic(self) -> float:
         return self._now
@@ -65,6 +69,10 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
         await future
+
+    def step_time(self, seconds: float) -> None:
+        """Step the wall clock (``time``) by ``seconds``, back if negative; ``monotonic`` stays."""
+        self._epoch += seconds
 
     def next_wakeup(self) -> float | None:
         """The earliest deadline of a task still sleeping, if any."""
@@ -92,19 +100,34 @@ class FakeClock:
         await self.advance(deadline - self._now)
         return True
 
-    @staticmethod
-    async def settle(max_rounds: int = 100_000) -> None:
+    def wait_also_for(self, busy: Callable[[], Awaitable[bool]]) -> None:
+        """Make ``settle`` wait for work the event loop's run queue does not show, too.
+
+        ``busy`` waits until that work (a request to a real server, say) is done
+        and tells whether there was any. A backend doing I/O registers one, so
+        that time never moves while one of its answers is on the way.
+        """
+        self._unseen.append(busy)
+
+    async def settle(self, max_rounds: int = 100_000) -> None:
         """Let every task that can run do so without time moving."""
-        # asyncio's run queue tells when nothing else is ready; loops without one get 50 rounds.
-        ready = getattr(asyncio.get_running_loop(), "_ready", None)
-        for done in range(max_rounds):
-            await asyncio.sleep(0)
-            if (ready is not None and not ready) or (ready is None and done >= 50):
+        while True:
+            await _run_ready(max_rounds)
+            if not any([await busy() for busy in self._unseen]):
                 return
 
     def _drop_cancelled(self) -> None:
         while self._sleepers and self._sleepers[0][2].done():
             heapq.heappop(self._sleepers)
+
+
+async def _run_ready(max_rounds: int) -> None:
+    # asyncio's run queue tells when nothing else is ready; loops without one get 50 rounds.
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    for done in range(max_rounds):
+        await asyncio.sleep(0)
+        if (ready is not None and not ready) or (ready is None and done >= 50):
+            return
 
 
 async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> None:

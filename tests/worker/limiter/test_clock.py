@@ -87,3 +87,32 @@ async def test_sleep_or_wake_returns_after_its_time_when_not_woken(clock: FakeCl
     assert not task.done()
     await clock.advance(0.1)
     assert task.done()
+
+
+async def test_settle_waits_for_work_the_run_queue_does_not_show(clock: FakeClock) -> None:
+    answered = asyncio.Event()
+    # a timer stands for a server's answer: while it is pending, the run queue is empty
+    asyncio.get_running_loop().call_later(0.02, answered.set)
+    woke: list[float] = []
+
+    async def reader() -> None:
+        await answered.wait()
+        await clock.sleep(1.0)
+        woke.append(clock.monotonic())
+
+    async def busy() -> bool:
+        if answered.is_set():
+            return False
+        await answered.wait()
+        return True
+
+    clock.wait_also_for(busy)
+    task = asyncio.create_task(reader())
+    await clock.advance(1.0)
+    assert task.done()
+    assert woke == [1.0]
+
+
+async def test_step_time_moves_the_wall_clock_only(clock: FakeClock) -> None:
+    clock.step_time(-30.0)
+    assert (clock.monotonic(), clock.time()) == (0.0, 1_800_000_000.0 - 30.0)
