@@ -7,6 +7,13 @@ is taken, just before it is sent, so requests in flight already fill it. The
 whole burst is usable at once; after that tokens come at the drain rate,
 less a small margin because the portal counts a request when it arrives.
 On a 503 the copy is set to full and the rate is cut, then recovers linearly.
+
+The copy is kept in unix time (``clock.time()``), so that processes sharing it
+through a backend agree on what its times mean. Time never runs backwards for
+the copy: a clock behind its last change (stepped back, or a host running
+behind another) drains nothing until it catches up, so pacing only slows, by
+at most the step. A step forward drains the copy once by the step, which at
+worst grants one burst early; the portal's 503 and the cut then correct it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ _EPSILON = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class PacerState:
-    """The pacer's copy of the portal bucket and its current share of the full rate."""
+    """The pacer's copy of the portal bucket at unix time ``at``, and its share of the full rate."""
 
     level: float = 0.0
     at: float = 0.0
@@ -106,22 +113,22 @@ class RequestPacer:
     def _drained(self, state: PacerState | None, now: float) -> PacerState:
         if state is None:
             return PacerState(at=now)
-        elapsed = max(0.0, now - state.at)
+        if now <= state.at:
+            return state
         # Drain at the rate of the interval's start: during recovery that is the lower one.
         rate = self._full_rate * self._share(state, state.at)
-        return replace(state, level=max(0.0, state.level - elapsed * rate), at=now)
+        return replace(state, level=max(0.0, state.level - (now - state.at) * rate), at=now)
 
     def _take(self, state: PacerState | None) -> tuple[PacerState, float]:
-        now = self._clock.monotonic()
-        current = self._drained(state, now)
+        current = self._drained(state, self._clock.time())
         over = current.level + 1.0 - self._capacity
         if over <= _EPSILON:
             return replace(current, level=current.level + 1.0), 0.0
-        return current, over / (self._full_rate * self._share(current, now))
+        return current, over / (self._full_rate * self._share(current, current.at))
 
     def _cut(self, state: PacerState | None) -> tuple[PacerState, None]:
-        now = self._clock.monotonic()
-        current = self._drained(state, now)
+        current = self._drained(state, self._clock.time())
+        now = current.at
         current = replace(current, level=max(current.level, self._capacity))
         if now - current.cut_at >= self._hold_s:
             share = max(self._min_share, self._share(current, now) * self._cut_to)
@@ -129,6 +136,5 @@ class RequestPacer:
         return current, None
 
     def _rate_now(self, state: PacerState | None) -> tuple[PacerState, float]:
-        now = self._clock.monotonic()
-        current = self._drained(state, now)
-        return current, self._full_rate * self._share(current, now)
+        current = self._drained(state, self._clock.time())
+        return current, self._full_rate * self._share(current, current.at)

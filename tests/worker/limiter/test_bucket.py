@@ -181,3 +181,24 @@ def test_impossible_settings_are_refused(
         RequestPacer(
             burst=burst, rate_per_s=rate_per_s, reserve=reserve, headroom=headroom, clock=clock
         )
+
+
+async def test_a_wall_clock_step_back_only_slows_pacing_by_the_step(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    pacer = exact_pacer(clock, make_backend)
+    await grant_times(clock, pacer, 50)
+    clock.step_time(-10.0)
+    times = await grant_times(clock, pacer, 2)
+    assert times == pytest.approx([10.5, 11.0])
+
+
+async def test_a_wall_clock_step_forward_grants_at_most_one_burst_early(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    pacer = exact_pacer(clock, make_backend)
+    await grant_times(clock, pacer, 50)
+    clock.step_time(3600.0)
+    times = await grant_times(clock, pacer, 51)
+    assert times[:50] == [0.0] * 50
+    assert times[50] == pytest.approx(0.5)
