@@ -9,18 +9,28 @@ rate-limit answers are fed back so the next wait is longer. One call goes:
     ...send...                        # 503 QUERY_LIMIT_EXCEEDED: pacer.on_rate_limited()
     await budget.settle(lease, reports, duration_s=...)  # in a finally; [] if nothing ran
     # 429 OPERATION_TIME_LIMIT (top level or in result_error): budget.on_blocked(...)
+
+State lives in a backend: in the process by default, or in Redis, shared by
+every worker serving the portal:
+
+    pacer_backend, budget_backend = shared_backends(redis, scope=portal_host)
 """
 
-from worker.limiter.backends import MemoryBackend, StateBackend
+from worker.limiter.backends import Availability, Codec, MemoryBackend, RedisBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
 from worker.limiter.clock import Clock, FakeClock, SystemClock
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
 from worker.limiter.report import OperatingReport
+from worker.limiter.shared import METHOD_STATE, PACER_STATE, SharedBackends, shared_backends
 
 __all__ = [
+    "METHOD_STATE",
+    "PACER_STATE",
+    "Availability",
     "Baskets",
     "Clock",
+    "Codec",
     "FakeClock",
     "Lease",
     "MemoryBackend",
@@ -28,7 +38,10 @@ __all__ = [
     "OperatingBudget",
     "OperatingReport",
     "PacerState",
+    "RedisBackend",
     "RequestPacer",
+    "SharedBackends",
     "StateBackend",
     "SystemClock",
+    "shared_backends",
 ]

@@ -2,9 +2,10 @@
 
 The algorithms (``bucket``, ``operating``) are pure functions of a state
 value; a backend only stores the values and applies a change without another
-caller interleaving. The in-memory backend serves one process; a shared
-backend (Redis, with a transaction around read-change-write) lets several
-replicas pace one portal together.
+caller interleaving. The in-memory backend serves one process; the Redis
+backend (a compare-and-set around read-change-write) lets several replicas
+pace one portal together. A change may be applied more than once before it
+is stored, so it must not act outside the value it returns.
 """
 
 from __future__ import annotations
