@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.worker.limiter.conftest import BackendFactory
-from worker.limiter import FakeClock, RequestPacer
+from worker.limiter import PACER_STATE, FakeClock, RequestPacer
 
 
 def exact_pacer(
@@ -28,7 +28,7 @@ def exact_pacer(
         hold_s=hold_s,
         min_share=min_share,
         clock=clock,
-        backend=make_backend(),
+        backend=make_backend(PACER_STATE),
     )
 
 
@@ -59,7 +59,7 @@ async def test_the_whole_burst_is_granted_at_once_then_one_per_drain_interval(
 async def test_default_margin_and_headroom_cost_little(
     clock: FakeClock, make_backend: BackendFactory
 ) -> None:
-    pacer = RequestPacer(burst=50, rate_per_s=2.0, clock=clock, backend=make_backend())
+    pacer = RequestPacer(burst=50, rate_per_s=2.0, clock=clock, backend=make_backend(PACER_STATE))
     times = await grant_times(clock, pacer, 100)
     assert times[:49] == [0.0] * 49
     assert 0.0 < times[49] < 0.15

@@ -8,7 +8,7 @@ import pytest
 
 from tests.worker.limiter.conftest import BackendFactory
 from tests.worker.limiter.portal_model import OperatingModel
-from worker.limiter import FakeClock, Lease, OperatingBudget, OperatingReport
+from worker.limiter import METHOD_STATE, FakeClock, Lease, OperatingBudget, OperatingReport
 
 UPDATE = "crm.item.update"
 
@@ -17,7 +17,11 @@ def make_budget(
     clock: FakeClock, make_backend: BackendFactory, *, limit_s: float = 12.0
 ) -> OperatingBudget:
     return OperatingBudget(
-        limit_s=limit_s, window_s=60.0, headroom=0.0, clock=clock, backend=make_backend()
+        limit_s=limit_s,
+        window_s=60.0,
+        headroom=0.0,
+        clock=clock,
+        backend=make_backend(METHOD_STATE),
     )
 
 

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.worker.limiter.conftest import BackendFactory
 from tests.worker.limiter.portal_model import BucketModel, OperatingModel
-from worker.limiter import FakeClock, OperatingBudget, OperatingReport, RequestPacer
+from worker.limiter import (
+    METHOD_STATE,
+    PACER_STATE,
+    FakeClock,
+    OperatingBudget,
+    OperatingReport,
+    RequestPacer,
+)
 
 METHOD = "crm.item.update"
 
@@ -97,6 +105,7 @@ async def run_for(clock: FakeClock, workers: list[Worker], until_s: float) -> No
 
 def build(
     clock: FakeClock,
+    make_backend: BackendFactory,
     *,
     pending: int,
     concurrency: int,
@@ -106,8 +115,10 @@ def build(
     network_s: tuple[float, float] = (0.002, 0.002),
     seed: int = 1,
 ) -> tuple[list[Worker], BucketModel]:
-    pacer = RequestPacer(burst=50, rate_per_s=2.0, clock=clock)
-    budget = OperatingBudget(limit_s=limit_s, window_s=window_s, clock=clock)
+    pacer = RequestPacer(burst=50, rate_per_s=2.0, clock=clock, backend=make_backend(PACER_STATE))
+    budget = OperatingBudget(
+        limit_s=limit_s, window_s=window_s, clock=clock, backend=make_backend(METHOD_STATE)
+    )
     bucket = BucketModel(clock)
     rng = random.Random(seed)
     backlog = Backlog(pending)
@@ -132,12 +143,16 @@ def build(
     [(1, (0.002, 0.002)), (8, (0.002, 0.002)), (8, (0.001, 0.030)), (50, (0.001, 0.050))],
 )
 async def test_benchmark_1_five_thousand_updates_in_time_without_503(
-    clock: FakeClock, concurrency: int, network_s: tuple[float, float]
+    clock: FakeClock,
+    make_backend: BackendFactory,
+    concurrency: int,
+    network_s: tuple[float, float],
 ) -> None:
     # Updates under 0.1 s are not charged, so only the request rate binds.
     operating = OperatingModel(clock, limit_s=480.0, window_s=600.0, cost_s=0.05)
     workers, bucket = build(
         clock,
+        make_backend,
         pending=5_000,
         concurrency=concurrency,
         operating=operating,
@@ -154,10 +169,13 @@ async def test_benchmark_1_five_thousand_updates_in_time_without_503(
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
-async def test_benchmark_2_operating_budget_without_429(clock: FakeClock, concurrency: int) -> None:
+async def test_benchmark_2_operating_budget_without_429(
+    clock: FakeClock, make_backend: BackendFactory, concurrency: int
+) -> None:
     operating = OperatingModel(clock, limit_s=12.0, window_s=60.0, cost_s=0.2)
     workers, bucket = build(
         clock,
+        make_backend,
         pending=100_000,
         concurrency=concurrency,
         operating=operating,
