@@ -21,6 +21,7 @@ from sandbox.config import (
     CustomFieldSpec,
     SandboxConfig,
 )
+from sandbox.limits import OperatingCost
 from sandbox.server import QuietServer, uvicorn_config
 from sandbox.tls import self_signed
 
@@ -72,7 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _opt(parser, "operating-limit-s", float, _D.operating_limit_s, "operating seconds per window")
     _opt(parser, "operating-window-s", float, _D.operating_window_s, "window of 10 baskets")
     _opt(parser, "operating-cost-s", float, _D.operating_cost_s, "operating seconds charged a call")
-    _many(parser, "operating-cost", "METHOD=SECONDS cost of one method (repeatable)")
+    _many(
+        parser,
+        "operating-cost",
+        "METHOD=SECONDS cost of one method, or METHOD=LOW-HIGH drawn per call from "
+        "--random-seed (repeatable)",
+    )
     _flag(parser, "no-limits", "switch both limits off")
     _opt(parser, "seed", int, _D.seed_items, "items made per entity type at start")
     _opt(parser, "spa-types", str, ",".join(map(str, _D.spa_types)), "smart process type ids")
@@ -99,9 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "access-log", "log each request (webhook codes and tokens masked)")
 
 
-def _cost(text: str) -> tuple[str, float]:
+def _cost(text: str) -> tuple[str, OperatingCost]:
     method, _, seconds = text.partition("=")
-    return method.strip().lower(), float(seconds)
+    return method.strip().lower(), OperatingCost.parse(seconds)
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sandbox.limits.cost import OperatingCost
+
 __all__ = [
     "CUSTOM_FIELD_TYPES",
     "DEFAULT_CUSTOM_FIELDS",
@@ -89,7 +91,8 @@ class SandboxConfig:
     operating_limit_s: float = 480.0
     operating_window_s: float = 600.0
     operating_cost_s: float = 0.5
-    operating_costs: tuple[tuple[str, float], ...] = ()
+    # per method: a fixed cost in seconds, or an OperatingCost range drawn per call
+    operating_costs: tuple[tuple[str, float | OperatingCost], ...] = ()
     operating_min_charge_s: float = 0.1
     limits_enabled: bool = True
     batch_max_commands: int = 50
@@ -115,12 +118,12 @@ class SandboxConfig:
     key_file: str | None = None
     access_log: bool = False
 
-    def cost_of(self, method: str) -> float:
-        """The operating seconds one call of ``method`` is charged."""
+    def cost_of(self, method: str) -> OperatingCost:
+        """The operating seconds one call of ``method`` is charged (a range when it varies)."""
         for name, cost in self.operating_costs:
             if name == method:
-                return cost
-        return self.operating_cost_s
+                return cost if isinstance(cost, OperatingCost) else OperatingCost.fixed(cost)
+        return OperatingCost.fixed(self.operating_cost_s)
 
     @property
     def scheme(self) -> str:

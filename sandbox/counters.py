@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,9 @@ class Counters:
     unchanged_updates: int = 0  # updates that changed nothing, so saved nothing
     disconnects: int = 0  # requests carried out whose connection closed without an answer
     html_answers: int = 0  # requests answered with an HTML page instead (not in `requests`)
+    # operating seconds charged since the start, per caller and method: unlike the
+    # window's sum, it never drops, so a benchmark can tell what each window used
+    operating_charged_s: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,4 +37,5 @@ class Counters:
             "unchanged_updates": self.unchanged_updates,
             "disconnects": self.disconnects,
             "html_answers": self.html_answers,
+            "operating_charged_s": {k: round(v, 6) for k, v in self.operating_charged_s.items()},
         }

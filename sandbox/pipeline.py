@@ -58,12 +58,13 @@ def _execute(
         raise RestError("OPERATION_TIME_LIMIT")
     start = state.clock.time()
     began = _time.perf_counter()
-    cost = state.config.cost_of(method)
+    cost = state.config.cost_of(method).draw(state.cost_rng)
     try:
         outcome = handler(Call(state, who.user_id, method), params)
     finally:
         if limited:
-            state.operating.charge(key, cost)
+            charged = state.operating.charge(key, cost)
+            state.counters.operating_charged_s[key] += charged
     elapsed = _time.perf_counter() - began
     time = time_block(
         start=start,

@@ -31,6 +31,9 @@ class PortalState:
         self.tz = parse_offset(config.utc_offset)
         self.schemas: dict[int, EntitySchema] = build_schemas(config)
         self.rng = random.Random(config.random_seed)  # noqa: S311 - fault injection, not security
+        # Costs drawn from a range have a source of their own (same seed): turning a
+        # range on leaves the faults each request meets as they were.
+        self.cost_rng = random.Random(config.random_seed)  # noqa: S311 - simulation only
         self.tokens = TokenStore(config, self.clock)
         self.limits_enabled = config.limits_enabled
         self.bucket = LeakyBucket(
@@ -70,4 +73,5 @@ class PortalState:
         self.tokens.clear()
         self.limits_enabled = self.config.limits_enabled
         self.rng.seed(self.config.random_seed)
+        self.cost_rng.seed(self.config.random_seed)
         self.seed(self.config.seed_items if seed_items is None else seed_items)

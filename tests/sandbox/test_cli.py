@@ -16,6 +16,7 @@ import pytest
 
 from sandbox.cli import add_arguments, announce, config_from_args
 from sandbox.config import DEFAULT_CUSTOM_FIELDS, SandboxConfig
+from sandbox.limits import OperatingCost
 
 
 def parse(argv: list[str]) -> SandboxConfig:
@@ -47,12 +48,20 @@ def test_options_reach_the_config() -> None:
     )
     assert (config.port, config.limits_enabled, config.seed_items) == (9000, False, 4)
     assert config.spa_types == (128, 1040)
-    assert config.cost_of("crm.item.update") == 3.2
-    assert config.cost_of("crm.item.get") == config.operating_cost_s
+    assert config.cost_of("crm.item.update") == OperatingCost.fixed(3.2)
+    assert config.cost_of("crm.item.get") == OperatingCost.fixed(config.operating_cost_s)
     assert [(f.entity_type_id, f.code, f.required) for f in config.custom_fields] == [
         (2, "UF_CRM_555", True)
     ]
     assert config.latency_ms == 20
+
+
+def test_an_operating_cost_may_be_a_range_drawn_per_call() -> None:
+    config = parse(["--operating-cost=crm.item.update=0.05-0.8", "--random-seed=4"])
+    assert config.cost_of("crm.item.update") == OperatingCost(0.05, 0.8)
+    assert config.random_seed == 4
+    with pytest.raises(ValueError, match="LOW-HIGH"):
+        parse(["--operating-cost=crm.item.update=slow"])
 
 
 def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

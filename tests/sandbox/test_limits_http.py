@@ -9,6 +9,7 @@ import pytest
 
 from sandbox.clock import ManualClock
 from sandbox.config import SandboxConfig
+from sandbox.limits import OperatingCost
 from sandbox.testing import RunningSandbox, serve_in_thread
 from tests.sandbox.client import SandboxClient
 
@@ -124,3 +125,37 @@ def test_limits_can_be_switched_off_at_run_time(b24: SandboxClient) -> None:
     assert all(r.status_code == 200 for r in burst(b24, 60))
     state = b24.http.get(f"{b24.portal.control_url}/limits").json()
     assert state["enabled"] is False
+
+
+VARYING = SandboxConfig(
+    seed_items=2,
+    random_seed=21,
+    operating_costs=(("crm.item.update", OperatingCost(0.05, 0.8)),),
+)
+
+
+@pytest.fixture(scope="module")
+def varying(clock: ManualClock) -> Iterator[SandboxClient]:
+    with serve_in_thread(VARYING, clock=clock) as portal:
+        client = SandboxClient(portal)
+        yield client
+        client.close()
+
+
+def test_a_cost_range_draws_each_update_s_cost_and_repeats_after_a_reset(
+    varying: SandboxClient,
+) -> None:
+    varying.reset()
+    cmd = {f"u{i}": f"crm.item.update?entityTypeId=2&id=1&fields[title]=t{i}" for i in range(30)}
+    times = varying.call("batch", {"cmd": cmd}).json()["result"]["result_time"]
+    costs = [times[f"u{i}"]["processing"] for i in range(30)]
+    assert all(0.05 <= c <= 0.8 for c in costs)
+    assert len(set(costs)) == 30, "each nested update draws its own cost"
+    charged = sum(c for c in costs if c >= 0.1)  # the portal does not charge cheaper calls
+    counters = varying.counters()
+    assert counters["operating_charged_s"] == {"webhook:1:crm.item.update": round(charged, 6)}
+    assert counters["operating"]["webhook:1:crm.item.update"] == pytest.approx(charged)
+
+    varying.reset()
+    again = varying.call("batch", {"cmd": cmd}).json()["result"]["result_time"]
+    assert [again[f"u{i}"]["processing"] for i in range(30)] == costs, "the seed repeats a run"
