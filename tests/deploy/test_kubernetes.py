@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+import pytest
 
 from tests.deploy.manifests import (
-    KUBERNETES,
     default_of,
     is_secret_setting,
     kubernetes_documents,
     kubernetes_objects,
+    kustomization,
+    settings_from_env,
 )
 from worker.settings import Settings
 
@@ -66,8 +68,7 @@ def container_port(port: int | str) -> int:
 
 
 def test_kustomization_lists_every_manifest_and_only_those() -> None:
-    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(kubernetes_documents())
+    assert sorted(kustomization()["resources"]) == sorted(kubernetes_documents())
 
 
 def test_every_kind_is_there_and_no_manifest_names_a_namespace() -> None:
@@ -109,12 +110,24 @@ def test_the_grace_period_outlasts_the_drain() -> None:
     assert grace > default_of("DRAIN_TIMEOUT_S")
 
 
-def test_a_rollout_never_runs_two_pacers_at_once() -> None:
+def test_a_rollout_never_adds_a_pacer() -> None:
+    """The old pod drains first, so one replica without LIMITER_URL stays within the limits."""
     rolling = objects()["Deployment"]["spec"]["strategy"]["rollingUpdate"]
     assert rolling["maxSurge"] == 0
 
 
-def test_configmap_holds_every_plain_setting_at_its_default() -> None:
+def test_replicas_spread_over_nodes() -> None:
+    labels = objects()["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    (spread,) = pod_spec()["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    # A soft spread: a one-node cluster still runs every replica.
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_configmap_holds_every_plain_setting_at_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     data = config()
     assert set(data) <= set(Settings.model_fields), set(data) - set(Settings.model_fields)
     assert not [name for name in data if is_secret_setting(name)]
@@ -124,7 +137,7 @@ def test_configmap_holds_every_plain_setting_at_its_default() -> None:
         if not is_secret_setting(name) and default_of(name) is not None
     }
     assert wanted <= set(data), wanted - set(data)
-    parsed = Settings.model_validate(data)
+    parsed = settings_from_env(data, monkeypatch)
     for name in set(data) - MOVED_SETTINGS:
         assert getattr(parsed, name) == default_of(name), name
 
@@ -138,18 +151,25 @@ def test_the_moved_token_file_is_on_a_mounted_volume() -> None:
 
 def test_secret_holds_secret_settings_as_placeholders_only() -> None:
     data = secret()
-    assert {"AMQP_URL", "B24_WEBHOOK_URL", "LIMITER_URL"} <= set(data)
+    assert {"AMQP_URL", "B24_WEBHOOK_URL", "B24_PORTALS", "LIMITER_URL"} <= set(data)
     assert all(is_secret_setting(name) for name in data), data.keys()
     for name, value in data.items():
         parts = urlsplit(value)
         if parts.password is not None:
             assert parts.password == "CHANGE_ME", name
     assert urlsplit(data["B24_WEBHOOK_URL"]).path.split("/")[3] == "CHANGE_ME"
+    for key, portal in json.loads(data["B24_PORTALS"]).items():
+        for field in ("webhook_url", "client_secret", "refresh_token"):
+            if field in portal:
+                assert "CHANGE_ME" in portal[field], (key, field)
 
 
-def test_the_configmap_and_secret_together_are_a_valid_configuration() -> None:
-    settings = Settings.model_validate({**config(), **secret()})
+def test_the_configmap_and_secret_together_are_a_valid_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_from_env({**config(), **secret()}, monkeypatch)
     assert settings.has_portal
+    assert settings.B24_DEFAULT_PORTAL in settings.portals()
 
 
 def test_the_pod_reads_its_settings_from_the_configmap_and_the_secret() -> None:
@@ -171,10 +191,13 @@ def test_service_and_budget_select_the_worker_pods() -> None:
     assert "minAvailable" not in budget
 
 
-def test_keda_scales_the_worker_on_the_update_queue() -> None:
+def test_unsharded_keda_scales_the_worker_on_the_update_queue() -> None:
+    """Without shards the backlog is in UPDATE_QUEUE, read over AMQP (ready messages)."""
+    assert int(config()["SHARDS"]) == 0
     scaled = objects()["ScaledObject"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == objects()["Deployment"]["metadata"]["name"]
     (trigger,) = scaled["triggers"]
+    assert trigger["metadata"]["protocol"] == "amqp"
     assert trigger["type"] == "rabbitmq"
     assert trigger["metadata"]["queueName"] == default_of("UPDATE_QUEUE")
     assert trigger["metadata"]["queueName"] == config()["UPDATE_QUEUE"]
@@ -200,3 +223,9 @@ def test_more_than_one_replica_only_with_a_shared_limiter() -> None:
     )
     if replicas > 1:
         assert secret()["LIMITER_URL"].startswith(("redis://", "rediss://"))
+
+
+def test_keda_scales_out_now_that_the_limiter_is_shared() -> None:
+    scaled = objects()["ScaledObject"]["spec"]
+    assert scaled["maxReplicaCount"] > scaled["minReplicaCount"]
+    assert scaled["maxReplicaCount"] > 1
