@@ -1,7 +1,8 @@
 """Fixtures for the limiter: a fake clock, and every backend the algorithms run over.
 
 Over Redis, each test gets scopes of its own, deleted afterwards, and the fake
-clock waits for the backend's operations in flight (see ``tracking``).
+clock waits for the backend's operations in flight (see ``tracking``). Tests
+that need Redis itself take ``redis`` (a client) and ``scope``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ async def make_backend(
     numbers = itertools.count()
 
     def in_redis(codec: Codec[S]) -> StateBackend[S]:
-        backend = Tracked(RedisBackend(client, scope=f"{prefix}{next(numbers)}", codec=codec))
+        # Deleted after the test; the TTL catches what a failed test's stray tasks write later.
+        scope = f"{prefix}{next(numbers)}"
+        backend = Tracked(RedisBackend(client, scope=scope, codec=codec, ttl_s=600.0))
         clock.wait_also_for(backend.busy)
         return backend
 
