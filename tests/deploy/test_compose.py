@@ -30,7 +30,8 @@ def waits_for(service: str) -> dict[str, str]:
 
 def mounted(service: str, target: str) -> Path:
     """The file of this repository mounted at `target` in `service`."""
-    for volume in services()[service].get("volumes", []):
+    volumes: list[str] = services()[service].get("volumes", [])
+    for volume in volumes:
         source, mount, *_ = volume.split(":")
         if mount == target:
             return ROOT / source
