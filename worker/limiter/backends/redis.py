@@ -103,13 +103,14 @@ class RedisBackend(Generic[S]):
             value, result = change(self._decode(name, raw))
             encoded = self._codec.encode(value)
             if raw is not None and encoded == _bytes(raw):
-                return result
+                return result  # nothing to write: what was read is still a consistent answer
             written = secrets.token_hex(8)
             held = await self._availability.call(
                 partial(
                     self._compare_and_set, [name], [_text(version), written, encoded, self._ttl_ms]
                 )
             )
+            # The version may be ours: the write went through but its answer was lost.
             if held is None or _text(held[0]) == written:
                 return result
             version, raw = held
