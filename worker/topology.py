@@ -14,25 +14,75 @@
 
 Every queue is a durable quorum queue. Dead-lettering is at-least-once
 (quorum queues need `x-overflow: reject-publish` for that).
+
+With SHARDS = N > 0, UPDATE_QUEUE names an exchange instead of a queue:
+
+    UPDATE_QUEUE                 x-consistent-hash exchange, where producers publish
+                                 with the item's routing key (`item_routing_key`)
+    <UPDATE_QUEUE>.shard.0..N-1  bound to it with weight 1; each like UPDATE_QUEUE
+                                 above, plus `x-single-active-consumer`
+
+The exchange sends every command of one item to one shard, and only one worker
+at a time consumes a shard, so an item's commands reach one worker in the order
+they were published, however many workers run. Everything else stays as it was:
+a retry copy comes back on the shared `.retry` queue to whichever worker takes
+it. The worker that sent the copy away parks the item in its ordering gate
+until the copy comes back to it or the park expires (twice the delay plus a
+minute); when another worker takes the copy, that one applies it, and the item's
+later commands wait on the parking worker until the park expires. A copy that
+fails again elsewhere can then be overtaken by those later commands.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-__all__ = ["DELIVERY_LIMIT", "Topology", "TopologyError", "declare"]
+__all__ = [
+    "DELIVERY_LIMIT",
+    "HASH_EXCHANGE_TYPE",
+    "HASH_PLUGIN",
+    "Topology",
+    "TopologyError",
+    "declare",
+    "declare_exchange",
+    "item_routing_key",
+    "refuse_leftover_shard",
+    "shard_queue",
+]
 
 # High enough that restarts and hand-backs never dead-letter a healthy message;
 # low enough that a message crashing the worker stops looping.
 DELIVERY_LIMIT = 50
+HASH_EXCHANGE_TYPE = "x-consistent-hash"
+HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+# The binding key of a consistent-hash exchange is the queue's weight on the ring.
+_SHARD_WEIGHT = "1"
 
 
 class TopologyError(Exception):
-    """A queue exists with other arguments than the worker needs."""
+    """The broker cannot hold the topology as the worker needs it; the message says why."""
+
+
+def item_routing_key(portal: str | None, entity_type_id: int, item_id: int) -> str:
+    """The routing key of every command for one item: `2:351`, or `acme:2:351` with a portal.
+
+    Producers that name the portal (the x-b24-portal header) must name it on every
+    command of the item: a command without it hashes to another key.
+    """
+    item = f"{entity_type_id}:{item_id}"
+    return f"{portal}:{item}" if portal else item
+
+
+def shard_queue(update_queue: str, index: int) -> str:
+    """The name of shard `index` behind the exchange UPDATE_QUEUE."""
+    return f"{update_queue}.shard.{index}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +102,21 @@ class Topology:
     def retry_queue(self) -> str:
         return f"{self.update_queue}.retry"
 
+    @property
+    def entry_exchange(self) -> str | None:
+        """The exchange producers publish to; None when they publish to UPDATE_QUEUE itself."""
+        return self.update_queue if self.shards else None
+
+    def shard_queue(self, index: int) -> str:
+        return shard_queue(self.update_queue, index)
+
+    @property
+    def work_queues(self) -> tuple[str, ...]:
+        """The queues commands wait in: the shards, or UPDATE_QUEUE."""
+        if self.shards:
+            return tuple(self.shard_queue(index) for index in range(self.shards))
+        return (self.update_queue,)
+
     def tier_queue(self, delay_s: int) -> str:
         return f"{self.update_queue}.retry.{delay_s}s"
 
@@ -67,23 +132,24 @@ class Topology:
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
-        queues: dict[str, dict[str, Any]] = {
-            self.update_queue: {
-                **quorum,
-                **dead_lettering,
-                "x-delivery-limit": self.delivery_limit,
-                "x-dead-letter-routing-key": self.poison_queue,
-            },
-            self.poison_queue: dict(quorum),
-            self.retry_queue: {
-                **quorum,
-                **dead_lettering,
-                "x-delivery-limit": self.delivery_limit,
-                "x-dead-letter-routing-key": self.poison_queue,
-            },
-            self.result_queue: dict(quorum),
-            self.dead_letter_queue: dict(quorum),
+        work: dict[str, Any] = {
+            **quorum,
+            **dead_lettering,
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-routing-key": self.poison_queue,
         }
+        if self.shards:
+            work["x-single-active-consumer"] = True
+        queues: dict[str, dict[str, Any]] = {name: dict(work) for name in self.work_queues}
+        queues[self.poison_queue] = dict(quorum)
+        queues[self.retry_queue] = {
+            **quorum,
+            **dead_lettering,
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-routing-key": self.poison_queue,
+        }
+        queues[self.result_queue] = dict(quorum)
+        queues[self.dead_letter_queue] = dict(quorum)
         for delay in self.retry_delays_s:
             queues[self.tier_queue(delay)] = {
                 **quorum,
@@ -95,20 +161,93 @@ class Topology:
 
 
 async def declare(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare every queue; raise TopologyError naming a queue whose arguments differ."""
+    """Declare the exchange (with shards) and every queue, then bind the shards.
+
+    Raises TopologyError naming what differs: a queue or the exchange with other
+    arguments, the consistent-hash exchange missing from the broker, or shard
+    queues left from another SHARDS.
+    """
+    exchange = topology.entry_exchange
+    if exchange is not None:
+        await declare_exchange(connection, topology)
     for name, arguments in topology.queues().items():
-        channel: AbstractChannel = await connection.channel(publisher_confirms=False)
+        async with _channel(connection) as channel:
+            try:
+                await channel.declare_queue(name, durable=True, arguments=arguments)
+            except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                raise TopologyError(
+                    f"queue {name!r} already exists with other arguments than this worker "
+                    f"needs ({_reason(exc)}); the worker needs {arguments}. Move its messages "
+                    "away and delete it, or point the worker at other queue names"
+                ) from None
+    if exchange is not None:
+        async with _channel(connection) as channel:
+            for name in topology.work_queues:
+                queue = await channel.get_queue(name, ensure=False)
+                await queue.bind(exchange, routing_key=_SHARD_WEIGHT)
+    await refuse_leftover_shard(connection, topology)
+
+
+async def declare_exchange(connection: AbstractConnection, topology: Topology) -> None:
+    """Declare the consistent-hash exchange (SHARDS > 0); TopologyError when the
+    broker lacks the exchange type (it has closed `connection` then) or an
+    exchange of that name differs."""
+    name, shards = topology.update_queue, topology.shards
+    try:
+        async with _channel(connection) as channel:
+            await channel.declare_exchange(name, type=HASH_EXCHANGE_TYPE, durable=True)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyError(
+            f"exchange {name!r} already exists with other arguments than this worker needs "
+            f"({_reason(exc)}); with SHARDS={shards} it must be a durable {HASH_EXCHANGE_TYPE} "
+            "exchange. Delete it, or point the worker at another UPDATE_QUEUE"
+        ) from None
+    except aiormq.exceptions.ConnectionCommandInvalid as exc:
+        # An unknown exchange type is a connection-level error: the broker has
+        # closed the whole connection by now, not just the channel.
+        if "exchange type" not in str(exc):
+            raise
+        raise TopologyError(
+            f"the broker has no {HASH_EXCHANGE_TYPE} exchange type, which SHARDS={shards} "
+            f"needs: enable the {HASH_PLUGIN} plugin on every broker node with "
+            f"`rabbitmq-plugins enable {HASH_PLUGIN}` (no restart needed), or set SHARDS=0"
+        ) from None
+
+
+async def refuse_leftover_shard(connection: AbstractConnection, topology: Topology) -> None:
+    """TopologyError when a shard queue past the last one exists: workers with a
+    larger SHARDS made it, it is still bound to the exchange, and no worker of
+    this SHARDS consumes it."""
+    extra = topology.shard_queue(topology.shards)
+    async with _channel(connection) as channel:
         try:
-            await channel.declare_queue(name, durable=True, arguments=arguments)
-        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
-            raise TopologyError(
-                f"queue {name!r} already exists with other arguments than this worker needs "
-                f"({_reason(exc)}); the worker needs {arguments}. Move its messages away and "
-                "delete it, or point the worker at other queue names"
-            ) from None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+            await channel.declare_queue(extra, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return
+    name, shards = topology.update_queue, topology.shards
+    if shards:
+        routed = f"the exchange {name!r} still sends some items' commands to it"
+        remove = f"delete the shard queues from {extra!r} up"
+    else:
+        routed = f"commands published to the exchange {name!r} wait there"
+        remove = "delete the shard queues and the exchange"
+    raise TopologyError(
+        f"queue {extra!r} exists: workers with more than SHARDS={shards} declared it, and "
+        f"{routed}, but these workers would not consume it. To run with SHARDS={shards}: "
+        f"stop the producers, let the workers that made it empty every shard queue, {remove}, "
+        "then start again; or keep the SHARDS it was made for"
+    )
+
+
+@asynccontextmanager
+async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    """A short-lived channel (a failed declare closes its channel), closed afterwards."""
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        yield channel
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 def _reason(exc: BaseException) -> str:
