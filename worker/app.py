@@ -41,7 +41,13 @@ from worker.classify import classify
 from worker.consumer import Consumers, Source
 from worker.definitions import FieldDefinitions
 from worker.jobs import Delivery, Job
-from worker.limiter import OperatingBudget, RequestPacer, SystemClock
+from worker.limiter import (
+    OperatingBudget,
+    RequestPacer,
+    SharedBackends,
+    SystemClock,
+    shared_backends,
+)
 from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
@@ -169,6 +175,7 @@ class Lane:
     pipeline: Pipeline
     breaker: Breaker
     definitions: FieldDefinitions
+    limiter: SharedBackends | None = None  # None: the limiter's state is in this process
 
 
 class Worker:
@@ -222,6 +229,11 @@ class Worker:
         ]
         if down:
             return "portal down: " + ", ".join(down)
+        away = [
+            key for key, lane in self.lanes.items() if lane.limiter and not lane.limiter.reachable
+        ]
+        if away:
+            return "limiter unreachable: " + ", ".join(away)
         if self._consumers is None or not self._consumers.consuming:
             return "not consuming"
         return None
@@ -263,14 +275,21 @@ class Worker:
     def _lane(self, portal: Portal, outcomes: Outcomes) -> Lane:
         s = self.settings
         clock = SystemClock()
+        # With LIMITER_URL the bucket and the budget live in Redis under the portal's
+        # host: every replica (and every deployment) serving the portal shares them.
+        shared = shared_backends(self._redis, scope=portal.host) if self._redis else None
         pacer = RequestPacer(
             burst=portal.rate_burst,
             rate_per_s=portal.rate_per_second,
             reserve=portal.rate_reserve,
             clock=clock,
+            backend=shared.pacer if shared else None,
         )
         budget = OperatingBudget(
-            limit_s=portal.operating_limit_s, window_s=portal.operating_window_s, clock=clock
+            limit_s=portal.operating_limit_s,
+            window_s=portal.operating_window_s,
+            clock=clock,
+            backend=shared.budget if shared else None,
         )
         auth = build_auth(s, portal, http=self._http, mask=self.mask, redis=self._redis)
         client = BitrixClient(http=self._http, auth=auth)
@@ -306,7 +325,7 @@ class Worker:
             on_settled=lambda job, done: self._count(job, done, portal.key),
             definitions=definitions,
         )
-        return Lane(portal, pipeline, breaker, definitions)
+        return Lane(portal, pipeline, breaker, definitions, shared)
 
     async def _accept(self, message: Delivery, source: Source) -> None:
         self.metrics.consumed.labels(source).inc()
