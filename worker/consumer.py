@@ -1,6 +1,7 @@
-"""Deliveries in: the work queue, the queue of returning retry copies, and the
-queue of messages the broker dead-lettered. Each on a channel of its own with a
-bounded prefetch, handing every delivery to the pipeline.
+"""Deliveries in: the work queues (UPDATE_QUEUE, or with SHARDS > 0 each shard
+queue), the queue of returning retry copies, and the queue of messages the
+broker dead-lettered. Each queue on a channel of its own with a bounded
+prefetch, handing every delivery to the pipeline.
 
 Consumers are registered on the broker client's underlying channels, so a
 delivery reaches the pipeline as a light `Delivery` read from its frames. The
@@ -10,12 +11,38 @@ again on the new channel, as it does when the server cancels a consumer (its
 queue was deleted and declared again, for example).
 
 Consumption can be paused (a portal-wide state) and resumed.
+
+Shards. A shard queue has a single active consumer: the broker delivers to the
+first consumer registered, and when that one goes, to the next in line.
+
+- PREFETCH is shared out: each shard's consumer holds at most PREFETCH // SHARDS
+  deliveries (at least one), so a worker holds about PREFETCH in all, however
+  many shards it is active on.
+- Spreading. At start, and when several shards were lost at once (a reconnect),
+  a worker claims shards no one consumes yet, in an order of its own, one at a
+  time with a pause between claims, and no more than its share: the shards
+  divided by the workers, counted as the poison queue's consumers. Then it
+  registers on the other shards, where it waits in line. Workers that start
+  within the claim window share the shards out; a worker that starts alone
+  takes them all and keeps them: the broker never moves a shard to a worker that
+  registers later, only to the next in line when the active one goes.
+- A queue named UPDATE_QUEUE left from before SHARDS is consumed too, while
+  it exists, as before: it drains what producers not yet pointed at the
+  exchange still send there, without the order across workers.
+- Pausing and stopping never cancel a shard's consumer; they hold back what it
+  delivers (unacknowledged, not handed on). A cancel would make the next worker
+  in line active at once, while this one still holds earlier commands of the
+  same items. Held deliveries go on, in their order, on `resume`; or, when the
+  connection closes, back to the queue in their order and in one step with the
+  consumer's end, so the next worker in line starts from them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import aiormq
@@ -27,11 +54,31 @@ from worker.acks import Acks
 from worker.jobs import Delivery
 from worker.topology import Topology
 
-__all__ = ["Consumers"]
+__all__ = ["CLAIM_WINDOW_S", "Consumers", "Source"]
 
 log = structlog.get_logger("worker.consumer")
 
 Source = Literal["update", "retry", "poison"]
+
+# How long a worker alone takes to claim every shard; workers starting within it
+# share them out.
+CLAIM_WINDOW_S = 2.0
+
+
+@dataclass
+class _Feed:
+    """One queue consumed on a channel of its own."""
+
+    source: Source
+    queue: str
+    prefetch: int
+    sharded: bool
+    channel: AbstractChannel | None = None
+    # The consumer's tag and the channel of that moment; None while not consuming.
+    registered: tuple[str, aiormq.abc.AbstractChannel] | None = None
+    # While paused (shards only): deliveries kept back from the pipeline, in order.
+    held: list[DeliveredMessage] | None = None
+    leftover: bool = False  # UPDATE_QUEUE from before SHARDS: dropped once it is deleted
 
 
 class Consumers:
@@ -43,51 +90,89 @@ class Consumers:
         prefetch: int,
         handle: Callable[[Delivery, Source], Awaitable[None]],
         acks: Acks | None = None,
+        claim_window_s: float = CLAIM_WINDOW_S,
+        rng: random.Random | None = None,
     ) -> None:
         self._connection = connection
         self._acks = acks
-        self._prefetch = prefetch
         self._handle = handle
-        self._names: dict[Source, str] = {
-            "update": topology.update_queue,
-            "retry": topology.retry_queue,
-            "poison": topology.poison_queue,
-        }
-        self._channels: dict[Source, AbstractChannel] = {}
-        # What each consumer was registered on: its tag, and the channel of that moment.
-        self._consuming: dict[Source, tuple[str, aiormq.abc.AbstractChannel]] = {}
+        self._claim_window_s = claim_window_s
+        self._rng = rng or random.Random()  # noqa: S311 - an order, not a secret
+        sharded = topology.shards > 0
+        work = max(1, prefetch // topology.shards) if sharded else prefetch
+        side = max(10, prefetch // 4)
+        self._feeds = [_Feed("update", name, work, sharded) for name in topology.work_queues]
+        self._feeds.append(_Feed("retry", topology.retry_queue, side, False))
+        self._feeds.append(_Feed("poison", topology.poison_queue, side, False))
+        self._poison_queue = topology.poison_queue
+        self._leftover = _Feed("update", topology.update_queue, work, False, leftover=True)
         self._lock = asyncio.Lock()
         self.consuming = False
 
+    @property
+    def registrations(self) -> dict[str, tuple[str, aiormq.abc.AbstractChannel]]:
+        """Each consumed queue's consumer tag and the channel it was registered on."""
+        return {feed.queue: feed.registered for feed in self._feeds if feed.registered}
+
+    @property
+    def _consuming(self) -> dict[Source, tuple[str, aiormq.abc.AbstractChannel]]:
+        # The view by source that tests/worker/test_worker_e2e.py reads.
+        found: dict[Source, tuple[str, aiormq.abc.AbstractChannel]] = {}
+        for feed in self._feeds:
+            if feed.registered is not None:
+                found.setdefault(feed.source, feed.registered)
+        return found
+
+    @property
+    def _shards(self) -> list[_Feed]:
+        return [feed for feed in self._feeds if feed.sharded]
+
     async def open(self) -> None:
-        for source, name in self._names.items():
+        if self._shards and await self._exists(self._leftover.queue):
+            log.warning(
+                "consumer.unsharded_queue",
+                queue=self._leftover.queue,
+                note="consumed until it is deleted; commands published to it keep no order "
+                "across workers: point producers at the exchange of that name",
+            )
+            self._feeds.insert(len(self._shards), self._leftover)
+        for feed in self._feeds:
             channel = await self._connection.channel(publisher_confirms=False)
-            prefetch = self._prefetch if source == "update" else max(10, self._prefetch // 4)
-            await channel.set_qos(prefetch_count=prefetch)
-            await channel.get_queue(name, ensure=True)  # a missing queue fails here, clearly
-            self._channels[source] = channel
+            await channel.set_qos(prefetch_count=feed.prefetch)
+            await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
+            feed.channel = channel
 
     async def start(self) -> None:
         async with self._lock:
-            for source in self._names:
-                await self._consume(source)
+            # The poison queue first: other workers count this one by its consumer there.
+            for feed in reversed(self._feeds):
+                if not feed.sharded:
+                    await self._consume(feed)
+            await self._claim(self._shards)
         self.consuming = True
-        log.info("consumer.started", queues=list(self._names.values()))
+        log.info("consumer.started", queues=[feed.queue for feed in self._feeds])
 
     async def pause(self, *, keep: tuple[Source, ...] = ("poison",)) -> None:
         """Stop taking deliveries (except from `keep`); what is held stays held."""
         async with self._lock:
-            for source in list(self._consuming):
-                if source not in keep:
-                    await self._cancel(source)
+            for feed in self._feeds:
+                if feed.source in keep or feed.registered is None:
+                    continue
+                if not feed.sharded:
+                    await self._cancel(feed)
+                elif feed.held is None:
+                    feed.held = []
         self.consuming = False
         log.info("consumer.paused")
 
     async def resume(self) -> None:
         async with self._lock:
-            for source in self._names:
-                if source not in self._consuming:
-                    await self._consume(source)
+            for feed in self._feeds:
+                if feed.registered is None and not feed.sharded:
+                    await self._consume(feed)
+            await self._claim([feed for feed in self._shards if feed.registered is None])
+            for feed in self._shards:
+                await self._release(feed)
         self.consuming = True
         log.info("consumer.resumed")
 
@@ -95,69 +180,165 @@ class Consumers:
         await self.pause(keep=())
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            if not channel.is_closed:
-                await channel.close()
+        for feed in self._feeds:
+            if feed.channel is not None and not feed.channel.is_closed:
+                await feed.channel.close()
 
-    async def _consume(self, source: Source) -> None:
-        channel = await self._channels[source].get_underlay_channel()
-        handle, acks = self._handle, self._acks
+    async def _deliver(self, raw: DeliveredMessage, source: Source) -> None:
+        delivery = Delivery(raw)
+        try:
+            await self._handle(delivery, source)
+        except Exception:
+            # A bug, not an outcome: give the message back, so the broker
+            # counts its deliveries and dead-letters one that keeps failing.
+            log.exception("consumer.handler_crashed", message_id=delivery.message_id)
+            try:
+                await delivery.nack(requeue=True)
+            except Exception as exc:  # the channel went: the broker redelivers anyway
+                log.warning("consumer.nack_failed", error=type(exc).__name__)
+                return
+            if self._acks is not None and delivery.delivery_tag is not None:
+                self._acks.settled_elsewhere(delivery.channel, delivery.delivery_tag)
+
+    async def _consume(self, feed: _Feed) -> None:
+        if feed.channel is None:
+            raise RuntimeError("open() the consumers first")
+        channel = await feed.channel.get_underlay_channel()
 
         async def on_message(raw: DeliveredMessage) -> None:
-            delivery = Delivery(raw)
-            try:
-                await handle(delivery, source)
-            except Exception:
-                # A bug, not an outcome: give the message back, so the broker
-                # counts its deliveries and dead-letters one that keeps failing.
-                log.exception("consumer.handler_crashed", message_id=delivery.message_id)
-                try:
-                    await delivery.nack(requeue=True)
-                except Exception as exc:  # the channel went: the broker redelivers anyway
-                    log.warning("consumer.nack_failed", error=type(exc).__name__)
-                    return
-                if acks is not None and delivery.delivery_tag is not None:
-                    acks.settled_elsewhere(delivery.channel, delivery.delivery_tag)
+            held = feed.held
+            if held is not None:
+                held.append(raw)
+                return
+            await self._deliver(raw, feed.source)
 
-        ok = await channel.basic_consume(self._names[source], on_message, no_ack=False)
+        ok = await channel.basic_consume(feed.queue, on_message, no_ack=False)
         if ok.consumer_tag is None:  # pragma: no cover - the broker always names it
             raise aiormq.exceptions.AMQPError("the broker gave the consumer no tag")
-        self._consuming[source] = (ok.consumer_tag, channel)
+        feed.registered = (ok.consumer_tag, channel)
 
-    async def _cancel(self, source: Source) -> None:
-        tag, channel = self._consuming.pop(source)
+    async def _cancel(self, feed: _Feed) -> None:
+        if feed.registered is None:
+            return
+        tag, channel = feed.registered
+        feed.registered = None
         if not channel.is_closed:
             try:
                 await channel.basic_cancel(tag)
             except aiormq.exceptions.AMQPError as exc:  # the channel went meanwhile
-                log.warning("consumer.cancel_failed", source=source, error=type(exc).__name__)
+                log.warning("consumer.cancel_failed", queue=feed.queue, error=type(exc).__name__)
+
+    async def _release(self, feed: _Feed) -> None:
+        """Hand on what a paused shard held back, in order; then deliver as it comes."""
+        held = feed.held
+        if held is None:
+            return
+        while held:  # deliveries arriving meanwhile join the end of the list
+            raw = held.pop(0)
+            if not raw.channel.is_closed:  # otherwise the broker delivers it again
+                await self._deliver(raw, feed.source)
+        feed.held = None
+
+    async def _claim(self, feeds: Sequence[_Feed]) -> None:
+        """Register on these shard queues: first, one at a time, on those no worker
+        consumes, up to this worker's share; then on the rest, to wait in line."""
+        if not feeds:
+            return
+        step_s = self._claim_window_s / len(self._shards)
+        claimed: list[str] = []
+        in_line: list[_Feed] = []
+        left_free = False
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            probe = await channel.get_underlay_channel()
+            for feed in self._rng.sample(list(feeds), len(feeds)):
+                if claimed:
+                    await asyncio.sleep(step_s)
+                if await _consumer_count(probe, feed.queue) != 0:
+                    in_line.append(feed)
+                elif len(claimed) >= _share(
+                    len(self._shards), await _consumer_count(probe, self._poison_queue)
+                ):
+                    in_line.append(feed)
+                    left_free = True
+                else:
+                    await self._consume(feed)
+                    claimed.append(feed.queue)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        if left_free:
+            # Left for the other workers to claim; whatever they leave is ours after all.
+            await asyncio.sleep(self._claim_window_s)
+        for feed in in_line:
+            await self._consume(feed)
+        log.info("consumer.shards", claimed=claimed, in_line=[feed.queue for feed in in_line])
 
     async def watch_cancellations(self, interval_s: float = 1.0) -> None:
         """Consume again on a channel that was reopened, or whose consumer the server cancelled."""
         while True:
             await asyncio.sleep(interval_s)
             async with self._lock:
-                for source, (tag, channel) in list(self._consuming.items()):
+                lost: list[_Feed] = []
+                for feed in self._feeds:
+                    if feed.registered is None or feed.channel is None:
+                        continue
+                    tag, channel = feed.registered
                     if not channel.is_closed and tag in _consumer_tags(channel):
                         continue
                     try:
                         current = await asyncio.wait_for(
-                            self._channels[source].get_underlay_channel(), interval_s
+                            feed.channel.get_underlay_channel(), interval_s
                         )
                     except Exception:  # noqa: S112 - still reconnecting: look again next time
                         continue
                     if current.is_closed:
                         continue
                     reason = "channel_reopened" if current is not channel else "cancelled_by_server"
-                    log.warning("consumer.lost", queue=self._names[source], reason=reason)
-                    try:
-                        await self._consume(source)
-                    except Exception as exc:  # the queue may be gone for good
-                        log.error(
-                            "consumer.reconsume_failed",
-                            queue=self._names[source],
-                            error=type(exc).__name__,
-                        )
+                    log.warning("consumer.lost", queue=feed.queue, reason=reason)
+                    if feed.held is not None:
+                        feed.held = []  # those deliveries went back with their channel
+                    lost.append(feed)
+                # A consumer that cannot be registered again keeps its old entry:
+                # the next look tries again (the queue may be gone for good).
+                for feed in lost:
+                    if feed.leftover and not await self._exists(feed.queue):
+                        log.info("consumer.unsharded_queue_gone", queue=feed.queue)
+                        self._feeds.remove(feed)
+                    elif not feed.sharded:
+                        await self._again(self._consume(feed), [feed])
+                shards = [feed for feed in lost if feed.sharded]
+                await self._again(self._claim(shards), shards)
+
+    @staticmethod
+    async def _again(registering: Awaitable[None], feeds: list[_Feed]) -> None:
+        try:
+            await registering
+        except Exception as exc:
+            queues = [feed.queue for feed in feeds]
+            log.error("consumer.reconsume_failed", queues=queues, error=type(exc).__name__)
+
+    async def _exists(self, queue: str) -> bool:
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
+
+
+def _share(shards: int, workers: int) -> int:
+    """The shards one of `workers` claims at most."""
+    return -(-shards // max(1, workers))
+
+
+async def _consumer_count(channel: aiormq.abc.AbstractChannel, queue: str) -> int:
+    """The queue's consumers; on a single-active-consumer queue, only the active one."""
+    declared = await channel.queue_declare(queue, passive=True)
+    return int(declared.consumer_count or 0)
 
 
 def _consumer_tags(channel: aiormq.abc.AbstractChannel) -> set[str]:

@@ -1,0 +1,243 @@
+"""Consumers of shard queues against the real broker: how workers share the shards,
+and that pausing, stopping and losing a consumer never let another worker take
+an item's later commands ahead of its earlier ones."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from tests.worker.e2e import eventually
+from tests.worker.shards import sharded, sharded_topology
+from worker.consumer import Consumers, Source
+from worker.jobs import Delivery
+from worker.topology import Topology, declare, item_routing_key
+
+pytestmark = pytest.mark.rabbitmq
+
+
+@dataclass
+class Replica:
+    """One worker's consumers, and what they handed on, in order."""
+
+    name: str
+    consumers: Consumers
+    acking: bool = True
+    got: list[tuple[object, bytes]] = field(default_factory=list)  # (channel, body)
+    unacked: list[Delivery] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.consumers.open()
+        await self.consumers.start()
+
+    def queues(self) -> set[str]:
+        """The queues the deliveries came from."""
+        by_channel = {channel: queue for queue, (_, channel) in self.registrations().items()}
+        return {by_channel[channel] for channel, _ in self.got}
+
+    def registrations(self) -> dict[str, tuple[str, object]]:
+        return dict(self.consumers.registrations)
+
+    def bodies(self) -> list[bytes]:
+        return [body for _, body in self.got]
+
+
+@asynccontextmanager
+async def replica(
+    amqp_url: str, topology: Topology, name: str, *, prefetch: int = 40, seed: int = 0
+) -> AsyncIterator[Replica]:
+    connection = await aio_pika.connect_robust(amqp_url)
+
+    async def handle(delivery: Delivery, source: Source) -> None:
+        me.got.append((delivery.channel, delivery.body))
+        if not me.acking:
+            me.unacked.append(delivery)
+        elif delivery.delivery_tag is not None:
+            await delivery.channel.basic_ack(delivery.delivery_tag)
+
+    consumers = Consumers(
+        connection=connection,
+        topology=topology,
+        prefetch=prefetch,
+        handle=handle,
+        claim_window_s=0.4,
+        rng=random.Random(seed),
+    )
+    me = Replica(name, consumers)
+    try:
+        yield me
+    finally:
+        await connection.close()
+
+
+async def publish(
+    connection: AbstractRobustConnection, topology: Topology, keys: list[str]
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.update_queue)
+    for key in keys:
+        await exchange.publish(aio_pika.Message(key.encode()), routing_key=key, mandatory=True)
+    await channel.close()
+
+
+KEYS = [item_routing_key(None, 2, n) for n in range(1, 41)]
+
+
+async def test_two_workers_starting_together_take_two_shards_each(amqp_url: str) -> None:
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a", seed=1) as a,
+        replica(amqp_url, topology, "b", seed=2) as b,
+    ):
+        await declare(broker, topology)
+        await asyncio.gather(a.start(), b.start())
+        await publish(broker, topology, KEYS)
+        await eventually(lambda: len(a.got) + len(b.got) == len(KEYS), 10)
+    assert len(a.queues()) == len(b.queues()) == 2
+    assert not a.queues() & b.queues()
+    assert sorted(a.bodies() + b.bodies()) == sorted(key.encode() for key in KEYS)
+
+
+async def test_a_worker_starting_alone_takes_every_shard_and_keeps_them(amqp_url: str) -> None:
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a") as a,
+        replica(amqp_url, topology, "b") as b,
+    ):
+        await declare(broker, topology)
+        await a.start()
+        await b.start()  # in line on every shard
+        await publish(broker, topology, KEYS)
+        await eventually(lambda: len(a.got) == len(KEYS), 10)
+        assert b.got == []
+        assert a.queues() == set(topology.work_queues)
+        assert set(b.consumers.registrations) == set(a.consumers.registrations)
+
+
+async def test_each_shard_consumer_holds_its_share_of_prefetch(amqp_url: str) -> None:
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a", prefetch=40) as a,
+    ):
+        await declare(broker, topology)
+        a.acking = False
+        await a.start()
+        await publish(broker, topology, [KEYS[0]] * 30)  # one item: one shard
+        await eventually(lambda: len(a.got) == 10, 10)
+        await asyncio.sleep(0.3)
+        assert len(a.got) == 10  # 40 // 4
+
+
+async def test_a_paused_worker_keeps_its_shards_and_hands_on_what_came_meanwhile(
+    amqp_url: str,
+) -> None:
+    """A cancel would make the worker in line active while this one still holds
+    the item's earlier commands; a pause only holds deliveries back."""
+    topology = sharded_topology(2)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a") as a,
+        replica(amqp_url, topology, "b") as b,
+    ):
+        await declare(broker, topology)
+        await a.start()
+        await b.start()
+        await a.consumers.pause()
+        assert not a.consumers.consuming
+        sent = [f"{KEYS[0]}#{n}" for n in range(10)]
+        channel = await broker.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.update_queue)
+        for body in sent:
+            await exchange.publish(aio_pika.Message(body.encode()), routing_key=KEYS[0])
+        await asyncio.sleep(0.5)
+        assert a.got == b.got == []
+        await a.consumers.resume()
+        await eventually(lambda: len(a.got) == len(sent), 10)
+    assert a.bodies() == [body.encode() for body in sent]
+    assert b.got == []
+
+
+async def test_the_next_worker_takes_a_stopped_workers_shard_from_its_first_unsettled_command(
+    amqp_url: str,
+) -> None:
+    """Stopping holds back new deliveries; when the connection closes, what was
+    not settled goes back in its order, and only then does the next worker start."""
+    topology = sharded_topology(1)
+    sent = [f"{KEYS[0]}#{n}" for n in range(20)]
+    async with sharded(amqp_url, topology) as broker:
+        await declare(broker, topology)
+        async with replica(amqp_url, topology, "b") as b:
+            async with replica(amqp_url, topology, "a") as a:
+                await a.start()
+                await b.start()
+                a.acking = False
+                await publish(broker, topology, sent[:5])
+                await eventually(lambda: len(a.got) == 5, 10)
+                for delivery in a.unacked[:2]:  # settled; the next three still held
+                    assert delivery.delivery_tag is not None
+                    await delivery.channel.basic_ack(delivery.delivery_tag)
+                await a.consumers.stop()
+                await publish(broker, topology, sent[5:])
+                await asyncio.sleep(0.5)
+                assert len(a.got) == 5
+                assert b.got == []  # the shard stays with the stopping worker
+            await eventually(lambda: len(b.got) == len(sent) - 2, 10)
+    assert b.bodies() == [body.encode() for body in sent[2:]]
+
+
+async def test_a_shard_consumer_cancelled_by_the_server_is_registered_again(
+    amqp_url: str,
+) -> None:
+    topology = sharded_topology(2)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a") as a,
+    ):
+        await declare(broker, topology)
+        await a.start()
+        watcher = asyncio.create_task(a.consumers.watch_cancellations(interval_s=0.1))
+        try:
+            shard = topology.shard_queue(1)
+            tag, channel = a.consumers.registrations[shard]
+            await channel.basic_cancel(tag)  # as the broker's basic.cancel would leave it
+            await eventually(lambda: a.consumers.registrations[shard][0] != tag, 10)
+            assert len(channel.consumers) == 1  # type: ignore[attr-defined]  # exactly once
+            await publish(broker, topology, KEYS)
+            await eventually(lambda: len(a.got) == len(KEYS), 10)
+        finally:
+            watcher.cancel()
+    assert a.queues() == set(topology.work_queues)
+
+
+async def test_a_queue_named_update_queue_from_before_shards_is_drained_too(
+    amqp_url: str,
+) -> None:
+    topology = sharded_topology(2)
+    async with sharded(amqp_url, topology) as broker:
+        channel = await broker.channel()
+        arguments = {"x-queue-type": "quorum"}
+        await channel.declare_queue(topology.update_queue, durable=True, arguments=arguments)
+        await declare(broker, topology)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"from before"), routing_key=topology.update_queue
+        )
+        async with replica(amqp_url, topology, "a") as a:
+            await a.start()
+            await eventually(lambda: a.bodies() == [b"from before"], 10)
+            assert a.queues() == {topology.update_queue}
+            watcher = asyncio.create_task(a.consumers.watch_cancellations(interval_s=0.1))
+            try:
+                await channel.queue_delete(topology.update_queue)
+                await eventually(lambda: topology.update_queue not in a.consumers.registrations, 10)
+            finally:
+                watcher.cancel()
