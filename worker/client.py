@@ -1,18 +1,26 @@
 """A small async API for services that put updates on the worker's queue and
 want each one's outcome back.
 
-    async with UpdateClient(amqp_url, queue="crm.item.update") as client:
+    async with UpdateClient(amqp_url, queue="crm.item.update", portal="acme") as client:
         outcome = await client.update(2, 351, {"title": "Paid"}, timeout_s=60)
         if outcome.status == "failed":
             print(outcome.error.error_class, outcome.error.description)
 
+- `queue` is the workers' UPDATE_QUEUE. When they run with SHARDS > 0 it names
+  a consistent-hash exchange, and each command is published there with its
+  item's routing key (`worker.topology.item_routing_key`), so one item's
+  updates reach one worker in the order they were sent. The client finds out
+  which when it connects.
+- `portal` (the client's, or one `update`'s) is sent as the x-b24-portal
+  header, naming the portal the worker applies the command to, and is part of
+  the routing key: name it on every update of an item, or on none.
 - The command is checked locally first (`schemas.parse_command`): a bad one
   raises `CommandValidationError` and is never sent.
 - Each client has one exclusive reply queue; every command carries it as
   `reply_to` and a correlation id of its own, and the worker's success event
   (or the copy of its failure event) comes back there.
 - The publish is mandatory and confirmed: `PublishRefusedError` when the
-  broker nacks it every time or the queue does not exist.
+  broker nacks it every time or no queue takes it.
 - `TimeoutError` when no event came in time: the command is on the queue and
   may still be applied (once the client is closed, its success event goes to
   RESULT_QUEUE; a failure event always goes to DEAD_LETTER_QUEUE).
@@ -32,7 +40,14 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
-from worker.tools.broker import PublishRefusedError, connect, publish_confirmed, queue_depth
+from worker.settings import PORTAL_HEADER
+from worker.tools.broker import (
+    EntryPoint,
+    PublishRefusedError,
+    connect,
+    entry_point,
+    publish_confirmed,
+)
 from worker.tools.replies import Replies
 
 __all__ = [
@@ -47,9 +62,13 @@ __all__ = [
 class UpdateClient:
     """Publishes crm.item.update commands and returns their outcome events."""
 
-    def __init__(self, amqp_url: str, *, queue: str = "crm.item.update") -> None:
+    def __init__(
+        self, amqp_url: str, *, queue: str = "crm.item.update", portal: str | None = None
+    ) -> None:
         self._amqp_url = amqp_url
         self._queue = queue
+        self._portal = _portal_key(portal)
+        self._entry: EntryPoint | None = None
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._replies: Replies | None = None
@@ -57,7 +76,7 @@ class UpdateClient:
     async def __aenter__(self) -> UpdateClient:
         connection = await connect(self._amqp_url)
         try:
-            await queue_depth(connection, self._queue)  # a missing queue fails here, not later
+            self._entry = await entry_point(connection, self._queue)  # missing: fails here
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._replies = Replies(await connection.channel())
             await self._replies.open()
@@ -87,10 +106,15 @@ class UpdateClient:
         use_original_uf_names: bool = False,
         timeout_s: float = 60.0,
         message_id: str | None = None,
+        portal: str | None = None,
     ) -> SuccessEvent | FailureEvent:
-        """Send one update and return its outcome event (success or failure)."""
-        if self._channel is None or self._replies is None:
+        """Send one update and return its outcome event (success or failure).
+
+        `portal` overrides the client's portal for this update.
+        """
+        if self._channel is None or self._replies is None or self._entry is None:
             raise RuntimeError("use the client inside `async with`")
+        portal = _portal_key(portal) or self._portal
         command: dict[str, Any] = {
             "entityTypeId": entity_type_id,
             "id": item_id,
@@ -104,6 +128,7 @@ class UpdateClient:
         outcome = self._replies.expect(correlation_id)
         message = aio_pika.Message(
             body=body,
+            headers={PORTAL_HEADER: portal} if portal else None,
             content_type="application/json",
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=message_id or uuid.uuid4().hex,
@@ -111,7 +136,8 @@ class UpdateClient:
             reply_to=self._replies.name,
         )
         try:
-            await publish_confirmed(self._channel, message, self._queue)
+            exchange, routing_key = self._entry.route(portal, entity_type_id, item_id)
+            await publish_confirmed(self._channel, message, routing_key, exchange=exchange)
             async with asyncio.timeout(timeout_s):
                 return await outcome
         except TimeoutError:
@@ -125,3 +151,9 @@ class UpdateClient:
     def _closed(self, _: Any, error: BaseException | None = None) -> None:
         if self._replies is not None:
             self._replies.fail_all(ConnectionError(f"the broker connection closed: {error}"))
+
+
+def _portal_key(portal: str | None) -> str | None:
+    if portal is not None and not portal.strip():
+        raise ValueError("portal: name a portal (a key of the worker's B24_PORTALS), or pass None")
+    return portal

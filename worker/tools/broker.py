@@ -1,17 +1,27 @@
-"""The broker as the tools use it: a connection with errors in plain words, and
-publishes that end only when the broker has confirmed them.
+"""The broker as the tools use it: a connection with errors in plain words, the
+entry point commands are published to, and publishes that end only when the
+broker has confirmed them.
+
+The entry point is UPDATE_QUEUE as the workers declared it: the queue of that
+name, or, when the workers run with SHARDS > 0, the consistent-hash exchange of
+that name, where each command is published with its item's routing key. The
+tools find out which by looking: the exchange counts when it exists together
+with its first shard queue (both made by the workers), so a producer need not
+know SHARDS.
 
 Exception tree::
 
     ToolError                   a tool cannot go on; the message says what to do
     ├── BrokerUnavailableError  no connection (refused, bad credentials, no vhost)
     └── PublishRefusedError     the broker nacked a publish every time, or the queue
-                                it was meant for does not exist
+                                it was meant for does not exist (no shard queue is
+                                bound to the exchange)
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import aio_pika
 import aiormq
@@ -19,13 +29,16 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from worker.settings import redact_url
+from worker.topology import item_routing_key, shard_queue
 
 __all__ = [
     "PUBLISH_TRIES",
     "BrokerUnavailableError",
+    "EntryPoint",
     "PublishRefusedError",
     "ToolError",
     "connect",
+    "entry_point",
     "publish_confirmed",
     "queue_depth",
 ]
@@ -69,34 +82,92 @@ async def connect(amqp_url: str, *, timeout_s: float = 10.0) -> AbstractConnecti
         ) from None
 
 
+@dataclass(frozen=True)
+class EntryPoint:
+    """Where commands are published: the queue `name`, or the hash exchange `name`."""
+
+    name: str
+    sharded: bool
+
+    def route(self, portal: str | None, entity_type_id: int, item_id: int) -> tuple[str, str]:
+        """The exchange and the routing key of a command for this item."""
+        if self.sharded:
+            return self.name, item_routing_key(portal, entity_type_id, item_id)
+        return "", self.name
+
+    def __str__(self) -> str:
+        return f"{self.name} (exchange, by item)" if self.sharded else self.name
+
+
+async def entry_point(connection: AbstractConnection, name: str) -> EntryPoint:
+    """UPDATE_QUEUE as the workers declared it; ToolError when there is none."""
+    if await _exists(connection, name, exchange=True) and await _exists(
+        connection, shard_queue(name, 0), exchange=False
+    ):
+        return EntryPoint(name, sharded=True)
+    await queue_depth(connection, name)  # a missing queue fails here, clearly
+    return EntryPoint(name, sharded=False)
+
+
+async def _exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
+    channel = await connection.channel()
+    try:
+        if exchange:
+            await channel.declare_exchange(name, passive=True)
+        else:
+            await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
+
+
 async def publish_confirmed(
     channel: AbstractChannel,
     message: aio_pika.Message,
-    queue: str,
+    routing_key: str,
     *,
+    exchange: str = "",
     tries: int = PUBLISH_TRIES,
 ) -> None:
-    """Publish to `queue` until the broker confirms it; raise PublishRefusedError otherwise.
+    """Publish until the broker confirms it; raise PublishRefusedError otherwise.
 
-    `channel` must have publisher confirms and `on_return_raises=True`: the
-    publish is mandatory, so a queue that does not exist is an error here,
-    not a message the broker drops after confirming it.
+    Without `exchange`, `routing_key` is the queue. `channel` must have publisher
+    confirms and `on_return_raises=True`: the publish is mandatory, so a message
+    no queue takes is an error here, not one the broker drops after confirming it.
     """
+    where = f"exchange {exchange!r}" if exchange else f"queue {routing_key!r}"
     delay_s = 0.1
     for attempt in range(1, tries + 1):
         try:
-            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+            target = (
+                await channel.get_exchange(exchange, ensure=False)
+                if exchange
+                else channel.default_exchange
+            )
+            await target.publish(message, routing_key=routing_key, mandatory=True)
             return
         except aio_pika.exceptions.DeliveryError as exc:
             if isinstance(exc.frame, Basic.Return):
-                raise PublishRefusedError(
-                    f"queue {queue!r} does not exist: start the worker once (it declares "
-                    "its queues) or check the queue name"
-                ) from None
+                raise PublishRefusedError(_unroutable(exchange, routing_key)) from None
         if attempt < tries:
             await asyncio.sleep(delay_s)
             delay_s *= 2
-    raise PublishRefusedError(f"the broker refused the message {tries} times (nack) on {queue!r}")
+    raise PublishRefusedError(f"the broker refused the message {tries} times (nack) on {where}")
+
+
+def _unroutable(exchange: str, routing_key: str) -> str:
+    if exchange:
+        return (
+            f"exchange {exchange!r} has no shard queue bound: start the worker once (it "
+            "declares and binds its shard queues) or check the name"
+        )
+    return (
+        f"queue {routing_key!r} does not exist: start the worker once (it declares "
+        "its queues) or check the queue name"
+    )
 
 
 async def queue_depth(connection: AbstractConnection, queue: str) -> int:

@@ -3,10 +3,15 @@ confirms, and with `--wait` collect each one's outcome.
 
     read + check every line -> (any invalid: stop, unless --skip-invalid)
       -> publish in file order, persistent, each with a message id, a correlation
-         id and (with --wait) reply_to; a window of unconfirmed publishes; a nacked
-         one is sent again (so it may land after later lines), then reported
+         id, (with --portal) the x-b24-portal header and (with --wait) reply_to; a
+         window of unconfirmed publishes; a nacked one is sent again (so it may
+         land after later lines), then reported
       -> --wait: events by correlation id until all came or --timeout passed
       -> summary: succeeded, failed by class and code, missing; failures to a file
+
+Commands go to UPDATE_QUEUE, or, when the workers run with SHARDS > 0, to the
+exchange of that name with each item's routing key (see `broker`): the lines of
+one item then reach one shard, in file order.
 
 Exit code: 0 when every command was published (and, with --wait, applied);
 1 when a line was invalid, a publish not confirmed, or an outcome failed or
@@ -27,12 +32,14 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
 
 from schemas import FailureEvent
+from worker.settings import PORTAL_HEADER
 from worker.tools.broker import (
+    EntryPoint,
     PublishRefusedError,
     ToolError,
     connect,
+    entry_point,
     publish_confirmed,
-    queue_depth,
 )
 from worker.tools.progress import Progress
 from worker.tools.replies import Event, Replies
@@ -54,6 +61,7 @@ class PublishOptions:
     timeout_s: float = 300.0
     failures_path: str | None = None
     window: int = 256  # publishes awaiting their confirm at most
+    portal: str | None = None  # the x-b24-portal header of every command
 
 
 def default_failures_path(path: str) -> str:
@@ -88,18 +96,24 @@ async def publish_file(
         return 2
     async with connection:
         try:
-            await queue_depth(connection, options.queue)
+            entry = await entry_point(connection, options.queue)
         except ToolError as exc:
             print(f"b24-worker publish: {exc}", file=err)
             return 2
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         replies = Replies(await connection.channel()) if options.wait else None
         reply_to = await replies.open() if replies else None
-        run = _Run(channel=channel, queue=options.queue, reply_to=reply_to, replies=replies)
+        run = _Run(
+            channel=channel,
+            entry=entry,
+            portal=options.portal,
+            reply_to=reply_to,
+            replies=replies,
+        )
         unconfirmed = await run.publish_all(valid, window=options.window, err=err)
         published = [line for line in valid if line.number not in unconfirmed]
         print(
-            f"published {len(published)} of {len(lines)} commands to {options.queue} "
+            f"published {len(published)} of {len(lines)} commands to {entry} "
             f"({len(invalid)} invalid, {len(unconfirmed)} not confirmed)",
             file=out,
         )
@@ -119,12 +133,14 @@ class _Run:
         self,
         *,
         channel: AbstractChannel,
-        queue: str,
+        entry: EntryPoint,
+        portal: str | None,
         reply_to: str | None,
         replies: Replies | None,
     ) -> None:
         self._channel = channel
-        self._queue = queue
+        self._entry = entry
+        self._portal = portal
         self._reply_to = reply_to
         self._replies = replies
         self._prefix = uuid.uuid4().hex[:12]
@@ -140,8 +156,11 @@ class _Run:
         unconfirmed: dict[int, str] = {}
 
         async def one(line: Line) -> None:
+            exchange, routing_key = self._route(line)
             try:
-                await publish_confirmed(self._channel, self._message(line), self._queue)
+                await publish_confirmed(
+                    self._channel, self._message(line), routing_key, exchange=exchange
+                )
                 progress.advance()
             except PublishRefusedError as exc:
                 unconfirmed[line.number] = str(exc)
@@ -162,12 +181,18 @@ class _Run:
             self._waits.pop(number, None)
         return unconfirmed
 
+    def _route(self, line: Line) -> tuple[str, str]:
+        if line.item is None:  # pragma: no cover - only checked lines are published
+            raise ValueError(f"line {line.number} was published without being checked")
+        return self._entry.route(self._portal, *line.item)
+
     def _message(self, line: Line) -> aio_pika.Message:
         correlation_id = self.correlation_id(line)
         if self._replies is not None and line.number not in self._waits:
             self._waits[line.number] = self._replies.expect(correlation_id)
         return aio_pika.Message(
             body=line.body,
+            headers={PORTAL_HEADER: self._portal} if self._portal else None,
             content_type="application/json",
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex,

@@ -49,6 +49,7 @@ class Line:
     number: int  # the line of the file where the command starts
     body: bytes
     problem: str | None = None
+    item: tuple[int, int] | None = None  # entityTypeId and id, once the command is checked
 
     @property
     def valid(self) -> bool:
@@ -76,10 +77,10 @@ def _checked(line: Line) -> Line:
     if line.problem is not None:
         return line
     try:
-        parse_command(line.body)
+        command = parse_command(line.body)
     except CommandValidationError as exc:
         return Line(line.number, line.body, exc.reason)
-    return line
+    return Line(line.number, line.body, item=(command.entityTypeId, command.id))
 
 
 def _jsonl_lines(raw: bytes) -> Iterator[Line]:
