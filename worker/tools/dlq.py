@@ -3,7 +3,9 @@
 show    reads the letters (see `letters`: nothing is taken away, the order is
         kept) and prints them grouped by class and code, or as JSON lines.
 replay  sends the original command of each matching letter back to
-        UPDATE_QUEUE with its original properties and fresh attempts; a letter
+        UPDATE_QUEUE (with SHARDS > 0, to the exchange of that name with the
+        item's routing key, the portal taken from the letter's x-b24-portal
+        header) with its original properties and fresh attempts; a letter
         is acked (leaves the queue) only after its command's publish is
         confirmed. Letters that do not match stay, in their order. Stopped at
         any point, a letter is in the dead-letter queue, on UPDATE_QUEUE, or,
@@ -22,7 +24,8 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, DeliveryMode
 
 from schemas import FailureEvent
-from worker.tools.broker import ToolError, publish_confirmed, queue_depth
+from worker.settings import PORTAL_HEADER
+from worker.tools.broker import EntryPoint, ToolError, entry_point, publish_confirmed
 from worker.tools.letters import DeadLetter, Selection, reading
 
 __all__ = ["replay", "replay_message", "show"]
@@ -83,7 +86,7 @@ async def replay(
     out: TextIO,
 ) -> int:
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    await queue_depth(connection, update_queue)  # a missing queue fails before any letter moves
+    entry = await entry_point(connection, update_queue)  # missing: fails before any letter moves
     read = matched = replayed = not_replayable = 0
     problem: str | None = None
     async with reading(connection, dead_letter_queue) as letters:
@@ -92,12 +95,14 @@ async def replay(
             if not selection.matches(letter):
                 continue
             matched += 1
-            message = replay_message(letter.event) if letter.event else None
-            if message is None:
+            event = letter.event
+            message = replay_message(event) if event else None
+            if event is None or message is None:
                 not_replayable += 1
                 continue
+            exchange, routing_key = _route(entry, event, message)
             try:
-                await publish_confirmed(channel, message, update_queue)
+                await publish_confirmed(channel, message, routing_key, exchange=exchange)
             except ToolError as exc:
                 problem = str(exc)
                 break
@@ -106,7 +111,7 @@ async def replay(
             if limit is not None and replayed >= limit:
                 break
     print(
-        f"replayed {replayed} dead letters to {update_queue}; read {read}, matched {matched}, "
+        f"replayed {replayed} dead letters to {entry}; read {read}, matched {matched}, "
         f"not replayable {not_replayable} (the original body was not a JSON object); "
         f"{read - replayed} of those read stay in {dead_letter_queue}",
         file=out,
@@ -114,6 +119,18 @@ async def replay(
     if problem:
         print(f"stopped: {problem}", file=out)
     return 1 if problem or not_replayable else 0
+
+
+def _route(entry: EntryPoint, event: FailureEvent, message: aio_pika.Message) -> tuple[str, str]:
+    """Where a replayed command goes: to its item's shard, as its producer routed it.
+
+    A letter without an item (its command did not parse) fails validation again
+    wherever it goes; such letters all take the key of item 0.
+    """
+    portal = (message.headers or {}).get(PORTAL_HEADER)
+    return entry.route(
+        portal if isinstance(portal, str) else None, event.entityTypeId or 0, event.id or 0
+    )
 
 
 def replay_message(event: FailureEvent) -> aio_pika.Message | None:

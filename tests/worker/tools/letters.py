@@ -17,8 +17,16 @@ def command(n: int) -> dict[str, Any]:
     return {"entityTypeId": 2, "id": n, "fields": {"title": f"Title {n}"}}
 
 
-def failure(n: int, error_class: str, *, body: dict[str, Any] | str | None = None) -> bytes:
-    """The failure event of message m-<n>, whose original had headers and a reply_to."""
+def failure(
+    n: int,
+    error_class: str,
+    *,
+    body: dict[str, Any] | str | None = None,
+    portal: str | None = None,
+) -> bytes:
+    """The failure event of message m-<n>, whose original had headers and a reply_to
+    (and, with `portal`, the x-b24-portal header)."""
+    named = {"x-b24-portal": portal} if portal else {}
     event = FailureEvent(
         messageId=f"m-{n}",
         correlationId=f"c-{n}",
@@ -40,6 +48,7 @@ def failure(n: int, error_class: str, *, body: dict[str, Any] | str | None = Non
             "app_id": "orders",
             "timestamp": "2026-01-02T03:04:05+00:00",
             "headers": {
+                **named,
                 "trace": f"t-{n}",
                 "x-b24-attempts": 3,
                 "x-death": [{"queue": "crm.item.update", "reason": "rejected", "count": 1}],
