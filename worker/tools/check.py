@@ -2,9 +2,15 @@
 
     settings   the environment as the worker reads it (a bad value is named)
     broker     a connection to AMQP_URL
+    exchange   with SHARDS > 0: the consistent-hash exchange UPDATE_QUEUE, present
+               as the worker needs it, or missing while the broker has the
+               exchange type (a PROBLEM, naming the plugin, when it does not)
     queue ...  each queue the worker uses: present with the worker's arguments,
                missing (the worker declares it at start), or present with other
                arguments (the worker would refuse to start)
+    leftovers  a shard queue past the last one (SHARDS was larger), or with
+               SHARDS > 0 a queue named UPDATE_QUEUE from before: a line only
+               when there is one, always a PROBLEM
     portal     one cheap call, crm.item.fields for deals, with the configured
                webhook or OAuth application: credentials, crm scope, reachability
 
@@ -15,6 +21,8 @@ OAuth, the call renews the access token through the worker's own token store.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -34,6 +42,13 @@ from worker.bitrix import (
 from worker.observability.logging import SecretMask
 from worker.settings import ConfigError, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect
+from worker.topology import (
+    HASH_EXCHANGE_TYPE,
+    Topology,
+    TopologyError,
+    declare_exchange,
+    refuse_leftover_shard,
+)
 
 __all__ = ["Finding", "run_checks"]
 
@@ -92,10 +107,82 @@ async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> N
     except ToolError as exc:
         say(Finding("broker", False, str(exc)))
         return
+    topology = topology_of(settings)
     async with connection:
         say(Finding("broker", True, f"connected to {redact_url(url)}"))
-        for name, arguments in topology_of(settings).queues().items():
+        if topology.shards:
+            say(await _check_exchange(url, topology))
+        for name, arguments in topology.queues().items():
             say(await _check_queue(connection, name, arguments))
+        try:
+            await refuse_leftover_shard(connection, topology)
+        except TopologyError as exc:
+            say(Finding(f"queue {topology.shard_queue(topology.shards)}", False, str(exc)))
+        if topology.shards:
+            unused = await _unused_update_queue(connection, topology)
+            if unused is not None:
+                say(unused)
+
+
+async def _check_exchange(url: str, topology: Topology) -> Finding:
+    """On a connection of its own: a missing exchange type closes the whole connection."""
+    name = topology.update_queue
+    subject = f"exchange {name}"
+    connection = await connect(url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_exchange(name, passive=True)
+            exists = True
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            exists = False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        # Declared as the worker declares it: no change when it matches. When it is
+        # missing, a throwaway exchange of the type shows whether the broker has it.
+        probe = name if exists else f"b24-worker.check.{uuid.uuid4().hex}"
+        try:
+            await declare_exchange(connection, dataclasses.replace(topology, update_queue=probe))
+        except TopologyError as exc:
+            return Finding(subject, False, str(exc).replace(probe, name))
+        if not exists:
+            channel = await connection.channel()
+            await channel.exchange_delete(probe)
+            await channel.close()
+            return Finding(
+                subject,
+                True,
+                f"missing; the worker declares it when it starts (the broker has the "
+                f"{HASH_EXCHANGE_TYPE} exchange type)",
+            )
+    return Finding(
+        subject, True, f"{HASH_EXCHANGE_TYPE}, as the worker needs, for {topology.shards} shards"
+    )
+
+
+async def _unused_update_queue(
+    connection: AbstractConnection, topology: Topology
+) -> Finding | None:
+    """A queue named UPDATE_QUEUE, from before SHARDS: workers with shards never consume it."""
+    name = topology.update_queue
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    ready = declared.declaration_result.message_count or 0
+    return Finding(
+        f"queue {name}",
+        False,
+        f"exists with {ready} ready, from before SHARDS={topology.shards}: the workers "
+        "consume it too while it exists, but commands published to it keep no order across "
+        f"workers. Point every producer at the exchange {name!r}, then delete the queue "
+        "once it is empty",
+    )
 
 
 async def _check_queue(
