@@ -39,7 +39,7 @@ from worker.breaker import Breaker
 from worker.calling import Caller
 from worker.classify import classify
 from worker.consumer import Consumers, Source
-from worker.definitions import FieldDefinitions
+from worker.definitions import FieldDefinitions, RedisDefinitionsCache
 from worker.jobs import Delivery, Job
 from worker.limiter import (
     OperatingBudget,
@@ -59,6 +59,10 @@ from worker.topology import Topology, TopologyError, declare
 __all__ = ["Worker", "run", "secrets_of"]
 
 log = structlog.get_logger("worker")
+
+# Requests of the portal's bucket never filled by the pacer (see RequestPacer).
+LOCAL_HEADROOM = 0.2
+SHARED_HEADROOM = 2.0
 
 
 _T = TypeVar("_T")
@@ -284,6 +288,9 @@ class Worker:
             reserve=portal.rate_reserve,
             clock=clock,
             backend=shared.pacer if shared else None,
+            # Requests of several processes reach the portal with lags that differ
+            # more than one process's do: keep more of the bucket empty.
+            headroom=SHARED_HEADROOM if shared else LOCAL_HEADROOM,
         )
         budget = OperatingBudget(
             limit_s=portal.operating_limit_s,
@@ -313,7 +320,9 @@ class Worker:
             await self._portal_up(portal.key)
 
         breaker = Breaker(probe=probe, on_open=down, on_close=up, name=portal.key)
-        definitions = FieldDefinitions(client=paced, clock=clock)
+        # Replicas share the answers of crm.item.fields: each is asked of the portal once.
+        cache = RedisDefinitionsCache(self._redis, scope=portal.host) if self._redis else None
+        definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
         pipeline = Pipeline(
             outcomes=outcomes,
             caller=Caller(client=client, pacer=pacer, budget=budget, metrics=self.metrics),

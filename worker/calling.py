@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import structlog
+
 from schemas.events import ErrorClass
 from worker.applied import not_applied
 from worker.bitrix import (
@@ -32,6 +34,8 @@ from worker.outcomes import Failed, Outcome, Retry, Succeeded
 __all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown", "Ticket"]
 
 METHOD = "crm.item.update"
+
+log = structlog.get_logger("worker.calling")
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ class Caller:
 
     async def _rate_limited(self, code: str) -> None:
         self._metrics.rate_limited.labels(code).inc()
+        log.warning("call.rate_limited", code=code, note="the command waits and goes again")
         if code == "QUERY_LIMIT_EXCEEDED":
             await self._pacer.on_rate_limited()
         elif code == "OPERATION_TIME_LIMIT":

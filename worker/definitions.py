@@ -10,20 +10,31 @@ the fields then go as they are, and the portal has the last word.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from schemas.custom_fields import FieldDefinition, validate_custom_fields
 from worker.bitrix import BitrixError, CommandAnswer
 from worker.limiter.clock import Clock
 
-__all__ = ["METHOD", "FieldDefinitions", "FieldsCaller"]
+__all__ = [
+    "METHOD",
+    "DefinitionsCache",
+    "FieldDefinitions",
+    "FieldsCaller",
+    "RedisDefinitionsCache",
+]
 
 METHOD = "crm.item.fields"
 _CUSTOM_PREFIXES = ("ufCrm", "UF_CRM_")
@@ -35,6 +46,46 @@ class FieldsCaller(Protocol):
     """What is needed of the client: one JSON call (``BitrixClient`` is one)."""
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer: ...
+
+
+class DefinitionsCache(Protocol):
+    """Answers of crm.item.fields shared between replicas, so each is asked of the portal once.
+
+    ``get`` returns the answer's ``result`` stored at most ``max_age_s`` ago
+    (unix time), or None; neither method raises for trouble of the cache
+    itself: the worker then asks the portal, as without a cache.
+    """
+
+    async def get(self, entity_type_id: int, *, max_age_s: float) -> Any | None: ...
+
+    async def put(self, entity_type_id: int, result: Any, *, ttl_s: float) -> None: ...
+
+
+class RedisDefinitionsCache:
+    """The cache in Redis, one key per portal host and entity type."""
+
+    def __init__(self, redis: Redis, *, scope: str) -> None:
+        self._redis = redis
+        self._prefix = f"b24-worker:definitions:{scope}:"
+
+    async def get(self, entity_type_id: int, *, max_age_s: float) -> Any | None:
+        try:
+            raw = await self._redis.get(f"{self._prefix}{entity_type_id}")
+            stored = orjson.loads(raw) if raw is not None else None
+        except (RedisError, OSError, ValueError):
+            return None
+        if not isinstance(stored, dict) or not isinstance(stored.get("at"), int | float):
+            return None
+        if time.time() - stored["at"] >= max_age_s:
+            return None
+        return stored.get("result")
+
+    async def put(self, entity_type_id: int, result: Any, *, ttl_s: float) -> None:
+        body = orjson.dumps({"at": time.time(), "result": result})
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.set(
+                f"{self._prefix}{entity_type_id}", body, px=max(1, int(ttl_s * 1000))
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +120,7 @@ class FieldDefinitions:
         refresh_s: float = 600.0,
         retry_s: float = 30.0,
         unknown_reload_s: float = 60.0,
+        cache: DefinitionsCache | None = None,
     ) -> None:
         if refresh_s <= 0 or retry_s < 0 or unknown_reload_s < 0:
             raise ValueError(
@@ -79,6 +131,7 @@ class FieldDefinitions:
         self._refresh_s = refresh_s
         self._retry_s = retry_s
         self._unknown_reload_s = unknown_reload_s
+        self._cache = cache
         self._entries: dict[int, _Entry] = {}
 
     async def get(self, entity_type_id: int) -> Mapping[str, FieldDefinition] | None:
@@ -145,19 +198,31 @@ class FieldDefinitions:
             if now - entry.failed_at < self._retry_s:
                 return entry.loaded
             entry.loading = asyncio.create_task(
-                self._load(entity_type_id, entry), name=f"{METHOD} {entity_type_id}"
+                self._load(entity_type_id, entry, max_age_s=max_age_s),
+                name=f"{METHOD} {entity_type_id}",
             )
         # Shielded: a caller that is cancelled leaves the load to the others.
         await asyncio.shield(entry.loading)
         return entry.loaded
 
-    async def _load(self, entity_type_id: int, entry: _Entry) -> None:
+    async def _load(self, entity_type_id: int, entry: _Entry, *, max_age_s: float) -> None:
         started = self._clock.monotonic()
+        source = "portal"
         try:
-            answer = await self._client.call(
-                METHOD, {"entityTypeId": entity_type_id, "useOriginalUfNames": "N"}
-            )
-            definitions = _parse(answer.result)
+            result = None
+            if self._cache is not None:
+                result = await self._cache.get(entity_type_id, max_age_s=max_age_s)
+            if result is None:
+                answer = await self._client.call(
+                    METHOD, {"entityTypeId": entity_type_id, "useOriginalUfNames": "N"}
+                )
+                result = answer.result
+                definitions = _parse(result)
+                if self._cache is not None:
+                    await self._cache.put(entity_type_id, result, ttl_s=self._refresh_s)
+            else:
+                source = "cache"
+                definitions = _parse(result)
         except (BitrixError, ValueError) as exc:
             # ValueError covers pydantic's ValidationError: an answer of the wrong shape.
             entry.failed_at = self._clock.monotonic()
@@ -178,7 +243,12 @@ class FieldDefinitions:
             at=started,
         )
         entry.failed_at = -math.inf
-        log.info("definitions.loaded", entity_type_id=entity_type_id, fields=len(definitions))
+        log.info(
+            "definitions.loaded",
+            entity_type_id=entity_type_id,
+            fields=len(definitions),
+            source=source,
+        )
 
 
 def _parse(result: Any) -> dict[str, FieldDefinition]:

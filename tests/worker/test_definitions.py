@@ -8,10 +8,12 @@ cannot give (a field created between two loads, a malformed answer).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, serve_in_thread
@@ -24,7 +26,7 @@ from worker.bitrix import (
     WebhookAuth,
     make_http_client,
 )
-from worker.definitions import METHOD, FieldDefinitions
+from worker.definitions import METHOD, FieldDefinitions, RedisDefinitionsCache
 from worker.limiter.clock import FakeClock
 
 DEAL = 2
@@ -398,3 +400,67 @@ async def test_close_stops_a_load_in_flight() -> None:
 def test_bad_intervals_are_refused() -> None:
     with pytest.raises(ValueError, match="refresh_s"):
         FieldDefinitions(client=Scripted(), clock=FakeClock(), refresh_s=0)
+
+
+# --- shared between replicas through Redis ---------------------------------------------------
+
+
+@pytest.fixture
+async def shared_cache(redis_url: str) -> AsyncIterator[RedisDefinitionsCache]:
+    redis = Redis.from_url(redis_url)
+    scope = f"test-{uuid.uuid4().hex}"
+    yield RedisDefinitionsCache(redis, scope=scope)
+    keys = [key async for key in redis.scan_iter(f"b24-worker:definitions:{scope}:*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+@pytest.mark.sandbox
+@pytest.mark.redis
+async def test_replicas_sharing_a_cache_ask_the_portal_once(
+    counting: Counting, clock: FakeClock, shared_cache: RedisDefinitionsCache
+) -> None:
+    replicas = [
+        FieldDefinitions(client=counting, clock=clock, cache=shared_cache) for _ in range(3)
+    ]
+    try:
+        found = [await replica.get(DEAL) for replica in replicas]
+    finally:
+        for replica in replicas:
+            await replica.close()
+    assert counting.calls == 1
+    assert found[0] is not None
+    assert BUDGET in found[0]
+    assert found[1] == found[0] == found[2]
+
+
+@pytest.mark.sandbox
+@pytest.mark.redis
+async def test_an_unknown_custom_field_skips_a_shared_copy_older_than_the_reload_age(
+    counting: Counting, clock: FakeClock, shared_cache: RedisDefinitionsCache
+) -> None:
+    stale: dict[str, Any] = {"fields": {}}  # a copy from before any custom field existed
+    await shared_cache.put(DEAL, stale, ttl_s=600)
+    assert await shared_cache.get(DEAL, max_age_s=600) == stale
+    assert await shared_cache.get(DEAL, max_age_s=0) is None
+
+    replica = FieldDefinitions(
+        client=counting, clock=clock, cache=shared_cache, unknown_reload_s=0.0
+    )
+    try:
+        checked = await replica.check(DEAL, {BUDGET: 12.5}, original_uf_names=False)
+    finally:
+        await replica.close()
+    assert checked == {BUDGET: 12.5}
+    assert counting.calls == 1  # the stale copy was read, then the portal asked
+
+
+async def test_a_cache_that_cannot_be_reached_is_no_cache(
+    counting: Counting, clock: FakeClock
+) -> None:
+    unreachable = RedisDefinitionsCache(
+        Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5), scope="x"
+    )
+    assert await unreachable.get(DEAL, max_age_s=600) is None
+    await unreachable.put(DEAL, {"fields": {}}, ttl_s=600)  # no error
