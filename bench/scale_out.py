@@ -61,8 +61,8 @@ class PortalRun:
 
 
 SCENARIOS: dict[str, list[PortalRun]] = {
-    # 6,000 commands: 120 batch calls, 70 of them past the burst, so the rate decides.
-    "shared": [PortalRun("default", 50, 2.0, 6000)],
+    # 10,000 commands: 200 batch calls, 150 of them past the burst, so the rate decides.
+    "shared": [PortalRun("default", 50, 2.0, 10000)],
     # Two portals with different limits, their commands interleaved on one queue.
     "portals": [PortalRun("north", 50, 2.0, 4000), PortalRun("south", 10, 1.0, 2000)],
 }

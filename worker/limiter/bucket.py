@@ -50,7 +50,7 @@ class RequestPacer:
         rate_per_s: float,
         clock: Clock,
         reserve: int = 0,
-        margin: float = 0.02,
+        margin: float = 0.01,
         headroom: float = 0.2,
         cut_to: float = 0.75,
         min_share: float = 0.25,
