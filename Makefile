@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit scale-out bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ unit: setup
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Three workers sharing the limiter in Redis against sandbox portals: prints its
+# figures, writes bench/results/scale_out-*.txt, fails when a target is missed.
+scale-out: setup
+	$(BIN)/python bench/scale_out.py all
 
 bench: setup
 	$(BIN)/python bench/validation_throughput.py
