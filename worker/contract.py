@@ -12,7 +12,7 @@ from typing import Any
 from schemas import FailureEvent, SuccessEvent
 from schemas.command import command_json_schema
 from schemas.events import CONTRACT_VERSION
-from worker.settings import Settings
+from worker.settings import PORTAL_HEADER, Settings
 
 __all__ = ["asyncapi_document"]
 
@@ -85,6 +85,24 @@ def _message(name: str, title: str, summary: str) -> dict[str, Any]:
     }
 
 
+def _command_headers() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            PORTAL_HEADER: {
+                "type": "string",
+                "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$",
+                "description": (
+                    "The portal the command is for: a key of the worker's configuration "
+                    "(B24_PORTALS, or B24_PORTAL_KEY); without it, B24_DEFAULT_PORTAL. An "
+                    "unknown key ends the command as a validation failure. Credentials "
+                    "never travel in a message."
+                ),
+            }
+        },
+    }
+
+
 def asyncapi_document() -> dict[str, Any]:
     update, result, dead = (
         _default("UPDATE_QUEUE"),
@@ -117,10 +135,31 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": {
             "updates": _queue_channel(
                 update,
-                "Commands to apply (a quorum queue). message_id names the command in its "
-                "events; correlation_id is copied to them; reply_to receives the outcome.",
+                "Commands to apply (a quorum queue), when SHARDS is 0. message_id names the "
+                "command in its events; correlation_id is copied to them; reply_to receives "
+                "the outcome.",
                 ["UpdateCommand"],
             ),
+            "shardedUpdates": {
+                "address": update,
+                "description": (
+                    "With SHARDS > 0 the entry point is an exchange of this name, of type "
+                    "x-consistent-hash (the rabbitmq_consistent_hash_exchange plugin), in "
+                    "front of the quorum queues <UPDATE_QUEUE>.shard.<i>, each with a single "
+                    "active consumer. The routing key is the item: '<entityTypeId>:<id>', or "
+                    "'<portal>:<entityTypeId>:<id>' with the x-b24-portal header; every "
+                    "command of an item must use the same key, so that one shard, and one "
+                    "replica at a time, holds them in order."
+                ),
+                "messages": {"UpdateCommand": {"$ref": "#/components/messages/UpdateCommand"}},
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {"name": update, "durable": True, "autoDelete": False},
+                        "bindingVersion": _AMQP_BINDING,
+                    }
+                },
+            },
             "results": _queue_channel(
                 result, "Success events of commands without reply_to.", ["SuccessEvent"]
             ),
@@ -147,6 +186,16 @@ def asyncapi_document() -> dict[str, Any]:
                     "channel": {"$ref": "#/channels/replies"},
                 },
             },
+            "applyShardedUpdate": {
+                "action": "receive",
+                "summary": "The same, with SHARDS > 0: commands come through the exchange.",
+                "channel": {"$ref": "#/channels/shardedUpdates"},
+                "messages": [{"$ref": "#/channels/shardedUpdates/messages/UpdateCommand"}],
+                "reply": {
+                    "address": {"location": "$message.header#/reply_to"},
+                    "channel": {"$ref": "#/channels/replies"},
+                },
+            },
             "reportSuccess": {
                 "action": "send",
                 "summary": "A success event for a command without reply_to.",
@@ -162,9 +211,10 @@ def asyncapi_document() -> dict[str, Any]:
         },
         "components": {
             "messages": {
-                "UpdateCommand": _message(
-                    "UpdateCommand", "Update command", "crm.item.update parameters"
-                ),
+                "UpdateCommand": {
+                    **_message("UpdateCommand", "Update command", "crm.item.update parameters"),
+                    "headers": _command_headers(),
+                },
                 "SuccessEvent": _message("SuccessEvent", "Success event", "the portal applied it"),
                 "FailureEvent": _message(
                     "FailureEvent", "Failure event", "the command ended without being applied"

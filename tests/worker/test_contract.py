@@ -12,7 +12,8 @@ import pytest
 
 from schemas import CommandValidationError, SuccessEvent, parse_command
 from worker.contract import asyncapi_document
-from worker.settings import Settings
+from worker.settings import PORTAL_HEADER, ConfigError, Settings, load_settings
+from worker.topology import Topology, item_routing_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = asyncapi_document()
@@ -55,6 +56,36 @@ def test_the_channels_are_the_worker_queues() -> None:
     assert channels["deadLetters"]["address"] == fields["DEAD_LETTER_QUEUE"].default
     reply = DOCUMENT["operations"]["applyUpdate"]["reply"]
     assert reply["address"]["location"] == "$message.header#/reply_to"
+
+
+def test_the_sharded_entry_point_is_the_exchange_the_topology_declares() -> None:
+    topology = Topology(
+        update_queue=Settings.model_fields["UPDATE_QUEUE"].default,
+        result_queue="r",
+        dead_letter_queue="d",
+        shards=4,
+    )
+    channel = DOCUMENT["channels"]["shardedUpdates"]
+    assert channel["bindings"]["amqp"]["exchange"]["name"] == topology.update_queue
+    assert channel["address"] == topology.update_queue
+    # The routing keys the description gives are the ones the tools publish with.
+    assert "'<entityTypeId>:<id>'" in channel["description"]
+    assert item_routing_key(None, 2, 351) == "2:351"
+    assert "'<portal>:<entityTypeId>:<id>'" in channel["description"]
+    assert item_routing_key("acme", 2, 351) == "acme:2:351"
+
+
+def test_the_portal_header_is_part_of_the_command_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = DOCUMENT["components"]["messages"]["UpdateCommand"]["headers"]
+    portal = jsonschema.Draft202012Validator(headers)
+    assert portal.is_valid({PORTAL_HEADER: "acme-eu.1"})
+    assert not portal.is_valid({PORTAL_HEADER: "Acme"})
+    assert not portal.is_valid({PORTAL_HEADER: 7})
+    # The pattern is the one the settings hold portal keys to.
+    portals = {"Acme": {"webhook_url": "https://a.example.com/rest/1/c0de/"}}
+    monkeypatch.setenv("B24_PORTALS", json.dumps(portals))
+    with pytest.raises(ConfigError, match="portal key 'Acme'"):
+        load_settings()
 
 
 def _sample_lines() -> list[bytes]:
