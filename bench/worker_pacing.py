@@ -1,16 +1,27 @@
-"""The worker against a fresh sandbox portal at its limits, as users run it.
+"""The worker against a fresh sandbox portal, as users run it.
 
 Real processes: `b24-worker sandbox` and `b24-worker run` (JSON logs on, to a
-file), the broker at AMQP_URL, queues of their own. The commands are published
-first; the clock runs from the worker's first delivery to its last settled
-message, both read from its own log.
+file), the broker at AMQP_URL, queues of their own. The commands are queued
+before the worker starts; the clock runs from the worker's first delivery to
+its last settled message, both read from its own log.
 
-    python bench/worker_pacing.py bucket      # 5,000 updates, burst 50, 2/s
-    python bench/worker_pacing.py operating   # operating limit 12 s per 60 s, 0.2 s per update
-    python bench/worker_pacing.py unlimited   # limits off: throughput and CPU per message
+Bound by the portal's limits (not sensitive to the machine's speed):
 
-Figures printed: wall time, the ideal, rate-limit answers the sandbox counted,
-successes (and duplicates), failures, and the worker's CPU seconds.
+    python bench/worker_pacing.py cloud        # 10,000 updates; burst 50, 2/s
+    python bench/worker_pacing.py enterprise   # 50,000 updates; burst 250, 5/s
+    python bench/worker_pacing.py single       # 300 updates, one call each (BATCH_SIZE=1)
+    python bench/worker_pacing.py operating    # 12 s per 60 s window; 0.05-0.8 s per update
+
+Bound by the CPU (limits off; anything else running on the machine disturbs them):
+
+    python bench/worker_pacing.py unlimited    # 20,000: against the bare loop; CPU per message
+    python bench/worker_pacing.py memory       # 10,000 queued before the start: peak RSS
+
+Each prints its figures and writes them to bench/results/worker_pacing-<scenario>.txt.
+BENCH_PYSPY=<file> samples the worker with py-spy from its first delivery
+(for BENCH_PYSPY_S seconds, 8 by default; bench/profile_report.py reads the
+file); BENCH_PROFILE=<file> runs it under cProfile. A profiled run writes
+worker_pacing-<scenario>-profiled.txt instead.
 """
 
 from __future__ import annotations
@@ -19,180 +30,316 @@ import argparse
 import asyncio
 import math
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import run_bare_loop
 from harness import (
-    AMQP_URL,
+    PySpy,
     Sandbox,
-    WorkerLog,
-    cpu_seconds,
-    deals,
+    WorkerProcess,
     delete_queues,
     drain,
+    load_average,
     publish,
     queue_names,
+    worker_env,
+    write_results,
 )
 
-SCENARIOS: dict[str, dict[str, Any]] = {
-    # Cloud bucket limits. The operating cost is set under the portal's 0.1 s
-    # charging floor: this run measures the request bucket alone.
-    "bucket": {"count": 5000, "sandbox": ["--operating-cost-s", "0.05"], "env": {}},
-    "operating": {
-        "count": 300,
-        "sandbox": [
-            "--operating-limit-s",
-            "12",
-            "--operating-window-s",
-            "60",
-            "--operating-cost",
-            "crm.item.update=0.2",
-            "--operating-cost-s",
-            "0.05",
-        ],
-        "env": {"B24_OPERATING_LIMIT_S": "12", "B24_OPERATING_WINDOW_S": "60"},
-    },
-    # No limits on the portal, and the worker told so (a portal with limits off
-    # has no bucket to mirror).
-    "unlimited": {
-        "count": 20000,
-        "sandbox": ["--no-limits"],
-        "env": {
-            "B24_RATE_BURST": "100000",
-            "B24_RATE_PER_SECOND": "100000",
-            "B24_OPERATING_LIMIT_S": "1000000",
-        },
-    },
+# Under the portal's 0.1 s charging floor: no call is charged operating time,
+# so the request bucket alone binds.
+UNCHARGED = ("--operating-cost-s", "0.05")
+# A portal with limits off has no bucket to mirror: the worker is told so.
+NO_LIMITS_ENV = {
+    "B24_RATE_BURST": "100000",
+    "B24_RATE_PER_SECOND": "100000",
+    "B24_OPERATING_LIMIT_S": "1000000",
 }
+# Items the sandbox seeds; longer runs update them again, SEEDED commands apart.
+SEEDED = 10_000
+OPERATING_LIMIT_S, OPERATING_WINDOW_S, UPDATE_COST_S = 12.0, 60.0, "0.05-0.8"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    count: int
+    sandbox: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    burst: int = 50
+    rate_per_s: float = 2.0
+    batch_size: int = 50
+
+    def ideal_s(self, count: int) -> float:
+        """The bucket's own pace: the burst at once, then one call per 1/rate seconds."""
+        return max(0, math.ceil(count / self.batch_size) - self.burst) / self.rate_per_s
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "cloud": Scenario(10_000, UNCHARGED),
+    # 1,000 calls, 750 past the burst: the rate decides.
+    "enterprise": Scenario(
+        50_000,
+        ("--rate-burst", "250", "--rate-per-second", "5", *UNCHARGED),
+        {"B24_RATE_BURST": "250", "B24_RATE_PER_SECOND": "5"},
+        burst=250,
+        rate_per_s=5.0,
+    ),
+    "single": Scenario(300, UNCHARGED, {"BATCH_SIZE": "1"}, batch_size=1),
+    # Each update costs a different time, drawn by the sandbox from its seeded source;
+    # the worker knows the budget, never the cost of the next update.
+    "operating": Scenario(
+        150,
+        (
+            "--operating-limit-s",
+            f"{OPERATING_LIMIT_S:g}",
+            "--operating-window-s",
+            f"{OPERATING_WINDOW_S:g}",
+            "--operating-cost",
+            f"crm.item.update={UPDATE_COST_S}",
+            "--random-seed",
+            "7",
+            *UNCHARGED,
+        ),
+        {
+            "B24_OPERATING_LIMIT_S": f"{OPERATING_LIMIT_S:g}",
+            "B24_OPERATING_WINDOW_S": f"{OPERATING_WINDOW_S:g}",
+        },
+    ),
+    "unlimited": Scenario(20_000, ("--no-limits",), NO_LIMITS_ENV),
+    "memory": Scenario(10_000, ("--no-limits",), NO_LIMITS_ENV),
+}
+
+
+@dataclass
+class Run:
+    """What one run left: the worker's log, events, the sandbox's counters, the process's use."""
+
+    count: int
+    first: float | None
+    ended: list[float]
+    success_ids: list[str]
+    failures: int
+    counters: dict[str, Any]
+    cpu_s: float
+    cpu_at_first_s: float
+    peak_rss_mib: float
+    exit_code: int
+    log_path: Path
+    # (unix time, operating seconds the sandbox has charged so far), sampled during the run
+    charged: list[tuple[float, float]]
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.ended[-1] - self.first if self.first is not None and self.ended else math.nan
+
+    @property
+    def complete(self) -> bool:
+        return len(set(self.success_ids)) == self.count and not self.failures
+
+
+def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
+    """Queue ``count`` updates, run one worker until each has ended, stop everything."""
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    seeded = min(count, SEEDED)
+    spy_file = os.environ.get("BENCH_PYSPY")
+    profile = os.environ.get("BENCH_PROFILE")
+    worker: WorkerProcess | None = None
+    spy: PySpy | None = None
+    with Sandbox(["--seed", str(seeded), "--spa-types", "", *scenario.sandbox]) as portal:
+        try:
+            commands = (
+                {"entityTypeId": 2, "id": (i - 1) % seeded + 1, "fields": {"title": f"bench {i}"}}
+                for i in range(1, count + 1)
+            )
+            asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
+            env = worker_env(prefix, B24_WEBHOOK_URL=portal.webhook_url, **scenario.env)
+            options = ["-m", "cProfile", "-o", profile] if profile else []
+            worker = WorkerProcess(env, python_options=options)
+            log = worker.log
+            cpu = cpu_at_first = rss = 0.0
+            charged: list[tuple[float, float]] = []
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline:
+                # Finely until the first delivery, so the start-up's CPU can be told apart.
+                time.sleep(0.02 if log.first is None else 0.5)
+                log.read()
+                cpu, rss = worker.cpu_s(), worker.peak_rss_mib()
+                if log.first is not None and not cpu_at_first:
+                    cpu_at_first = cpu
+                    if spy_file:
+                        seconds = float(os.environ.get("BENCH_PYSPY_S", "8"))
+                        spy = PySpy(worker.pid, spy_file, duration_s=seconds)
+                if sample_charged:
+                    spent = portal.counters()["operating_charged_s"].values()
+                    charged.append((time.time(), sum(spent)))
+                if len(log.ended) >= count or worker.process.poll() is not None:
+                    break
+            if spy is not None:
+                spy.wait()
+            exit_code = worker.stop()
+            log.read()
+            events = asyncio.run(drain(f"{prefix}result"))
+            dead = asyncio.run(drain(f"{prefix}dead"))
+            counters = portal.counters()
+        finally:
+            if spy is not None:
+                spy.stop()
+            if worker is not None:
+                worker.stop()
+            asyncio.run(delete_queues(queue_names(prefix)))
+    return Run(
+        count=count,
+        first=log.first,
+        ended=log.ended,
+        success_ids=[e["messageId"] for e in events],
+        failures=len(dead),
+        counters=counters,
+        cpu_s=cpu,
+        cpu_at_first_s=cpu_at_first,
+        peak_rss_mib=rss,
+        exit_code=exit_code,
+        log_path=log.path,
+        charged=charged,
+    )
+
+
+def outcome_lines(result: Run) -> list[str]:
+    ids = result.success_ids
+    c = result.counters
+    return [
+        f"successes: {len(ids)} ({len(set(ids))} distinct, {len(ids) - len(set(ids))} "
+        f"duplicates); failures: {result.failures}; worker exit code {result.exit_code}",
+        f"sandbox: {c['requests']} requests, {c['query_limit_rejections']} 503 "
+        f"QUERY_LIMIT_EXCEEDED, {c['operation_limit_rejections']} 429 OPERATION_TIME_LIMIT",
+        f"calls the sandbox counted: {_calls(c['calls'])}",
+        f"worker log: {result.log_path}",
+    ]
+
+
+def _calls(calls: dict[str, int]) -> str:
+    text = ", ".join(f"{name} {count}" for name, count in sorted(calls.items()))
+    if calls.get("batch"):
+        text += f" ({calls.get('crm.item.update', 0) / calls['batch']:.1f} updates per batch)"
+    return text
+
+
+def rate_lines(scenario: Scenario, result: Run) -> list[str]:
+    """Updates per second against the bucket's own pace."""
+    ideal = scenario.ideal_s(result.count)
+    elapsed = result.elapsed_s
+    calls = f"ceil({result.count}/{scenario.batch_size})" if scenario.batch_size > 1 else "N"
+    return [
+        f"limits: burst {scenario.burst}, {scenario.rate_per_s:g}/s; BATCH_SIZE "
+        f"{scenario.batch_size}; operating time uncharged (0.05 s per call, under the 0.1 s floor)",
+        f"time from first delivery to last settled message: {elapsed:.2f} s",
+        f"ideal ({calls} - {scenario.burst}) / {scenario.rate_per_s:g} = {ideal:.2f} s",
+        f"updates/s: worker {result.count / elapsed:.2f}, ideal {result.count / ideal:.2f}; "
+        f"worker reached {ideal / elapsed:.1%} of the ideal rate",
+    ]
+
+
+def operating_lines(result: Run) -> list[str]:
+    """Budget used per window: windows line up with the sandbox's (unix time, per 60 s)."""
+    if result.first is None or not result.charged:
+        return ["no delivery: nothing to report"]
+    first_window = int(result.first // OPERATING_WINDOW_S)
+    last_window = int(result.ended[-1] // OPERATING_WINDOW_S)
+    spent_by_window: dict[int, float] = {}
+    for stamp, spent in result.charged:  # the last sample of each window holds its total
+        spent_by_window[int(stamp // OPERATING_WINDOW_S)] = spent
+    lines = [
+        f"operating limit {OPERATING_LIMIT_S:g} s per {OPERATING_WINDOW_S:g} s window; each "
+        f"update's cost drawn from {UPDATE_COST_S} s (uniform, seeded; under 0.1 s uncharged)",
+        f"time from first delivery to last settled message: {result.elapsed_s:.1f} s",
+        "window (start)  updates ended  charged s  share of the budget",
+    ]
+    before = 0.0
+    shares = []
+    for window in range(first_window, last_window + 1):
+        spent = spent_by_window.get(window, before)
+        ended = sum(1 for s in result.ended if int(s // OPERATING_WINDOW_S) == window)
+        share = (spent - before) / OPERATING_LIMIT_S
+        whole = first_window < window < last_window
+        if whole:
+            shares.append(share)
+        start = time.strftime("%H:%M:%S", time.localtime(window * OPERATING_WINDOW_S))
+        note = "" if whole else " (partial: the run began or ended in it)"
+        lines.append(
+            f"{start}        {ended:>5}          {spent - before:7.2f}    {share:6.1%}{note}"
+        )
+        before = spent
+    mean = sum(shares) / len(shares) if shares else math.nan
+    lines.append(
+        f"whole windows: {len(shares)}; budget used: mean {mean:.1%}, "
+        f"min {min(shares, default=math.nan):.1%}, max {max(shares, default=math.nan):.1%}"
+    )
+    return lines
+
+
+def unlimited_lines(result: Run, bare_runs: list[tuple[float, float]]) -> list[str]:
+    count, elapsed = result.count, result.elapsed_s
+    working_cpu = result.cpu_s - result.cpu_at_first_s
+    lines = [
+        f"{load_average()} at the end",
+        f"worker: {count} messages in {elapsed:.2f} s: {count / elapsed:.0f} messages/s",
+        f"worker CPU: {working_cpu / count * 1e6:.0f} us per message from its first delivery "
+        f"({result.cpu_s / count * 1e6:.0f} us with start-up: {result.cpu_at_first_s:.2f} s)",
+        f"worker peak RSS (VmHWM): {result.peak_rss_mib:.1f} MiB",
+    ]
+    # The bare loop runs before and after the worker: this machine's speed
+    # drifts from minute to minute, and the worker is held to the mean.
+    for when, (bare_s, bare_cpu) in zip(("before", "after"), bare_runs, strict=True):
+        lines.append(
+            f"bare loop {when} the worker, same broker: {count / bare_s:.0f} messages/s; "
+            f"{bare_cpu / count * 1e6:.0f} us CPU per message"
+        )
+    bare_rate = sum(count / bare_s for bare_s, _ in bare_runs) / len(bare_runs)
+    lines.append(f"worker / bare loop (mean of both) = {(count / elapsed) / bare_rate:.2f}")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--count", type=int, help="commands (default per scenario)")
     args = parser.parse_args()
-    scenario = SCENARIOS[args.scenario]
-    count = args.count or scenario["count"]
-    bare_before = asyncio.run(run_bare_loop(count)) if args.scenario == "unlimited" else (0, 0)
-    prefix = f"bench.{uuid.uuid4().hex[:8]}."
-    portal = Sandbox(["--seed", str(count), "--spa-types", "", *scenario["sandbox"]])
-    log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-    try:
-        commands = deals(count, lambda i: {"title": f"bench {i}", "opened": "Y"})
-        asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
-        env = {
-            **os.environ,
-            "AMQP_URL": AMQP_URL,
-            "B24_WEBHOOK_URL": portal.webhook_url,
-            "UPDATE_QUEUE": f"{prefix}update",
-            "RESULT_QUEUE": f"{prefix}result",
-            "DEAD_LETTER_QUEUE": f"{prefix}dead",
-            "HTTP_PORT": "0",
-            "LOG_LEVEL": "INFO",
-            **scenario["env"],
-        }
-        with log_path.open("w") as log_file:
-            profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile the worker into it
-            command = ["-m", "cProfile", "-o", profile] if profile else []
-            worker = subprocess.Popen(
-                [sys.executable, *command, "-m", "worker", "run"],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            spy = os.environ.get("BENCH_PYSPY")  # a file: sample the worker for 10 s with py-spy
-            if spy:
-                subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-p",
-                        str(worker.pid),
-                        "-d",
-                        "10",
-                        "-r",
-                        "200",
-                        "-f",
-                        "raw",
-                        "-o",
-                        spy,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            deadline = time.monotonic() + 1800
-            cpu = 0.0
-            watched = WorkerLog(log_path)
-            while time.monotonic() < deadline:
-                time.sleep(0.5)
-                cpu = cpu_seconds(worker.pid)
-                watched.read()
-                if len(watched.ended) >= count or worker.poll() is not None:
-                    break
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
-        watched.read()
-        first, ended = watched.first, watched.ended
-        events = asyncio.run(drain(f"{prefix}result"))
-        dead = asyncio.run(drain(f"{prefix}dead"))
-        counters = portal.counters()
-    finally:
-        portal.stop()
-        asyncio.run(delete_queues(queue_names(prefix)))
-    ids = [e["messageId"] for e in events]
-    elapsed = (ended[-1] - first) if first is not None and ended else math.nan
-    print(f"scenario: {args.scenario}, {count} commands for distinct deals, BATCH_SIZE 50")
-    print(f"time from first delivery to last settled message: {elapsed:.2f} s")
-    if args.scenario == "bucket":
-        ideal = (math.ceil(count / 50) - 50) / 2
-        print(f"ideal: {ideal:.2f} s; ratio {elapsed / ideal:.3f} (target <= 1.05)")
-    if args.scenario == "operating" and first is not None:
-        allowed = 12 / 0.2  # updates per 60 s window the budget allows
-        # The first window starts empty and the last is partial: the steady rate
-        # is the mean over the complete windows between them.
-        windows = [0] * (int((ended[-1] - first) // 60) + 1)
-        for stamp in ended:
-            windows[int((stamp - first) // 60)] += 1
-        steady = windows[1:-1]
-        per_window = sum(steady) / len(steady) if steady else math.nan
-        print(
-            f"per 60 s window: {windows}; steady {per_window:.1f} of the {allowed:.0f} the "
-            f"budget allows: {per_window / allowed:.1%} (target >= 90%)"
-        )
-    if args.scenario == "unlimited":
-        print(
-            f"worker: {count / elapsed:.0f} commands/s; CPU {cpu:.1f} s, "
-            f"{cpu / count * 1e6:.0f} us per message (whole process, start-up included)"
-        )
-        # The bare loop runs before and after the worker: this machine's speed
-        # drifts from minute to minute, and the worker is held to the mean.
-        bare_runs = [bare_before, asyncio.run(run_bare_loop(count))]
-        for when, (bare_s, bare_cpu) in zip(("before", "after"), bare_runs, strict=True):
-            print(
-                f"bare loop {when} the worker, same broker: {count / bare_s:.0f} messages/s; "
-                f"{bare_cpu / count * 1e6:.0f} us CPU per message"
-            )
-        bare_rate = sum(count / bare_s for bare_s, _ in bare_runs) / len(bare_runs)
-        print(f"worker / bare (mean) = {(count / elapsed) / bare_rate:.2f} (target >= 1)")
-    print(
-        f"successes: {len(events)} ({len(set(ids))} distinct, "
-        f"{len(ids) - len(set(ids))} duplicates)"
+    name = args.scenario
+    scenario = SCENARIOS[name]
+    count = args.count or scenario.count
+    lines = [f"scenario: {name}; {count} updates queued before the worker starts"]
+    if name == "unlimited":
+        lines.append(f"{load_average()} at the start")
+        bare_before = asyncio.run(run_bare_loop(count))
+        result = run(scenario, count)
+        lines += unlimited_lines(result, [bare_before, asyncio.run(run_bare_loop(count))])
+    elif name == "memory":
+        lines.append(f"{load_average()} at the start")
+        result = run(scenario, count)
+        lines += [
+            f"worker peak RSS (VmHWM), read just before it was stopped: "
+            f"{result.peak_rss_mib:.1f} MiB",
+            f"(the run took {result.elapsed_s:.2f} s: {count / result.elapsed_s:.0f} messages/s)",
+        ]
+    elif name == "operating":
+        result = run(scenario, count, sample_charged=True)
+        lines += operating_lines(result)
+    else:
+        result = run(scenario, count)
+        lines += rate_lines(scenario, result)
+    lines += outcome_lines(result)
+    # A profiled run is slower: its figures are kept apart from the plain run's.
+    profiled = (
+        "-profiled" if os.environ.get("BENCH_PYSPY") or os.environ.get("BENCH_PROFILE") else ""
     )
-    print(f"failures: {len(dead)}")
-    print(
-        f"sandbox: {counters['requests']} requests, {counters['query_limit_rejections']} "
-        f"QUERY_LIMIT_EXCEEDED, {counters['operation_limit_rejections']} OPERATION_TIME_LIMIT"
-    )
-    print(f"worker log: {log_path}")
-    return 0 if len(set(ids)) == count and not dead else 1
+    write_results(f"worker_pacing-{name}{profiled}", lines)
+    return 0 if result.complete else 1
 
 
 if __name__ == "__main__":
