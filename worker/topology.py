@@ -24,7 +24,10 @@ With SHARDS = N > 0, UPDATE_QUEUE names an exchange instead of a queue:
 
 The exchange sends every command of one item to one shard, and only one worker
 at a time consumes a shard, so an item's commands reach one worker in the order
-they were published, however many workers run. Everything else stays as it was:
+they were published, however many workers run. A queue named UPDATE_QUEUE left
+from before is no longer declared; the consumers drain it while it exists.
+Changing SHARDS moves items between shards: `declare` refuses shard queues past
+the last one. Everything else stays as it was:
 a retry copy comes back on the shared `.retry` queue to whichever worker takes
 it. The worker that sent the copy away parks the item in its ordering gate
 until the copy comes back to it or the park expires (twice the delay plus a
