@@ -1,11 +1,14 @@
-"""Two worker processes on four shards: every item's updates are applied by the
-portal in the order they were published.
+"""Workers on shards. Two worker processes on four shards: every item's updates
+are applied by the portal in the order they were published.
 
 The proof of order is the portal's own: each update of a contact adds one
 `fm` entry (a web address carrying the update's number), and the portal
 appends entries in the order it applies the calls. After the run, a contact's
 entries must read 1, 2, ..., K. The success events on RESULT_QUEUE, which a
 worker publishes after each call, must show the same order per item.
+
+In-process, one sharded worker keeps the order through a portal outage and a
+retry.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,19 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from sandbox.config import SandboxConfig
+from sandbox.testing import RunningSandbox, running_sandbox
 from tests.reliability.processes import JsonLog, WorkerRun, sandbox_process, worker_env, worker_run
 from tests.worker.broker import depth, take
+from tests.worker.e2e import (
+    control,
+    events,
+    eventually,
+    force_error,
+    running_worker,
+    settings_for,
+    stored,
+)
 from tests.worker.shards import sharded, sharded_topology
 from worker.topology import Topology, item_routing_key
 
@@ -144,3 +159,61 @@ def assert_each_item_stayed_with_one_worker(run: WorkerRun) -> None:
             workers_of.setdefault(record["item"][1], set()).add(index)
     assert len(workers_of) == ITEMS
     assert all(len(workers) == 1 for workers in workers_of.values())
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[RunningSandbox]:
+    async with running_sandbox(SandboxConfig(seed_items=5, limits_enabled=False)) as running:
+        yield running
+
+
+async def publish_deal(
+    connection: AbstractRobustConnection, topology: Topology, item_id: int, title: str
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.update_queue)
+    body = {"entityTypeId": 2, "id": item_id, "fields": {"title": title}}
+    await exchange.publish(
+        aio_pika.Message(json.dumps(body).encode(), content_type="application/json"),
+        routing_key=item_routing_key(None, 2, item_id),
+    )
+    await channel.close()
+
+
+async def test_a_portal_outage_holds_the_shards_then_applies_in_order(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    """While the portal is down the worker keeps its shards and holds what they
+    deliver; once it is back, each item's commands are applied in their order."""
+    control(portal, "PATCH", "faults", {"overload": True})
+    settings = settings_for(amqp_url, portal, SHARDS=2)
+    async with running_worker(settings) as running, sharded(amqp_url, running.topology) as broker:
+        topology = running.topology
+        for n in range(3):
+            for item_id in (1, 2, 3):
+                await publish_deal(broker, topology, item_id, f"t{n}")
+        await eventually(lambda: running.not_ready() == "portal down: blocked (default)")
+        await asyncio.sleep(0.5)
+        assert not running.consumers.consuming
+        assert await depth(broker, topology.result_queue) == 0
+        control(portal, "PATCH", "faults", {"overload": False})
+        done = events(await take(broker, topology.result_queue, 9, timeout_s=30))
+        assert await depth(broker, topology.dead_letter_queue) == 0
+    titles: dict[int, list[str]] = {}
+    for event in done:
+        titles.setdefault(event["id"], []).append(event["item"]["title"])
+    assert titles == {item_id: ["t0", "t1", "t2"] for item_id in (1, 2, 3)}
+    assert [stored(portal, 2, item_id)["title"] for item_id in (1, 2, 3)] == ["t2"] * 3
+
+
+async def test_a_later_command_waits_for_the_earlier_ones_retry_through_a_shard(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    force_error(portal, "INTERNAL_SERVER_ERROR", item_id=4, times=1)
+    settings = settings_for(amqp_url, portal, SHARDS=2)
+    async with running_worker(settings) as running, sharded(amqp_url, running.topology) as broker:
+        await publish_deal(broker, running.topology, 4, "first")
+        await publish_deal(broker, running.topology, 4, "second")
+        done = events(await take(broker, running.topology.result_queue, 2))
+    assert [(e["item"]["title"], e["attempts"]) for e in done] == [("first", 2), ("second", 1)]
+    assert stored(portal, 2, 4)["title"] == "second"
