@@ -302,7 +302,7 @@ class Consumers:
                 # A consumer that cannot be registered again keeps its old entry:
                 # the next look tries again (the queue may be gone for good).
                 for feed in lost:
-                    if feed.leftover and not await self._exists(feed.queue):
+                    if feed.leftover and await self._gone(feed.queue):
                         log.info("consumer.unsharded_queue_gone", queue=feed.queue)
                         self._feeds.remove(feed)
                     elif not feed.sharded:
@@ -317,6 +317,12 @@ class Consumers:
         except Exception as exc:
             queues = [feed.queue for feed in feeds]
             log.error("consumer.reconsume_failed", queues=queues, error=type(exc).__name__)
+
+    async def _gone(self, queue: str) -> bool:
+        try:
+            return not await self._exists(queue)
+        except Exception:  # still reconnecting: not known to be gone
+            return False
 
     async def _exists(self, queue: str) -> bool:
         channel = await self._connection.channel(publisher_confirms=False)
