@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -30,7 +31,7 @@ class Replica:
     name: str
     consumers: Consumers
     acking: bool = True
-    got: list[tuple[object, bytes]] = field(default_factory=list)  # (channel, body)
+    got: list[tuple[aiormq.abc.AbstractChannel, bytes]] = field(default_factory=list)
     unacked: list[Delivery] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -42,7 +43,7 @@ class Replica:
         by_channel = {channel: queue for queue, (_, channel) in self.registrations().items()}
         return {by_channel[channel] for channel, _ in self.got}
 
-    def registrations(self) -> dict[str, tuple[str, object]]:
+    def registrations(self) -> dict[str, tuple[str, aiormq.abc.AbstractChannel]]:
         return dict(self.consumers.registrations)
 
     def bodies(self) -> list[bytes]:
@@ -241,3 +242,33 @@ async def test_a_queue_named_update_queue_from_before_shards_is_drained_too(
                 await eventually(lambda: topology.update_queue not in a.consumers.registrations, 10)
             finally:
                 watcher.cancel()
+
+
+async def test_shard_channels_the_broker_closed_are_consumed_again_when_reopened(
+    amqp_url: str,
+) -> None:
+    topology = sharded_topology(2)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a") as a,
+    ):
+        await declare(broker, topology)
+        await a.start()
+        watcher = asyncio.create_task(a.consumers.watch_cancellations(interval_s=0.1))
+        try:
+            before = a.registrations()
+            for queue in topology.work_queues:
+                _, channel = before[queue]
+                await channel.basic_ack(999_999)  # an unknown tag: the broker closes the channel
+            await eventually(
+                lambda: all(
+                    a.registrations()[queue][1] is not before[queue][1]
+                    for queue in topology.work_queues
+                ),
+                15,
+            )
+            await publish(broker, topology, KEYS)
+            await eventually(lambda: len(a.got) == len(KEYS), 10)
+        finally:
+            watcher.cancel()
+    assert a.queues() == set(topology.work_queues)
