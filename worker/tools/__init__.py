@@ -1,6 +1,7 @@
 """Operators' and producers' tools behind `b24-worker publish`, `dlq` and `check`.
 
-Modules: ``broker`` (connecting, confirmed publishes, the error root ``ToolError``),
+Modules: ``broker`` (connecting, the entry point - UPDATE_QUEUE or, with shards, the
+exchange of that name -, confirmed publishes, the error root ``ToolError``),
 ``sources`` (commands read from JSON Lines or CSV), ``publish`` (the publish run),
 ``replies`` (outcome events on a reply queue), ``progress`` (the stderr counter),
 ``letters`` (reading the dead-letter queue in place), ``dlq`` (show and replay),
