@@ -34,6 +34,8 @@ def amqp_url() -> Iterator[str]:
         from testcontainers.rabbitmq import RabbitMqContainer
 
         with RabbitMqContainer("rabbitmq:3.13-management") as container:
+            # Sharded topologies need the consistent-hash exchange type.
+            container.exec(["rabbitmq-plugins", "enable", "rabbitmq_consistent_hash_exchange"])
             host = container.get_container_host_ip()
             port = container.get_exposed_port(5672)
             yield f"amqp://guest:guest@{host}:{port}/"

@@ -419,6 +419,7 @@ class Worker:
         pipelines = [lane.pipeline for lane in self.lanes.values()]
         for pipeline in pipelines:
             pipeline.paused = True
+            pipeline.draining = True
         if pipelines:
             try:
                 await asyncio.wait_for(

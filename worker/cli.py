@@ -136,6 +136,7 @@ def _publish(args: argparse.Namespace) -> int:
         wait=args.wait,
         timeout_s=args.timeout,
         failures_path=args.failures,
+        portal=args.portal,
     )
     return asyncio.run(publish_file(options))
 
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", metavar="FILE", help="JSON Lines, or CSV (a .csv name)")
     publish.add_argument("--format", choices=("jsonl", "csv"), help="override the file name's hint")
     publish.add_argument("--queue", help="publish here instead of UPDATE_QUEUE")
+    publish.add_argument(
+        "--portal",
+        metavar="KEY",
+        help="the portal of every command (a key of B24_PORTALS), sent as the x-b24-portal "
+        "header; with SHARDS > 0 also part of each command's routing key",
+    )
     publish.add_argument(
         "--skip-invalid",
         action="store_true",

@@ -115,15 +115,6 @@ class Consumers:
         return {feed.queue: feed.registered for feed in self._feeds if feed.registered}
 
     @property
-    def _consuming(self) -> dict[Source, tuple[str, aiormq.abc.AbstractChannel]]:
-        # The view by source that tests/worker/test_worker_e2e.py reads.
-        found: dict[Source, tuple[str, aiormq.abc.AbstractChannel]] = {}
-        for feed in self._feeds:
-            if feed.registered is not None:
-                found.setdefault(feed.source, feed.registered)
-        return found
-
-    @property
     def _shards(self) -> list[_Feed]:
         return [feed for feed in self._feeds if feed.sharded]
 

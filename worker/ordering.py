@@ -88,9 +88,3 @@ class OrderingGate:
                 if job is not None:
                     ready.append(job)
         return ready
-
-    def drain(self) -> list[Job]:
-        """Take every held job (to hand them back); the gate is empty afterwards."""
-        held = [job for lane in self._lanes.values() for job in lane.waiting]
-        self._lanes.clear()
-        return held

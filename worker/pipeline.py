@@ -69,6 +69,9 @@ class Pipeline:
             batchable=self._batchable,
         )
         self.paused = False
+        # Set by the worker's drain: commands held behind an item's command stay
+        # unacked, and the connection's close returns them after it, in order.
+        self.draining = False
 
     async def accept(self, message: Delivery, source: Source) -> None:
         job = Job.from_message(message, source)
@@ -94,7 +97,8 @@ class Pipeline:
             await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", problem))
             return
         if self.paused:
-            await self._settle(job, HandBack("portal down"))
+            # Never admitted: it holds no item, whatever item it names.
+            await self._settle(job, HandBack("portal down"), holds_item=False)
             return
         key = job.key
         if key is not None and self.gate.admit(key, job):
@@ -192,7 +196,7 @@ class Pipeline:
             return
         await self._settle(job, decision)
 
-    async def _settle(self, job: Job, outcome: Outcome) -> None:
+    async def _settle(self, job: Job, outcome: Outcome, *, holds_item: bool = True) -> None:
         try:
             done = await self.outcomes.settle(job, outcome)
         except Exception:
@@ -202,7 +206,7 @@ class Pipeline:
             done = "crashed"
         self._on_settled(job, done)
         key = job.key
-        if key is None or job.source == "poison":
+        if key is None or job.source == "poison" or not holds_item:
             return
         if done == "retried":
             delay = self._topology.tier_for(job.attempts)
@@ -210,16 +214,24 @@ class Pipeline:
             return
         following = self.gate.release(key)
         if following is not None:
+            if self.draining:
+                return
             if self.paused:
                 await self._settle(following, HandBack("portal down"))
             else:
                 await self._ready(following)
 
     async def hand_back_held(self) -> int:
-        """Give the broker back every job not yet sent (a portal-wide state, or shutdown)."""
-        held = self.batcher.take_all() + self.gate.drain()
+        """Give the broker back every job not yet sent (a portal-wide state).
+
+        Only the jobs queued for a call go now. Each one's item then hands back
+        the commands waiting behind it, in their order; commands waiting behind
+        a call still out follow when it ends, and those waiting for a retry copy
+        stay held until it returns, so no item's commands change places.
+        """
+        held = self.batcher.take_all()
         for job in held:
-            self._on_settled(job, await self.outcomes.settle(job, HandBack("handed back")))
+            await self._settle(job, HandBack("handed back"))
         return len(held)
 
     async def wake_parked(self) -> None:

@@ -53,12 +53,3 @@ def test_parked_lanes_expire_when_the_copy_never_returns() -> None:
     gate.admit(KEY, job("b"))
     assert gate.expire_parked(now=5.0) == []
     assert [j.message_id for j in gate.expire_parked(now=11.0)] == ["b"]
-
-
-def test_drain_returns_every_held_job() -> None:
-    gate = OrderingGate()
-    gate.admit(KEY, job("a"))
-    gate.admit(KEY, job("b"))
-    gate.admit((1, 1), job("c"))
-    assert [j.message_id for j in gate.drain()] == ["b"]
-    assert len(gate) == 0

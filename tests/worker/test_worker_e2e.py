@@ -224,9 +224,11 @@ async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
 ) -> None:
     settings = settings_for(amqp_url, portal)
     async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
-        first_tag, channel = worker.consumers._consuming["update"]
+        first_tag, channel = worker.consumers.registrations[settings.UPDATE_QUEUE]
         await channel.basic_cancel(first_tag)  # as the broker's basic.cancel would leave it
-        await eventually(lambda: worker.consumers._consuming["update"][0] != first_tag, 10)
+        await eventually(
+            lambda: worker.consumers.registrations[settings.UPDATE_QUEUE][0] != first_tag, 10
+        )
         assert len(channel.consumers) == 1  # type: ignore[attr-defined]  # exactly once
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-a")
         [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
