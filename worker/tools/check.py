@@ -40,7 +40,7 @@ from worker.bitrix import (
     make_http_client,
 )
 from worker.observability.logging import SecretMask
-from worker.settings import ConfigError, Settings, load_settings, redact_url
+from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect
 from worker.topology import (
     HASH_EXCHANGE_TYPE,
@@ -90,14 +90,27 @@ async def run_checks(*, out: TextIO) -> int:
 
 
 def _describe(settings: Settings) -> str:
-    portal = (
-        f"webhook {redact_url(settings.B24_WEBHOOK_URL.get_secret_value())}"
-        if settings.B24_WEBHOOK_URL is not None
-        else f"OAuth application at {settings.B24_PORTAL_URL}"
-        if settings.B24_PORTAL_URL
-        else "no portal"
+    portals = settings.portals()
+    shown = [
+        _kind(portal) if len(portals) == 1 else f"{key}: {_kind(portal)}"
+        for key, portal in portals.items()
+    ]
+    return f"broker {redact_url(settings.AMQP_URL.get_secret_value())}, " + (
+        ", ".join(shown) or "no portal"
     )
-    return f"broker {redact_url(settings.AMQP_URL.get_secret_value())}, {portal}"
+
+
+def _where(portal: Portal) -> str:
+    """The portal's address, its webhook code hidden."""
+    if portal.webhook_url is not None:
+        return redact_url(portal.webhook_url.get_secret_value())
+    return portal.portal_url or ""
+
+
+def _kind(portal: Portal) -> str:
+    if portal.webhook_url is not None:
+        return f"webhook {_where(portal)}"
+    return f"OAuth application at {_where(portal)}"
 
 
 async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> None:
@@ -231,17 +244,30 @@ def _inequivalent(exc: BaseException) -> str:
 async def _check_portal(
     settings: Settings, mask: SecretMask, say: Callable[[Finding], None]
 ) -> None:
-    if not settings.has_portal:
-        missing = "none configured: set B24_WEBHOOK_URL, or the four OAuth variables"
+    portals = settings.portals()
+    if not portals:
+        missing = "none configured: set B24_WEBHOOK_URL, the four OAuth variables or B24_PORTALS"
         say(Finding("portal", False, missing))
         return
-    if settings.B24_WEBHOOK_URL is not None:
-        where = redact_url(settings.B24_WEBHOOK_URL.get_secret_value())
-    else:
-        where = settings.B24_PORTAL_URL or ""
+    for portal in portals.values():
+        await _check_one_portal(settings, portal, mask, say, named=len(portals) > 1)
+
+
+async def _check_one_portal(
+    settings: Settings,
+    portal: Portal,
+    mask: SecretMask,
+    say: Callable[[Finding], None],
+    *,
+    named: bool,
+) -> None:
+    where = _where(portal)
+    if named:
+        where = f"{portal.key} {where}"
     timeout_s = min(settings.B24_TIMEOUT_S, _PORTAL_TIMEOUT_S)
     async with make_http_client(timeout_s=timeout_s) as http:
-        client = BitrixClient(http=http, auth=build_auth(settings, http=http, mask=mask))
+        auth = build_auth(settings, portal, http=http, mask=mask)
+        client = BitrixClient(http=http, auth=auth)
         try:
             answer = await client.call("crm.item.fields", {"entityTypeId": 2})
         except PortalError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sandbox.testing import RunningSandbox
@@ -108,3 +110,26 @@ async def test_a_queue_of_another_type_and_missing_queues(amqp_url: str) -> None
         "OK missing; the worker declares it when it starts"
     )
     assert found["portal"].startswith("PROBLEM none configured")
+
+
+@pytest.mark.sandbox
+async def test_every_configured_portal_is_checked_by_its_key(
+    amqp_url: str, portal: RunningSandbox
+) -> None:
+    wrong = portal.webhook_url.replace(webhook_code(portal), "WrongC0de4Check")
+    portals = json.dumps(
+        {"good": {"webhook_url": portal.webhook_url}, "bad": {"webhook_url": wrong}}
+    )
+    async with declared_topology(amqp_url) as (topology, _):
+        env = tool_env(amqp_url, topology, B24_PORTALS=portals, B24_DEFAULT_PORTAL="good")
+        ran = await run_tool("check", env=env)
+    assert ran.returncode == 1
+    checked = [line for line in ran.stdout.splitlines() if " portal: " in line]
+    assert len(checked) == 2, ran.stdout
+    assert any(line.startswith("OK") and "portal: good " in line for line in checked), checked
+    assert any(
+        line.startswith("PROBLEM") and "portal: bad " in line and "NO_AUTH_FOUND" in line
+        for line in checked
+    ), checked
+    assert "WrongC0de4Check" not in ran.stdout + ran.stderr
+    assert webhook_code(portal) not in ran.stdout + ran.stderr
