@@ -35,7 +35,7 @@ def dockerfile_stages() -> list[list[str]]:
 
 def test_compose_runs_the_broker_the_sandbox_the_worker_and_a_producer() -> None:
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "sandbox", "worker", "producer"}
+    assert set(services) == {"rabbitmq", "redis", "sandbox", "worker", "producer"}
     assert "management" in services["rabbitmq"]["image"]
     assert "15672:15672" in services["rabbitmq"]["ports"]
     for name in ("sandbox", "worker", "producer"):
@@ -49,12 +49,14 @@ def test_the_worker_waits_for_healthy_dependencies_and_points_at_them() -> None:
     worker = services["worker"]
     assert worker["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
         "sandbox": {"condition": "service_healthy"},
     }
-    for name in ("rabbitmq", "sandbox"):
+    for name in ("rabbitmq", "redis", "sandbox"):
         assert services[name]["healthcheck"]["test"]
     env = worker["environment"]
     assert env["AMQP_URL"].endswith("@rabbitmq:5672/")
+    assert env["LIMITER_URL"] == "redis://redis:6379/0"  # the shared limiter, as in production
     assert env["B24_WEBHOOK_URL"].startswith("http://sandbox:8085/rest/")
     assert env["B24_ALLOW_HTTP"] == "true"  # plain http to a host that is not loopback
 
