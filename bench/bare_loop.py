@@ -17,14 +17,21 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import aio_pika
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-async def run_bare_loop(count: int) -> tuple[float, float]:
-    """Returns (seconds from first delivery to last ack, CPU seconds spent meanwhile)."""
+async def run_bare_loop(
+    count: int, *, at_edges: Callable[[], None] | None = None
+) -> tuple[float, float]:
+    """Returns (seconds from first delivery to last ack, CPU seconds spent meanwhile).
+
+    ``at_edges`` is called at the first delivery and after the last ack, to
+    take other measures over the same span.
+    """
     source, sink = f"bare.{uuid.uuid4().hex[:8]}.in", f"bare.{uuid.uuid4().hex[:8]}.out"
     connection = await aio_pika.connect_robust(AMQP_URL)
     try:
@@ -50,6 +57,8 @@ async def run_bare_loop(count: int) -> tuple[float, float]:
         async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal handled
             if not started:
+                if at_edges is not None:
+                    at_edges()
                 started.append(time.perf_counter())
                 cpu_start.append(time.process_time())
             decoded = json.loads(message.body)
@@ -67,6 +76,8 @@ async def run_bare_loop(count: int) -> tuple[float, float]:
         await done.wait()
         elapsed = time.perf_counter() - started[0]
         cpu = time.process_time() - cpu_start[0]
+        if at_edges is not None:
+            at_edges()
         await feeder.queue_delete(source)
         await feeder.queue_delete(sink)
         return elapsed, cpu

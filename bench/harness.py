@@ -24,6 +24,28 @@ from typing import Any
 
 import aio_pika
 import httpx
+from usage import cpu_seconds, load_average, peak_rss_mib
+
+__all__ = [
+    "AMQP_URL",
+    "REDIS_URL",
+    "PySpy",
+    "Sandbox",
+    "WorkerLog",
+    "WorkerProcess",
+    "cpu_seconds",
+    "deals",
+    "delete_queues",
+    "drain",
+    "free_port",
+    "load_average",
+    "peak_rss_mib",
+    "publish",
+    "queue_names",
+    "wait_for",
+    "worker_env",
+    "write_results",
+]
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -262,33 +284,18 @@ def _terminate(process: subprocess.Popen[bytes], *, timeout_s: float) -> int:
         return process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set so far (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def load_average() -> str:
-    """The machine's load, for the figures that CPU contention disturbs."""
-    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
-    return f"load average {one}, {five}, {fifteen} (1, 5, 15 min)"
-
-
 class PySpy:
     """py-spy sampling a running process into collapsed stacks (``-f raw``).
 
-    Non-blocking sampling: the target is not paused at each sample, so its
-    speed is disturbed less (the sampler still takes CPU of its own).
+    Non-blocking sampling by default: the target is not paused at each
+    sample, so its speed is disturbed less (the sampler still takes CPU of
+    its own), but a few stacks come out cut short. ``native`` pauses it to
+    read C frames too: the garbage collector and system calls show by name.
     """
 
-    def __init__(self, pid: int, output: str, *, duration_s: float, rate_hz: int = 200) -> None:
+    def __init__(
+        self, pid: int, output: str, *, duration_s: float, rate_hz: int = 200, native: bool = False
+    ) -> None:
         beside = Path(sys.executable).with_name("py-spy")
         program = str(beside) if beside.exists() else shutil.which("py-spy")
         if program is None:
@@ -305,7 +312,8 @@ class PySpy:
                 str(self.duration_s),
                 "--rate",
                 str(rate_hz),
-                "--nonblocking",
+                # C frames (the garbage collector, system calls) need the target paused.
+                "--native" if native else "--nonblocking",
                 "--nolineno",
                 "--format",
                 "raw",
