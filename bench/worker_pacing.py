@@ -19,18 +19,23 @@ Bound by the CPU (limits off; anything else running on the machine disturbs them
 
 Each prints its figures and writes them to bench/results/worker_pacing-<scenario>.txt.
 BENCH_PYSPY=<file> samples the worker with py-spy from its first delivery
-(for BENCH_PYSPY_S seconds, 8 by default; bench/profile_report.py reads the
-file); BENCH_PROFILE=<file> runs it under cProfile. A profiled run writes
-worker_pacing-<scenario>-profiled.txt instead.
+(for BENCH_PYSPY_S seconds, 8 by default; BENCH_PYSPY_NATIVE=1 adds C frames;
+bench/profile_report.py reads the file); BENCH_PROFILE=<file> runs it under
+cProfile. A profiled run writes worker_pacing-<scenario>-profiled.txt instead.
+The CPU-bound runs time the worker's garbage collector (bench/gc_probe);
+BENCH_GC_THRESHOLD=a,b,c tries other collector thresholds in the worker
+(results in worker_pacing-<scenario>-gc<a_b_c>.txt).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -46,12 +51,12 @@ from harness import (
     WorkerProcess,
     delete_queues,
     drain,
-    load_average,
     publish,
     queue_names,
     worker_env,
     write_results,
 )
+from usage import Usage, broker_pid, load_average, usage, usage_lines
 
 # Under the portal's 0.1 s charging floor: no call is charged operating time,
 # so the request bucket alone binds.
@@ -75,6 +80,8 @@ class Scenario:
     burst: int = 50
     rate_per_s: float = 2.0
     batch_size: int = 50
+    # CPU-bound runs also count the worker's garbage collection (bench/gc_probe)
+    cpu_bound: bool = False
 
     def ideal_s(self, count: int) -> float:
         """The bucket's own pace: the burst at once, then one call per 1/rate seconds."""
@@ -112,8 +119,8 @@ SCENARIOS: dict[str, Scenario] = {
             "B24_OPERATING_WINDOW_S": f"{OPERATING_WINDOW_S:g}",
         },
     ),
-    "unlimited": Scenario(20_000, ("--no-limits",), NO_LIMITS_ENV),
-    "memory": Scenario(10_000, ("--no-limits",), NO_LIMITS_ENV),
+    "unlimited": Scenario(20_000, ("--no-limits",), NO_LIMITS_ENV, cpu_bound=True),
+    "memory": Scenario(10_000, ("--no-limits",), NO_LIMITS_ENV, cpu_bound=True),
 }
 
 
@@ -134,6 +141,10 @@ class Run:
     log_path: Path
     # (unix time, operating seconds the sandbox has charged so far), sampled during the run
     charged: list[tuple[float, float]]
+    # CPU of the worker, the sandbox, the broker and this script: at the first delivery, at the end
+    usage_span: tuple[Usage, Usage] | None
+    # what bench/gc_probe wrote at the worker's exit (CPU-bound runs)
+    gc_record: dict[str, Any] | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -159,23 +170,38 @@ def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
                 for i in range(1, count + 1)
             )
             asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
-            env = worker_env(prefix, B24_WEBHOOK_URL=portal.webhook_url, **scenario.env)
+            settings = {"B24_WEBHOOK_URL": portal.webhook_url, **scenario.env}
+            gc_output = ""
+            if scenario.cpu_bound:
+                gc_output = tempfile.mkstemp(prefix="worker-gc-")[1]
+                probe = str(Path(__file__).resolve().parent / "gc_probe")
+                paths = [probe, *filter(None, [os.environ.get("PYTHONPATH")])]
+                settings |= {"PYTHONPATH": os.pathsep.join(paths), "BENCH_GC_PROBE": gc_output}
+            env = worker_env(prefix, **settings)
             options = ["-m", "cProfile", "-o", profile] if profile else []
             worker = WorkerProcess(env, python_options=options)
             log = worker.log
+            pids = {
+                "worker": worker.pid,
+                "sandbox": portal.process.pid,
+                "broker": broker_pid(),
+                "this script": os.getpid(),
+            }
             cpu = cpu_at_first = rss = 0.0
+            first_usage = last_usage = None
             charged: list[tuple[float, float]] = []
             deadline = time.monotonic() + 3600
             while time.monotonic() < deadline:
                 # Finely until the first delivery, so the start-up's CPU can be told apart.
                 time.sleep(0.02 if log.first is None else 0.5)
                 log.read()
-                cpu, rss = worker.cpu_s(), worker.peak_rss_mib()
+                cpu, rss, last_usage = worker.cpu_s(), worker.peak_rss_mib(), usage(pids)
                 if log.first is not None and not cpu_at_first:
-                    cpu_at_first = cpu
+                    cpu_at_first, first_usage = cpu, last_usage
                     if spy_file:
                         seconds = float(os.environ.get("BENCH_PYSPY_S", "8"))
-                        spy = PySpy(worker.pid, spy_file, duration_s=seconds)
+                        native = os.environ.get("BENCH_PYSPY_NATIVE") == "1"
+                        spy = PySpy(worker.pid, spy_file, duration_s=seconds, native=native)
                 if sample_charged:
                     spent = portal.counters()["operating_charged_s"].values()
                     charged.append((time.time(), sum(spent)))
@@ -207,7 +233,35 @@ def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
         exit_code=exit_code,
         log_path=log.path,
         charged=charged,
+        usage_span=(first_usage, last_usage) if first_usage and last_usage else None,
+        gc_record=_gc_record(f"{gc_output}.{worker.pid}") if gc_output else None,
     )
+
+
+def _gc_record(path: str) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def gc_lines(result: Run) -> list[str]:
+    record = result.gc_record
+    if record is None:
+        return []
+    spent, total = sum(record["gc_s"]), record["cpu_s"]
+    per_generation = ", ".join(
+        f"generation {gen}: {count} ({seconds:.2f} s)"
+        for gen, (count, seconds) in enumerate(
+            zip(record["collections"], record["gc_s"], strict=True)
+        )
+    )
+    return [
+        f"worker's garbage collector: {spent:.2f} s of its {total:.2f} s CPU "
+        f"({spent / total:.1%}, start-up included); thresholds {tuple(record['threshold'])}; "
+        f"collections: {per_generation}"
+    ]
 
 
 def outcome_lines(result: Run) -> list[str]:
@@ -283,7 +337,7 @@ def operating_lines(result: Run) -> list[str]:
     return lines
 
 
-def unlimited_lines(result: Run, bare_runs: list[tuple[float, float]]) -> list[str]:
+def unlimited_lines(result: Run, bare_runs: list[tuple[float, float, list[str]]]) -> list[str]:
     count, elapsed = result.count, result.elapsed_s
     working_cpu = result.cpu_s - result.cpu_at_first_s
     lines = [
@@ -293,16 +347,28 @@ def unlimited_lines(result: Run, bare_runs: list[tuple[float, float]]) -> list[s
         f"({result.cpu_s / count * 1e6:.0f} us with start-up: {result.cpu_at_first_s:.2f} s)",
         f"worker peak RSS (VmHWM): {result.peak_rss_mib:.1f} MiB",
     ]
+    if result.usage_span is not None:
+        lines += usage_lines(*result.usage_span, count)
+    lines += gc_lines(result)
     # The bare loop runs before and after the worker: this machine's speed
     # drifts from minute to minute, and the worker is held to the mean.
-    for when, (bare_s, bare_cpu) in zip(("before", "after"), bare_runs, strict=True):
+    for when, (bare_s, bare_cpu, usage_text) in zip(("before", "after"), bare_runs, strict=True):
         lines.append(
             f"bare loop {when} the worker, same broker: {count / bare_s:.0f} messages/s; "
             f"{bare_cpu / count * 1e6:.0f} us CPU per message"
         )
-    bare_rate = sum(count / bare_s for bare_s, _ in bare_runs) / len(bare_runs)
+        lines += usage_text
+    bare_rate = sum(count / bare_s for bare_s, _, _ in bare_runs) / len(bare_runs)
     lines.append(f"worker / bare loop (mean of both) = {(count / elapsed) / bare_rate:.2f}")
     return lines
+
+
+def bare_loop(count: int) -> tuple[float, float, list[str]]:
+    """The bare loop's seconds and CPU seconds, and what the machine used meanwhile."""
+    edges: list[Usage] = []
+    pids = {"bare loop": os.getpid(), "broker": broker_pid()}
+    elapsed, cpu = asyncio.run(run_bare_loop(count, at_edges=lambda: edges.append(usage(pids))))
+    return elapsed, cpu, usage_lines(edges[0], edges[-1], count)
 
 
 def main() -> int:
@@ -316,9 +382,9 @@ def main() -> int:
     lines = [f"scenario: {name}; {count} updates queued before the worker starts"]
     if name == "unlimited":
         lines.append(f"{load_average()} at the start")
-        bare_before = asyncio.run(run_bare_loop(count))
+        bare_before = bare_loop(count)
         result = run(scenario, count)
-        lines += unlimited_lines(result, [bare_before, asyncio.run(run_bare_loop(count))])
+        lines += unlimited_lines(result, [bare_before, bare_loop(count)])
     elif name == "memory":
         lines.append(f"{load_average()} at the start")
         result = run(scenario, count)
@@ -327,6 +393,9 @@ def main() -> int:
             f"{result.peak_rss_mib:.1f} MiB",
             f"(the run took {result.elapsed_s:.2f} s: {count / result.elapsed_s:.0f} messages/s)",
         ]
+        if result.usage_span is not None:
+            lines += usage_lines(*result.usage_span, count)
+        lines += gc_lines(result)
     elif name == "operating":
         result = run(scenario, count, sample_charged=True)
         lines += operating_lines(result)
@@ -338,6 +407,11 @@ def main() -> int:
     profiled = (
         "-profiled" if os.environ.get("BENCH_PYSPY") or os.environ.get("BENCH_PROFILE") else ""
     )
+    # Another collector setting is an experiment, kept apart as well.
+    threshold = os.environ.get("BENCH_GC_THRESHOLD")
+    if threshold and scenario.cpu_bound:
+        lines.insert(1, f"experiment: the worker's gc thresholds set to {threshold}")
+        profiled += "-gc" + threshold.replace(",", "_")
     write_results(f"worker_pacing-{name}{profiled}", lines)
     return 0 if result.complete else 1
 
