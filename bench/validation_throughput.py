@@ -6,6 +6,9 @@ second adds building the parameters that would be sent, as the worker does
 per message.
 
     python bench/validation_throughput.py [--seconds 5]
+
+The figures go to bench/results/validation_throughput.txt too, with the
+machine's load: anything else running on the core disturbs them.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from schemas import parse_command
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import load_average, write_results
 
 DEAL_EXAMPLE = (
     b'{"entityTypeId":2,"id":351,"fields":{"title":"REST Deal #1","stageId":"C9:UC_NYL06U",'
@@ -58,20 +66,22 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # one core
-    print(
+    lines = [
         f"body: reference deal example, {len(DEAL_EXAMPLE)} bytes; one core; rounds of 5000; "
-        "per CPU second"
-    )
+        "per CPU second",
+        f"{load_average()} at the start",
+    ]
     for label, round_ in (
         ("validated per second", _validate),
         ("validated + params built per second", _validate_and_build),
     ):
         rates = _measure(round_, args.seconds)
-        print(
+        lines.append(
             f"{label}: median {statistics.median(rates):,.0f}, "
             f"min {min(rates):,.0f}, max {max(rates):,.0f} ({len(rates)} rounds)"
         )
-    print("target: 50,000 validated per second")
+    lines += [f"{load_average()} at the end", "target: 50,000 validated per second"]
+    write_results("validation_throughput", lines)
 
 
 if __name__ == "__main__":
