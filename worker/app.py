@@ -11,43 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aio_pika
-import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
-from worker.bitrix import (
-    Auth,
-    BitrixClient,
-    CommandAnswer,
-    FileTokenStore,
-    OAuthAuth,
-    PortalError,
-    TokenStore,
-    WebhookAuth,
-    make_http_client,
-)
-from worker.bitrix.redis_tokens import RedisTokenStore
+from worker.bitrix import make_http_client
 from worker.breaker import Breaker
-from worker.calling import Caller
-from worker.classify import classify
 from worker.consumer import Consumers, Source
-from worker.definitions import FieldDefinitions, RedisDefinitionsCache
 from worker.jobs import Delivery, Job
-from worker.limiter import (
-    OperatingBudget,
-    RequestPacer,
-    SharedBackends,
-    SystemClock,
-    shared_backends,
-)
+from worker.lanes import Lane, build_lane
 from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
@@ -60,24 +36,7 @@ __all__ = ["Worker", "run", "secrets_of"]
 
 log = structlog.get_logger("worker")
 
-# Requests of the portal's bucket never filled by the pacer (see RequestPacer).
-LOCAL_HEADROOM = 0.2
-SHARED_HEADROOM = 2.0
-
-
 _T = TypeVar("_T")
-
-
-class _Paced:
-    """A client whose single calls wait for the request bucket first."""
-
-    def __init__(self, client: BitrixClient, pacer: RequestPacer) -> None:
-        self._client = client
-        self._pacer = pacer
-
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
-        await self._pacer.acquire()
-        return await self._client.call(method, params)
 
 
 def _started(part: _T | None) -> _T:
@@ -104,62 +63,6 @@ def secrets_of(settings: Settings) -> list[str]:
     return found
 
 
-def build_auth(
-    settings: Settings,
-    portal: Portal | None = None,
-    *,
-    http: httpx.AsyncClient,
-    mask: SecretMask | None,
-    redis: Redis | None = None,
-) -> Auth:
-    """The webhook, or the OAuth application whose tokens are masked in logs as they come.
-
-    Without ``portal``: the one messages without a portal header go to.
-    """
-    if portal is None:
-        portal = settings.portals().get(settings.B24_DEFAULT_PORTAL)
-        if portal is None:
-            raise ValueError(f"no portal {settings.B24_DEFAULT_PORTAL!r} is configured")
-    if portal.webhook_url is not None:
-        return WebhookAuth(portal.webhook_url.get_secret_value())
-    if not (
-        portal.portal_url and portal.client_id and portal.client_secret and portal.refresh_token
-    ):
-        raise ValueError(f"portal {portal.key!r} has neither a webhook nor OAuth credentials")
-    return OAuthAuth(
-        http=http,
-        portal_url=portal.portal_url,
-        client_id=portal.client_id,
-        client_secret=portal.client_secret.get_secret_value(),
-        refresh_token=portal.refresh_token.get_secret_value(),
-        token_url=settings.B24_OAUTH_TOKEN_URL,
-        store=token_store(settings, portal, redis=redis),
-        on_new_secret=(lambda secret: mask.add(secret)) if mask is not None else None,
-    )
-
-
-def token_store(
-    settings: Settings, portal: Portal | None = None, *, redis: Redis | None = None
-) -> TokenStore:
-    """Redis when LIMITER_URL is set (replicas share the token), else a file.
-
-    The portal of the B24_* variables keeps B24_TOKEN_FILE; a portal of
-    B24_PORTALS gets that name with its key before the suffix.
-    """
-    if portal is None:
-        portal = settings.portals()[settings.B24_PORTAL_KEY]
-    limiter_url = settings.LIMITER_URL.get_secret_value()
-    if redis is None and limiter_url:
-        redis = Redis.from_url(limiter_url)
-    if redis is None:
-        path = Path(settings.B24_TOKEN_FILE)
-        if portal.key in settings.B24_PORTALS:
-            path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
-        return FileTokenStore(str(path))
-    origin = urlsplit(portal.portal_url or "").hostname or portal.key
-    return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")
-
-
 def topology_of(settings: Settings) -> Topology:
     delays = tuple(int(part) for part in settings.RETRY_DELAYS_S.split(",") if part.strip())
     return Topology(
@@ -169,17 +72,6 @@ def topology_of(settings: Settings) -> Topology:
         retry_delays_s=delays or (5,),
         shards=settings.SHARDS,
     )
-
-
-@dataclass
-class Lane:
-    """One portal's path: its client, limiter, breaker, field definitions and pipeline."""
-
-    portal: Portal
-    pipeline: Pipeline
-    breaker: Breaker
-    definitions: FieldDefinitions
-    limiter: SharedBackends | None = None  # None: the limiter's state is in this process
 
 
 class Worker:
@@ -277,64 +169,27 @@ class Worker:
         await self.consumers.start()
 
     def _lane(self, portal: Portal, outcomes: Outcomes) -> Lane:
-        s = self.settings
-        clock = SystemClock()
-        # With LIMITER_URL the bucket and the budget live in Redis under the portal's
-        # host: every replica (and every deployment) serving the portal shares them.
-        shared = shared_backends(self._redis, scope=portal.host) if self._redis else None
-        pacer = RequestPacer(
-            burst=portal.rate_burst,
-            rate_per_s=portal.rate_per_second,
-            reserve=portal.rate_reserve,
-            clock=clock,
-            backend=shared.pacer if shared else None,
-            # Requests of several processes reach the portal with lags that differ
-            # more than one process's do: keep more of the bucket empty.
-            headroom=SHARED_HEADROOM if shared else LOCAL_HEADROOM,
-        )
-        budget = OperatingBudget(
-            limit_s=portal.operating_limit_s,
-            window_s=portal.operating_window_s,
-            clock=clock,
-            backend=shared.budget if shared else None,
-        )
-        auth = build_auth(s, portal, http=self._http, mask=self.mask, redis=self._redis)
-        client = BitrixClient(http=self._http, auth=auth)
-        # Probes and field definitions take tokens from the same bucket as updates.
-        paced = _Paced(client, pacer)
-
-        async def probe() -> str | None:
-            try:
-                await paced.call("crm.item.fields", {"entityTypeId": 2})
-            except PortalError as exc:
-                verdict = classify(exc.code, exc.status)
-                return verdict.portal_state if verdict.kind == "portal" else None
-            except Exception:  # still unreachable: keep probing
-                return "unreachable"
-            return None
+        key = portal.key
 
         async def down() -> None:
-            await self._portal_down(portal.key)
+            await self._portal_down(key)
 
         async def up() -> None:
-            await self._portal_up(portal.key)
+            await self._portal_up(key)
 
-        breaker = Breaker(probe=probe, on_open=down, on_close=up, name=portal.key)
-        # Replicas share the answers of crm.item.fields: each is asked of the portal once.
-        cache = RedisDefinitionsCache(self._redis, scope=portal.host) if self._redis else None
-        definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
-        pipeline = Pipeline(
+        return build_lane(
+            self.settings,
+            portal,
             outcomes=outcomes,
-            caller=Caller(client=client, pacer=pacer, budget=budget, metrics=self.metrics),
             topology=self.topology,
-            max_message_bytes=s.MAX_MESSAGE_BYTES,
-            batch_size=s.BATCH_SIZE,
-            linger_s=s.BATCH_LINGER_MS / 1000,
-            on_portal_down=breaker.trip,
-            on_settled=lambda job, done: self._count(job, done, portal.key),
-            definitions=definitions,
+            http=self._http,
+            metrics=self.metrics,
+            on_down=down,
+            on_up=up,
+            on_settled=lambda job, done: self._count(job, done, key),
+            mask=self.mask,
+            redis=self._redis,
         )
-        return Lane(portal, pipeline, breaker, definitions, shared)
 
     async def _accept(self, message: Delivery, source: Source) -> None:
         self.metrics.consumed.labels(source).inc()

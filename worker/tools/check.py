@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
-from worker.app import build_auth, secrets_of, topology_of
+from worker.app import secrets_of, topology_of
 from worker.bitrix import (
     BitrixClient,
     NoAnswerError,
@@ -39,6 +39,7 @@ from worker.bitrix import (
     UnexpectedAnswerError,
     make_http_client,
 )
+from worker.lanes import build_auth
 from worker.observability.logging import SecretMask
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from worker.app import token_store
 from worker.bitrix import FileTokenStore, StoredToken, TokenRenewalError
 from worker.bitrix.redis_tokens import RedisTokenStore
+from worker.lanes import token_store
 from worker.settings import Settings
 
 pytestmark = pytest.mark.redis

@@ -1,0 +1,201 @@
+"""One portal's path through the worker: its client, limiter, breaker, definitions, pipeline.
+
+`build_lane` makes a lane from a `Portal` of the settings. With a Redis (the
+LIMITER_URL), the request bucket, the operating budget and the field
+definitions are shared, under the portal's host, by every replica serving it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from redis.asyncio import Redis
+
+from worker.bitrix import (
+    Auth,
+    BitrixClient,
+    CommandAnswer,
+    FileTokenStore,
+    OAuthAuth,
+    PortalError,
+    TokenStore,
+    WebhookAuth,
+)
+from worker.bitrix.redis_tokens import RedisTokenStore
+from worker.breaker import Breaker
+from worker.calling import Caller
+from worker.classify import classify
+from worker.definitions import FieldDefinitions, RedisDefinitionsCache
+from worker.jobs import Job
+from worker.limiter import (
+    OperatingBudget,
+    RequestPacer,
+    SharedBackends,
+    SystemClock,
+    shared_backends,
+)
+from worker.observability.logging import SecretMask
+from worker.observability.metrics import Metrics
+from worker.outcomes import Outcomes
+from worker.pipeline import Pipeline
+from worker.settings import Portal, Settings
+from worker.topology import Topology
+
+__all__ = ["Lane", "build_auth", "build_lane", "token_store"]
+
+# Requests of the portal's bucket never filled by the pacer (see RequestPacer).
+LOCAL_HEADROOM = 0.2
+SHARED_HEADROOM = 2.0
+
+
+@dataclass
+class Lane:
+    """One portal's path: its client, limiter, breaker, field definitions and pipeline."""
+
+    portal: Portal
+    pipeline: Pipeline
+    breaker: Breaker
+    definitions: FieldDefinitions
+    limiter: SharedBackends | None = None  # None: the limiter's state is in this process
+
+
+def build_lane(
+    settings: Settings,
+    portal: Portal,
+    *,
+    outcomes: Outcomes,
+    topology: Topology,
+    http: httpx.AsyncClient,
+    metrics: Metrics,
+    on_down: Callable[[], Awaitable[None]],
+    on_up: Callable[[], Awaitable[None]],
+    on_settled: Callable[[Job, str], None],
+    mask: SecretMask | None = None,
+    redis: Redis | None = None,
+) -> Lane:
+    """The lane of ``portal``; ``on_down`` and ``on_up`` follow its breaker."""
+    clock = SystemClock()
+    # With LIMITER_URL the bucket and the budget live in Redis under the portal's
+    # host: every replica (and every deployment) serving the portal shares them.
+    shared = shared_backends(redis, scope=portal.host) if redis is not None else None
+    pacer = RequestPacer(
+        burst=portal.rate_burst,
+        rate_per_s=portal.rate_per_second,
+        reserve=portal.rate_reserve,
+        clock=clock,
+        backend=shared.pacer if shared else None,
+        # Requests of several processes reach the portal with lags that differ
+        # more than one process's do: keep more of the bucket empty.
+        headroom=SHARED_HEADROOM if shared else LOCAL_HEADROOM,
+    )
+    budget = OperatingBudget(
+        limit_s=portal.operating_limit_s,
+        window_s=portal.operating_window_s,
+        clock=clock,
+        backend=shared.budget if shared else None,
+    )
+    client = BitrixClient(
+        http=http, auth=build_auth(settings, portal, http=http, mask=mask, redis=redis)
+    )
+    # Probes and field definitions take tokens from the same bucket as updates.
+    paced = _Paced(client, pacer)
+
+    async def probe() -> str | None:
+        try:
+            await paced.call("crm.item.fields", {"entityTypeId": 2})
+        except PortalError as exc:
+            verdict = classify(exc.code, exc.status)
+            return verdict.portal_state if verdict.kind == "portal" else None
+        except Exception:  # still unreachable: keep probing
+            return "unreachable"
+        return None
+
+    breaker = Breaker(probe=probe, on_open=on_down, on_close=on_up, name=portal.key)
+    # Replicas share the answers of crm.item.fields: each is asked of the portal once.
+    cache = RedisDefinitionsCache(redis, scope=portal.host) if redis is not None else None
+    definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
+    pipeline = Pipeline(
+        outcomes=outcomes,
+        caller=Caller(client=client, pacer=pacer, budget=budget, metrics=metrics),
+        topology=topology,
+        max_message_bytes=settings.MAX_MESSAGE_BYTES,
+        batch_size=settings.BATCH_SIZE,
+        linger_s=settings.BATCH_LINGER_MS / 1000,
+        on_portal_down=breaker.trip,
+        on_settled=on_settled,
+        definitions=definitions,
+    )
+    return Lane(portal, pipeline, breaker, definitions, shared)
+
+
+class _Paced:
+    """A client whose single calls wait for the request bucket first."""
+
+    def __init__(self, client: BitrixClient, pacer: RequestPacer) -> None:
+        self._client = client
+        self._pacer = pacer
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
+        await self._pacer.acquire()
+        return await self._client.call(method, params)
+
+
+def build_auth(
+    settings: Settings,
+    portal: Portal | None = None,
+    *,
+    http: httpx.AsyncClient,
+    mask: SecretMask | None,
+    redis: Redis | None = None,
+) -> Auth:
+    """The webhook, or the OAuth application whose tokens are masked in logs as they come.
+
+    Without ``portal``: the one messages without a portal header go to.
+    """
+    if portal is None:
+        portal = settings.portals().get(settings.B24_DEFAULT_PORTAL)
+        if portal is None:
+            raise ValueError(f"no portal {settings.B24_DEFAULT_PORTAL!r} is configured")
+    if portal.webhook_url is not None:
+        return WebhookAuth(portal.webhook_url.get_secret_value())
+    if not (
+        portal.portal_url and portal.client_id and portal.client_secret and portal.refresh_token
+    ):
+        raise ValueError(f"portal {portal.key!r} has neither a webhook nor OAuth credentials")
+    return OAuthAuth(
+        http=http,
+        portal_url=portal.portal_url,
+        client_id=portal.client_id,
+        client_secret=portal.client_secret.get_secret_value(),
+        refresh_token=portal.refresh_token.get_secret_value(),
+        token_url=settings.B24_OAUTH_TOKEN_URL,
+        store=token_store(settings, portal, redis=redis),
+        on_new_secret=(lambda secret: mask.add(secret)) if mask is not None else None,
+    )
+
+
+def token_store(
+    settings: Settings, portal: Portal | None = None, *, redis: Redis | None = None
+) -> TokenStore:
+    """Redis when LIMITER_URL is set (replicas share the token), else a file.
+
+    The portal of the B24_* variables keeps B24_TOKEN_FILE; a portal of
+    B24_PORTALS gets that name with its key before the suffix.
+    """
+    if portal is None:
+        portal = settings.portals()[settings.B24_PORTAL_KEY]
+    limiter_url = settings.LIMITER_URL.get_secret_value()
+    if redis is None and limiter_url:
+        redis = Redis.from_url(limiter_url)
+    if redis is None:
+        path = Path(settings.B24_TOKEN_FILE)
+        if portal.key in settings.B24_PORTALS:
+            path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
+        return FileTokenStore(str(path))
+    origin = urlsplit(portal.portal_url or "").hostname or portal.key
+    return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")
