@@ -12,6 +12,9 @@ time it was handed to the client library for publishing, both read from
 this process's monotonic clock and matched by message id. The first second's
 messages (the warm-up) are left out.
 
+The worker's garbage collector is timed as in bench/worker_pacing.py, and
+BENCH_GC_THRESHOLD tries other thresholds there too (its own results file).
+
 The rate is meant to sit well under what the worker can do (about 2,000/s
 with limits off on two cores), so the figure is the path's own delay, not a
 backlog's. This process shares the machine: publishing and receiving cost
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -33,6 +37,7 @@ from pathlib import Path
 import aio_pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collector import GcProbe, gc_lines
 from harness import (
     AMQP_URL,
     Sandbox,
@@ -104,15 +109,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to publish")
     args = parser.parse_args()
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    threshold = os.environ.get("BENCH_GC_THRESHOLD")
     lines = [
         f"latency from publish to success event; {args.rate:g} messages/s for {args.seconds:g} s",
+        *([f"experiment: the worker's gc thresholds set to {threshold}"] if threshold else []),
         f"{load_average()} at the start",
     ]
     worker: WorkerProcess | None = None
     with Sandbox(["--seed", str(SEEDED), "--spa-types", "", "--no-limits"]) as portal:
         try:
-            env = worker_env(prefix, B24_WEBHOOK_URL=portal.webhook_url, **NO_LIMITS_ENV)
-            worker = WorkerProcess(env)
+            probe = GcProbe()
+            settings = {"B24_WEBHOOK_URL": portal.webhook_url, **NO_LIMITS_ENV}
+            worker = WorkerProcess(worker_env(prefix, **settings, **probe.settings()))
             deadline = time.monotonic() + 60
             while worker.log.first is None and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -129,6 +137,7 @@ def main() -> int:
             )
             lines.append(f"{load_average()} at the end")
             exit_code = worker.stop()
+            gc_record = probe.record(worker.pid)
             dead = asyncio.run(drain(f"{prefix}dead"))
             counters = portal.counters()
         finally:
@@ -154,9 +163,11 @@ def main() -> int:
         f"p50 {percentile(measured, 0.5):.1f} ms, p90 {percentile(measured, 0.9):.1f} ms, "
         f"p99 {percentile(measured, 0.99):.1f} ms, max {measured[-1]:.1f} ms, "
         f"mean {statistics.fmean(measured):.1f} ms",
+        *gc_lines(gc_record),
         f"worker log: {worker.log.path if worker else '-'}",
     ]
-    write_results(f"latency-{args.rate:g}per_s", lines)
+    suffix = "-gc" + threshold.replace(",", "_") if threshold else ""
+    write_results(f"latency-{args.rate:g}per_s{suffix}", lines)
     return 0 if not missing and not dead else 1
 
 

@@ -14,7 +14,7 @@ Bound by the portal's limits (not sensitive to the machine's speed):
 
 Bound by the CPU (limits off; anything else running on the machine disturbs them):
 
-    python bench/worker_pacing.py unlimited    # 20,000: against the bare loop; CPU per message
+    python bench/worker_pacing.py unlimited    # 20,000, 3 rounds: against the bare loop; CPU
     python bench/worker_pacing.py memory       # 10,000 queued before the start: peak RSS
 
 Each prints its figures and writes them to bench/results/worker_pacing-<scenario>.txt.
@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
+import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import run_bare_loop
+from collector import GcProbe, gc_lines
 from harness import (
     PySpy,
     Sandbox,
@@ -171,12 +171,9 @@ def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
             )
             asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
             settings = {"B24_WEBHOOK_URL": portal.webhook_url, **scenario.env}
-            gc_output = ""
-            if scenario.cpu_bound:
-                gc_output = tempfile.mkstemp(prefix="worker-gc-")[1]
-                probe = str(Path(__file__).resolve().parent / "gc_probe")
-                paths = [probe, *filter(None, [os.environ.get("PYTHONPATH")])]
-                settings |= {"PYTHONPATH": os.pathsep.join(paths), "BENCH_GC_PROBE": gc_output}
+            probe = GcProbe() if scenario.cpu_bound else None
+            if probe is not None:
+                settings |= probe.settings()
             env = worker_env(prefix, **settings)
             options = ["-m", "cProfile", "-o", profile] if profile else []
             worker = WorkerProcess(env, python_options=options)
@@ -234,34 +231,8 @@ def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
         log_path=log.path,
         charged=charged,
         usage_span=(first_usage, last_usage) if first_usage and last_usage else None,
-        gc_record=_gc_record(f"{gc_output}.{worker.pid}") if gc_output else None,
+        gc_record=probe.record(worker.pid) if probe is not None else None,
     )
-
-
-def _gc_record(path: str) -> dict[str, Any] | None:
-    try:
-        record: dict[str, Any] = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return record
-
-
-def gc_lines(result: Run) -> list[str]:
-    record = result.gc_record
-    if record is None:
-        return []
-    spent, total = sum(record["gc_s"]), record["cpu_s"]
-    per_generation = ", ".join(
-        f"generation {gen}: {count} ({seconds:.2f} s)"
-        for gen, (count, seconds) in enumerate(
-            zip(record["collections"], record["gc_s"], strict=True)
-        )
-    )
-    return [
-        f"worker's garbage collector: {spent:.2f} s of its {total:.2f} s CPU "
-        f"({spent / total:.1%}, start-up included); thresholds {tuple(record['threshold'])}; "
-        f"collections: {per_generation}"
-    ]
 
 
 def outcome_lines(result: Run) -> list[str]:
@@ -337,33 +308,36 @@ def operating_lines(result: Run) -> list[str]:
     return lines
 
 
-def unlimited_lines(result: Run, bare_runs: list[tuple[float, float, list[str]]]) -> list[str]:
+BareRun = tuple[float, float, list[str]]  # seconds, CPU seconds, what the machine used
+
+
+def unlimited_lines(result: Run, bare_runs: list[BareRun]) -> tuple[list[str], float]:
+    """The worker's figures beside the bare loop's before and after it; and their ratio."""
     count, elapsed = result.count, result.elapsed_s
     working_cpu = result.cpu_s - result.cpu_at_first_s
     lines = [
-        f"{load_average()} at the end",
-        f"worker: {count} messages in {elapsed:.2f} s: {count / elapsed:.0f} messages/s",
-        f"worker CPU: {working_cpu / count * 1e6:.0f} us per message from its first delivery "
-        f"({result.cpu_s / count * 1e6:.0f} us with start-up: {result.cpu_at_first_s:.2f} s)",
-        f"worker peak RSS (VmHWM): {result.peak_rss_mib:.1f} MiB",
+        f"  worker: {count} messages in {elapsed:.2f} s: {count / elapsed:.0f} messages/s; "
+        f"{load_average()} at its end",
+        f"  worker CPU: {working_cpu / count * 1e6:.0f} us per message from its first delivery "
+        f"({result.cpu_s / count * 1e6:.0f} us with start-up: {result.cpu_at_first_s:.2f} s); "
+        f"peak RSS (VmHWM) {result.peak_rss_mib:.1f} MiB",
     ]
     if result.usage_span is not None:
         lines += usage_lines(*result.usage_span, count)
-    lines += gc_lines(result)
-    # The bare loop runs before and after the worker: this machine's speed
-    # drifts from minute to minute, and the worker is held to the mean.
+    lines += [f"  {line}" for line in gc_lines(result.gc_record)]
     for when, (bare_s, bare_cpu, usage_text) in zip(("before", "after"), bare_runs, strict=True):
         lines.append(
-            f"bare loop {when} the worker, same broker: {count / bare_s:.0f} messages/s; "
+            f"  bare loop {when} the worker, same broker: {count / bare_s:.0f} messages/s; "
             f"{bare_cpu / count * 1e6:.0f} us CPU per message"
         )
         lines += usage_text
     bare_rate = sum(count / bare_s for bare_s, _, _ in bare_runs) / len(bare_runs)
-    lines.append(f"worker / bare loop (mean of both) = {(count / elapsed) / bare_rate:.2f}")
-    return lines
+    ratio = (count / elapsed) / bare_rate
+    lines.append(f"  worker / bare loop (mean of both) = {ratio:.2f}")
+    return lines, ratio
 
 
-def bare_loop(count: int) -> tuple[float, float, list[str]]:
+def bare_loop(count: int) -> BareRun:
     """The bare loop's seconds and CPU seconds, and what the machine used meanwhile."""
     edges: list[Usage] = []
     pids = {"bare loop": os.getpid(), "broker": broker_pid()}
@@ -371,20 +345,53 @@ def bare_loop(count: int) -> tuple[float, float, list[str]]:
     return elapsed, cpu, usage_lines(edges[0], edges[-1], count)
 
 
+def unlimited(scenario: Scenario, count: int, rounds: int) -> tuple[list[str], list[Run]]:
+    """Bare loop, worker, bare loop, worker, ... bare loop: each worker run is held to
+    the bare loop just before and just after it, as this machine's speed drifts from
+    minute to minute; the median of the rounds' ratios is the figure."""
+    lines = [f"{load_average()} at the start; {rounds} rounds"]
+    bare_runs = [bare_loop(count)]
+    results: list[Run] = []
+    ratios = []
+    for round_ in range(1, rounds + 1):
+        results.append(run(scenario, count))
+        bare_runs.append(bare_loop(count))
+        round_lines, ratio = unlimited_lines(results[-1], bare_runs[-2:])
+        lines += [f"round {round_}:", *round_lines]
+        ratios.append(ratio)
+    rates = [count / r.elapsed_s for r in results]
+    cpu = [(r.cpu_s - r.cpu_at_first_s) / count * 1e6 for r in results]
+    bare = [count / seconds for seconds, _, _ in bare_runs]
+    lines += [
+        f"worker messages/s: median {statistics.median(rates):.0f} "
+        f"(min {min(rates):.0f}, max {max(rates):.0f}); bare loop messages/s: median "
+        f"{statistics.median(bare):.0f} (min {min(bare):.0f}, max {max(bare):.0f})",
+        f"worker CPU per message: median {statistics.median(cpu):.0f} us "
+        f"(min {min(cpu):.0f}, max {max(cpu):.0f})",
+        f"worker / bare loop: median {statistics.median(ratios):.2f} "
+        f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
+    ]
+    return lines, results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--count", type=int, help="commands (default per scenario)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="unlimited: worker runs, each between bare loops"
+    )
     args = parser.parse_args()
     name = args.scenario
     scenario = SCENARIOS[name]
     count = args.count or scenario.count
     lines = [f"scenario: {name}; {count} updates queued before the worker starts"]
     if name == "unlimited":
-        lines.append(f"{load_average()} at the start")
-        bare_before = bare_loop(count)
-        result = run(scenario, count)
-        lines += unlimited_lines(result, [bare_before, bare_loop(count)])
+        round_lines, results = unlimited(scenario, count, args.rounds)
+        lines += round_lines
+        result = results[-1]
+        complete = all(r.complete for r in results)
+        lines.append(f"every round complete: {'yes' if complete else 'NO'}; the last round:")
     elif name == "memory":
         lines.append(f"{load_average()} at the start")
         result = run(scenario, count)
@@ -395,13 +402,15 @@ def main() -> int:
         ]
         if result.usage_span is not None:
             lines += usage_lines(*result.usage_span, count)
-        lines += gc_lines(result)
+        lines += gc_lines(result.gc_record)
     elif name == "operating":
         result = run(scenario, count, sample_charged=True)
         lines += operating_lines(result)
     else:
         result = run(scenario, count)
         lines += rate_lines(scenario, result)
+    if name != "unlimited":
+        complete = result.complete
     lines += outcome_lines(result)
     # A profiled run is slower: its figures are kept apart from the plain run's.
     profiled = (
@@ -413,7 +422,7 @@ def main() -> int:
         lines.insert(1, f"experiment: the worker's gc thresholds set to {threshold}")
         profiled += "-gc" + threshold.replace(",", "_")
     write_results(f"worker_pacing-{name}{profiled}", lines)
-    return 0 if result.complete else 1
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
