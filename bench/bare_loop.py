@@ -72,12 +72,13 @@ async def run_bare_loop(
             if handled == count:
                 done.set()
 
-        await queue.consume(handle)
+        tag = await queue.consume(handle)
         await done.wait()
         elapsed = time.perf_counter() - started[0]
         cpu = time.process_time() - cpu_start[0]
         if at_edges is not None:
             at_edges()
+        await queue.cancel(tag)  # before the queue goes, or the broker cancels it with a warning
         await feeder.queue_delete(source)
         await feeder.queue_delete(sink)
         return elapsed, cpu

@@ -171,7 +171,8 @@ def run(scenario: Scenario, count: int, *, sample_charged: bool = False) -> Run:
             )
             asyncio.run(publish(f"{prefix}update", ((body, {}) for body in commands)))
             settings = {"B24_WEBHOOK_URL": portal.webhook_url, **scenario.env}
-            probe = GcProbe() if scenario.cpu_bound else None
+            # Not while py-spy samples: the probe's clock reads would show in the profile.
+            probe = GcProbe() if scenario.cpu_bound and not spy_file else None
             if probe is not None:
                 settings |= probe.settings()
             env = worker_env(prefix, **settings)
