@@ -6,6 +6,7 @@
 # sandbox started here is stopped by its PID on exit.
 #
 # Usage: bench/sandbox_throughput.sh [seconds] [connections]
+# The summary is also written to bench/results/sandbox_throughput.txt.
 # Needs wrk (Debian: apt-get install -y wrk).
 set -euo pipefail
 
@@ -34,6 +35,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+LOAD_BEFORE="$(awk '{print $1 ", " $2 ", " $3}' /proc/loadavg)"
 OUT="$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/sandbox_update.lua "$URL")"
 echo "$OUT"
 NON2XX="$(echo "$OUT" | awk '/Non-2xx/ {print $NF}')"
@@ -43,3 +45,13 @@ echo "crm.item.update requests/s (one sandbox core, limits off): ${RPS}"
 if [ -n "$NON2XX" ]; then echo "non-2xx responses: ${NON2XX}" >&2; exit 1; fi
 SAVES="$(curl -fs "http://127.0.0.1:${PORT}/_sandbox/counters" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["saves"])')"
 echo "items saved by the sandbox: ${SAVES}"
+
+# The summary goes to bench/results like every other benchmark's figures.
+LATENCY="$(echo "$OUT" | awk '/^ +(50|99)%/ {printf "%s p%s, ", $2, substr($1, 1, length($1) - 1)}')"
+mkdir -p bench/results
+{
+  echo "# sandbox_throughput, run $(date --iso-8601=seconds) on $(nproc) cores"
+  echo "crm.item.update JSON posts, each changing an item; sandbox pinned to one core, wrk (${CONNECTIONS} connections, ${DURATION} s) on the other"
+  echo "load average ${LOAD_BEFORE} (1, 5, 15 min) at the start"
+  echo "requests/s: ${RPS}; latency ${LATENCY%, }; non-2xx: ${NON2XX:-0}; items saved: ${SAVES}"
+} > bench/results/sandbox_throughput.txt
