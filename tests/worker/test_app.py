@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from typing import IO
 
 import pytest
+
+from worker.app import COLLECTOR_THRESHOLDS, tune_collector
 
 WEBHOOK_CODE = "Wh00kC0de4Tests"
 
@@ -98,3 +101,14 @@ def test_run_without_a_portal_says_what_to_set() -> None:
     line = json.loads(output.strip().splitlines()[-1])
     assert line["event"] == "config.no_portal"
     assert "B24_WEBHOOK_URL" in line["hint"]
+
+
+def test_the_collector_is_tuned_once_start_up_is_done() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+        assert gc.get_freeze_count() > 1000  # modules, models and settings set aside
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
