@@ -23,8 +23,9 @@ BENCH_PYSPY=<file> samples the worker with py-spy from its first delivery
 bench/profile_report.py reads the file); BENCH_PROFILE=<file> runs it under
 cProfile. A profiled run writes worker_pacing-<scenario>-profiled.txt instead.
 The CPU-bound runs time the worker's garbage collector (bench/gc_probe);
-BENCH_GC_THRESHOLD=a,b,c tries other collector thresholds in the worker
-(results in worker_pacing-<scenario>-gc<a_b_c>.txt).
+BENCH_GC_THRESHOLD=a,b,c sets other collector thresholds at the worker's
+start, unless the worker sets its own later (results in
+worker_pacing-<scenario>-gc<a_b_c>.txt).
 """
 
 from __future__ import annotations

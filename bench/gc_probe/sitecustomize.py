@@ -4,7 +4,9 @@ Put on the worker's PYTHONPATH by bench/worker_pacing.py; it acts only in
 ``python -m worker run`` and only when BENCH_GC_PROBE names a file prefix.
 At exit it writes the CPU seconds each generation's collections took and how
 many there were to ``<prefix>.<pid>``. BENCH_GC_THRESHOLD=a,b,c sets the
-collector's thresholds first, to try a setting without changing the worker.
+collector's thresholds first, to try a setting without changing the worker;
+a worker that sets its own after start-up overrides it (the record says
+which thresholds were in force at the end).
 """
 
 from __future__ import annotations
