@@ -217,7 +217,7 @@ class Worker:
 
     async def _accept(self, message: Delivery, source: Source) -> None:
         self.metrics.consumed.labels(source).inc()
-        named = message.headers.get(PORTAL_HEADER)
+        named = message.header(PORTAL_HEADER)
         if isinstance(named, bytes):
             named = named.decode("utf-8", "replace")
         key = named if isinstance(named, str) else self.settings.B24_DEFAULT_PORTAL

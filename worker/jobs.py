@@ -55,6 +55,11 @@ class Delivery:
     def headers(self) -> dict[str, Any]:
         return dict(self._properties.headers or {})
 
+    def header(self, name: str) -> Any:
+        """One header's value (None when absent), without copying the table."""
+        headers = self._properties.headers
+        return headers.get(name) if headers else None
+
     @property
     def message_id(self) -> str | None:
         return self._properties.message_id
