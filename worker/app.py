@@ -20,6 +20,7 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
+from schemas.wire import PORTAL_HEADER
 from worker.bitrix import make_http_client
 from worker.breaker import Breaker
 from worker.consumer import Consumers, Source
@@ -30,7 +31,7 @@ from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.outcomes import Outcomes
 from worker.pipeline import Pipeline
-from worker.settings import PORTAL_HEADER, Portal, Settings, redact_url
+from worker.settings import Portal, Settings, redact_url
 from worker.topology import Topology, TopologyError, declare
 
 __all__ = ["Worker", "run", "secrets_of"]

@@ -34,7 +34,7 @@ __all__ = ["main"]
 def _schema(args: argparse.Namespace) -> int:
     schema: dict[str, Any]
     if args.asyncapi:
-        from worker.contract import asyncapi_document
+        from schemas.asyncapi import asyncapi_document
 
         schema = asyncapi_document()
     elif args.event == "success":

@@ -8,7 +8,7 @@ want each one's outcome back.
 
 - `queue` is the workers' UPDATE_QUEUE. When they run with SHARDS > 0 it names
   a consistent-hash exchange, and each command is published there with its
-  item's routing key (`worker.topology.item_routing_key`), so one item's
+  item's routing key (`schemas.wire.item_routing_key`), so one item's
   updates reach one worker in the order they were sent. The client finds out
   which when it connects.
 - `portal` (the client's, or one `update`'s) is sent as the x-b24-portal
@@ -40,7 +40,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
-from worker.settings import PORTAL_HEADER
+from schemas.wire import DEFAULT_UPDATE_QUEUE, PORTAL_HEADER
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -63,7 +63,7 @@ class UpdateClient:
     """Publishes crm.item.update commands and returns their outcome events."""
 
     def __init__(
-        self, amqp_url: str, *, queue: str = "crm.item.update", portal: str | None = None
+        self, amqp_url: str, *, queue: str = DEFAULT_UPDATE_QUEUE, portal: str | None = None
     ) -> None:
         self._amqp_url = amqp_url
         self._queue = queue

@@ -12,13 +12,9 @@ from pamqp.commands import Basic
 
 from schemas import UpdateCommand
 from schemas.events import ErrorClass
+from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
 
-__all__ = ["ATTEMPTS_HEADER", "Delivery", "ItemKey", "Job", "message_properties"]
-
-# Set on retry copies: how many calls to the portal the command has had so far.
-ATTEMPTS_HEADER = "x-b24-attempts"
-# Set on retry copies: the message id the worker assigned when the producer gave none.
-ASSIGNED_ID_HEADER = "x-b24-message-id"
+__all__ = ["Delivery", "ItemKey", "Job", "message_properties"]
 
 ItemKey = tuple[int, int]
 

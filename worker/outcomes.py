@@ -28,8 +28,9 @@ from pamqp.commands import Basic
 
 from schemas import FailureEvent, SuccessEvent
 from schemas.events import ErrorClass, EventError
+from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
 from worker.acks import Acks
-from worker.jobs import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER, Job, message_properties
+from worker.jobs import Job, message_properties
 from worker.publishing import Publisher
 from worker.topology import Topology
 

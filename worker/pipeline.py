@@ -19,6 +19,7 @@ import structlog
 
 from schemas import CommandValidationError, parse_command
 from schemas.events import ErrorClass
+from schemas.wire import DELIVERY_COUNT_HEADER, JSON_CONTENT_TYPES
 from worker.batching import Batcher
 from worker.bitrix import php_query
 from worker.calling import Again, Caller, Decision, PortalDown, Ticket
@@ -33,8 +34,6 @@ __all__ = ["Pipeline", "Source"]
 Source = Literal["update", "retry", "poison"]
 
 log = structlog.get_logger("worker.pipeline")
-
-_JSON_TYPES = ("", "application/json", "text/json")
 
 
 class Pipeline:
@@ -148,7 +147,7 @@ class Pipeline:
             limit = self._max_message_bytes
             return f"the body is {size} bytes; the limit is {limit} (MAX_MESSAGE_BYTES)"
         content_type = (message.content_type or "").split(";")[0].strip().lower()
-        if content_type not in _JSON_TYPES:
+        if content_type not in JSON_CONTENT_TYPES:
             return f"content type {content_type!r}: a command is JSON (application/json)"
         return self._parse(job)
 
@@ -241,7 +240,7 @@ class Pipeline:
 
 
 def _poisoned(message: Delivery) -> Failed:
-    delivered = message.headers.get("x-delivery-count")
+    delivered = message.header(DELIVERY_COUNT_HEADER)
     times = f"{delivered} times" if isinstance(delivered, int) else "too many times"
     return Failed(
         ErrorClass.UNKNOWN,

@@ -16,8 +16,15 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from schemas.wire import (
+    DEFAULT_DEAD_LETTER_QUEUE,
+    DEFAULT_RESULT_QUEUE,
+    DEFAULT_UPDATE_QUEUE,
+    PORTAL_HEADER,
+    is_portal_key,
+)
+
 __all__ = [
-    "PORTAL_HEADER",
     "ConfigError",
     "Portal",
     "PortalConfig",
@@ -27,10 +34,6 @@ __all__ = [
 ]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
-_PORTAL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-# The message header that names the portal a command is for (a key of B24_PORTALS).
-PORTAL_HEADER = "x-b24-portal"
 
 
 class ConfigError(Exception):
@@ -87,11 +90,11 @@ class Settings(BaseSettings):
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
         description="RabbitMQ connection URL",
     )
-    UPDATE_QUEUE: str = Field(default="crm.item.update", description="commands to apply")
+    UPDATE_QUEUE: str = Field(default=DEFAULT_UPDATE_QUEUE, description="commands to apply")
     RESULT_QUEUE: str = Field(
-        default="crm.item.update.result", description="success events without reply_to"
+        default=DEFAULT_RESULT_QUEUE, description="success events without reply_to"
     )
-    DEAD_LETTER_QUEUE: str = Field(default="crm.item.update.dead", description="failure events")
+    DEAD_LETTER_QUEUE: str = Field(default=DEFAULT_DEAD_LETTER_QUEUE, description="failure events")
     PREFETCH: Annotated[int, Field(ge=1, le=5000)] = Field(
         default=300, description="unacknowledged deliveries the worker holds at most"
     )
@@ -160,7 +163,7 @@ class Settings(BaseSettings):
     B24_PORTALS: dict[str, PortalConfig] = Field(
         default_factory=dict,
         description='more portals, as JSON: {"<key>": {"webhook_url": ...}}; chosen by the '
-        "x-b24-portal header",
+        f"{PORTAL_HEADER} header",
     )
     B24_PORTAL_KEY: str = Field(
         default="default",
@@ -225,7 +228,7 @@ class Settings(BaseSettings):
         if self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None:
             keys.append(self.B24_PORTAL_KEY)
         for key in keys:
-            if not _PORTAL_KEY.match(key):
+            if not is_portal_key(key):
                 raise ValueError(
                     f"portal key {key!r}: use 1-63 of a-z, 0-9, '_', '.', '-', starting "
                     "with a letter or digit"

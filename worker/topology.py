@@ -47,6 +47,8 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from schemas import wire
+
 __all__ = [
     "DELIVERY_LIMIT",
     "HASH_EXCHANGE_TYPE",
@@ -55,9 +57,7 @@ __all__ = [
     "TopologyError",
     "declare",
     "declare_exchange",
-    "item_routing_key",
     "refuse_leftover_shard",
-    "shard_queue",
 ]
 
 # High enough that restarts and hand-backs never dead-letter a healthy message;
@@ -73,21 +73,6 @@ class TopologyError(Exception):
     """The broker cannot hold the topology as the worker needs it; the message says why."""
 
 
-def item_routing_key(portal: str | None, entity_type_id: int, item_id: int) -> str:
-    """The routing key of every command for one item: `2:351`, or `acme:2:351` with a portal.
-
-    Producers that name the portal (the x-b24-portal header) must name it on every
-    command of the item: a command without it hashes to another key.
-    """
-    item = f"{entity_type_id}:{item_id}"
-    return f"{portal}:{item}" if portal else item
-
-
-def shard_queue(update_queue: str, index: int) -> str:
-    """The name of shard `index` behind the exchange UPDATE_QUEUE."""
-    return f"{update_queue}.shard.{index}"
-
-
 @dataclass(frozen=True)
 class Topology:
     update_queue: str
@@ -99,11 +84,11 @@ class Topology:
 
     @property
     def poison_queue(self) -> str:
-        return f"{self.update_queue}.poison"
+        return wire.poison_queue(self.update_queue)
 
     @property
     def retry_queue(self) -> str:
-        return f"{self.update_queue}.retry"
+        return wire.retry_queue(self.update_queue)
 
     @property
     def entry_exchange(self) -> str | None:
@@ -111,7 +96,7 @@ class Topology:
         return self.update_queue if self.shards else None
 
     def shard_queue(self, index: int) -> str:
-        return shard_queue(self.update_queue, index)
+        return wire.shard_queue(self.update_queue, index)
 
     @property
     def work_queues(self) -> tuple[str, ...]:
@@ -121,7 +106,7 @@ class Topology:
         return (self.update_queue,)
 
     def tier_queue(self, delay_s: int) -> str:
-        return f"{self.update_queue}.retry.{delay_s}s"
+        return wire.tier_queue(self.update_queue, delay_s)
 
     def tier_for(self, attempt: int) -> int:
         """The delay before try `attempt + 1`, after `attempt` tries failed."""

@@ -15,11 +15,12 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from schemas.wire import item_routing_key
 from tests.worker.e2e import eventually
 from tests.worker.shards import sharded, sharded_topology
 from worker.consumer import Consumers, Source
 from worker.jobs import Delivery
-from worker.topology import Topology, declare, item_routing_key
+from worker.topology import Topology, declare
 
 pytestmark = pytest.mark.rabbitmq
 

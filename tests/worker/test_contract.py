@@ -11,9 +11,10 @@ import jsonschema
 import pytest
 
 from schemas import CommandValidationError, SuccessEvent, parse_command
-from worker.contract import asyncapi_document
-from worker.settings import PORTAL_HEADER, ConfigError, Settings, load_settings
-from worker.topology import Topology, item_routing_key
+from schemas.asyncapi import asyncapi_document
+from schemas.wire import PORTAL_HEADER, item_routing_key
+from worker.settings import ConfigError, Settings, load_settings
+from worker.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = asyncapi_document()

@@ -15,10 +15,11 @@ import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
+from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
 from tests.worker.e2e import control, events, running_worker, settings_for, stored
 from worker.app import secrets_of
-from worker.settings import PORTAL_HEADER, Settings
+from worker.settings import Settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 

@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
+from schemas.wire import item_routing_key
 from tests.reliability.processes import JsonLog, WorkerRun, sandbox_process, worker_env, worker_run
 from tests.worker.broker import depth, take
 from tests.worker.e2e import (
@@ -38,7 +39,7 @@ from tests.worker.e2e import (
     stored,
 )
 from tests.worker.shards import sharded, sharded_topology
-from worker.topology import Topology, item_routing_key
+from worker.topology import Topology
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 

@@ -8,9 +8,10 @@ import aio_pika
 import pytest
 
 import worker.topology
+from schemas.wire import item_routing_key
 from tests.worker.broker import connected, publish, take, unique_topology
 from tests.worker.shards import drain_shard, sharded, sharded_topology
-from worker.topology import TopologyError, declare, item_routing_key
+from worker.topology import TopologyError, declare
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -28,8 +28,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
+from schemas.wire import item_routing_key, shard_queue
 from worker.settings import redact_url
-from worker.topology import item_routing_key, shard_queue
 
 __all__ = [
     "PUBLISH_TRIES",

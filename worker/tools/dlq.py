@@ -24,7 +24,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, DeliveryMode
 
 from schemas import FailureEvent
-from worker.settings import PORTAL_HEADER
+from schemas.wire import PORTAL_HEADER, WORKER_HEADERS
 from worker.tools.broker import EntryPoint, ToolError, entry_point, publish_confirmed
 from worker.tools.letters import DeadLetter, Selection, reading
 
@@ -32,7 +32,6 @@ __all__ = ["replay", "replay_message", "show"]
 
 _DESCRIPTION_CHARS = 200
 # Headers the broker or the worker put on the way; a replay starts afresh without them.
-_DROPPED_HEADERS = frozenset({"x-b24-attempts", "x-b24-message-id", "x-death", "x-delivery-count"})
 _DROPPED_PREFIXES = ("x-first-death-", "x-last-death-")
 
 
@@ -145,7 +144,7 @@ def replay_message(event: FailureEvent) -> aio_pika.Message | None:
     headers = {
         name: value
         for name, value in (properties.get("headers") or {}).items()
-        if name not in _DROPPED_HEADERS and not name.startswith(_DROPPED_PREFIXES)
+        if name not in WORKER_HEADERS and not name.startswith(_DROPPED_PREFIXES)
     }
     timestamp = _text(properties, "timestamp")
     priority = properties.get("priority")

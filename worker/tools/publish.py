@@ -32,7 +32,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
 
 from schemas import FailureEvent
-from worker.settings import PORTAL_HEADER
+from schemas.wire import PORTAL_HEADER
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,

@@ -1,4 +1,4 @@
-"""The worker's queues and messages as an AsyncAPI 3.0 document, built from schemas/.
+"""The worker's queues and messages as an AsyncAPI 3.0 document, built from the models.
 
 `b24-worker schema --asyncapi` prints it; docs/contract/asyncapi.json is that
 output, and a test keeps the two equal, so the document cannot drift from the
@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas import FailureEvent, SuccessEvent
 from schemas.command import command_json_schema
-from schemas.events import CONTRACT_VERSION
-from worker.settings import PORTAL_HEADER, Settings
+from schemas.events import CONTRACT_VERSION, FailureEvent, SuccessEvent
+from schemas.wire import (
+    DEFAULT_DEAD_LETTER_QUEUE,
+    DEFAULT_RESULT_QUEUE,
+    DEFAULT_UPDATE_QUEUE,
+    PORTAL_HEADER,
+    PORTAL_KEY_PATTERN,
+)
 
 __all__ = ["asyncapi_document"]
 
 _AMQP_BINDING = "0.3.0"
-
-
-def _default(name: str) -> Any:
-    return Settings.model_fields[name].default
 
 
 def _components(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def _command_headers() -> dict[str, Any]:
         "properties": {
             PORTAL_HEADER: {
                 "type": "string",
-                "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$",
+                "pattern": PORTAL_KEY_PATTERN,
                 "description": (
                     "The portal the command is for: a key of the worker's configuration "
                     "(B24_PORTALS, or B24_PORTAL_KEY); without it, B24_DEFAULT_PORTAL. An "
@@ -104,11 +105,7 @@ def _command_headers() -> dict[str, Any]:
 
 
 def asyncapi_document() -> dict[str, Any]:
-    update, result, dead = (
-        _default("UPDATE_QUEUE"),
-        _default("RESULT_QUEUE"),
-        _default("DEAD_LETTER_QUEUE"),
-    )
+    update, result, dead = DEFAULT_UPDATE_QUEUE, DEFAULT_RESULT_QUEUE, DEFAULT_DEAD_LETTER_QUEUE
     return {
         "asyncapi": "3.0.0",
         "info": {
