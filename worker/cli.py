@@ -86,7 +86,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.app import run
+    from worker.runtime.app import run
     from worker.settings import ConfigError, load_settings
 
     try:

@@ -7,7 +7,7 @@ import re
 import yaml
 
 from tests.deploy.manifests import ROOT, worker_families, worker_series
-from worker.classify import classify
+from worker.flow.classify import classify
 from worker.settings import Settings
 
 DOC = ROOT / "docs" / "operations.md"

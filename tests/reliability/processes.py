@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from tests.worker.e2e import process_env
-from worker.topology import Topology
+from worker.amqp.topology import Topology
 
 __all__ = [
     "JsonLog",

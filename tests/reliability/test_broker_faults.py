@@ -46,7 +46,10 @@ async def test_after_the_broker_closes_every_connection_the_worker_consumes_agai
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         for item_id in range(1, 11):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="before"))
         before = events(await take(broker, settings.RESULT_QUEUE, 10))
@@ -82,7 +85,10 @@ async def test_while_the_broker_blocks_publishers_the_worker_waits_and_loses_not
     watermark = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
     settings = settings_for(amqp_url, portal)
     control(portal, "PATCH", "faults", {"latency_ms": 1500})
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         for item_id in range(1, 6):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="blocked"))
         sample = worker.metrics.registry.get_sample_value

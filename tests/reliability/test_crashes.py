@@ -36,7 +36,7 @@ from tests.reliability.processes import (
     worker_run,
 )
 from tests.worker.broker import connected, depth, unique_topology
-from worker.topology import Topology, declare
+from worker.amqp.topology import Topology, declare
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
 

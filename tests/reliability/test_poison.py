@@ -23,7 +23,7 @@ from sandbox.testing import RunningSandbox, running_sandbox
 from schemas import UpdateCommand, parse_command
 from tests.worker.broker import connected, depth, publish, take, unique_topology
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
-from worker.topology import DELIVERY_LIMIT
+from worker.amqp.topology import DELIVERY_LIMIT
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
 
@@ -242,7 +242,10 @@ async def test_every_poison_message_ends_as_one_validation_failure_naming_its_pr
     cases = corpus()
     assert len(cases) >= 30
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish_corpus(broker, settings.UPDATE_QUEUE, cases)
         dead = events(await take(broker, settings.DEAD_LETTER_QUEUE, len(cases), timeout_s=60))
         await asyncio.sleep(0.5)  # nothing else may follow
@@ -354,10 +357,13 @@ async def test_a_message_that_crashes_the_worker_each_time_is_dead_lettered_afte
     each time, the broker dead-letters it after its delivery limit, and the worker
     reports it as DELIVERY_LIMIT; the other messages, before and after, are applied."""
     crashes: list[str] = []
-    monkeypatch.setattr("worker.pipeline.parse_command", _crash_on(b"crash-me", crashes))
+    monkeypatch.setattr("worker.flow.pipeline.parse_command", _crash_on(b"crash-me", crashes))
     settings = settings_for(amqp_url, portal)
     loop = asyncio.get_running_loop()
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         started = loop.time()
         for item_id in (1, 2):
             await publish(broker, settings.UPDATE_QUEUE, _json_deal(item_id, "before"))

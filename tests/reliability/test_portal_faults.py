@@ -31,7 +31,7 @@ from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected, depth
 from tests.worker.e2e import control, eventually, running_worker, settings_for
-from worker.app import Worker
+from worker.runtime.app import Worker
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]

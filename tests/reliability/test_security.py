@@ -37,7 +37,7 @@ from tests.worker.e2e import (
     settings_for,
     stored,
 )
-from worker.topology import Topology
+from worker.amqp.topology import Topology
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
 
@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability
 # would print them unless the log mask catches them.
 CRASHING_WORKER = """
 import os, sys
-from worker import calling
+from worker.flow import calling
 
 call = calling.Caller._call
 
@@ -314,7 +314,10 @@ async def test_a_message_carrying_a_portal_or_credentials_is_refused_without_ech
         "server_endpoint": "https://evil.example.com/oauth/rest/",
     }
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         for key, value in carried.items():
             body = {**deal(1, title="hijacked"), key: value}
             await publish(broker, settings.UPDATE_QUEUE, body, message_id=key)
@@ -396,7 +399,10 @@ async def test_batch_references_in_values_reach_the_portal_unchanged(
     rewrite them: every value is stored exactly as it was sent."""
     settings = settings_for(amqp_url, portal, BATCH_LINGER_MS=200)
     tags = "ufCrm_1721244707202"
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         for item_id, text in enumerate(REFERENCES, start=1):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="plain"))
             fields = {"title": text, "comments": text, tags: [text, "$next"]}

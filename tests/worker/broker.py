@@ -12,7 +12,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from worker.topology import Topology
+from worker.amqp.topology import Topology
 
 
 def unique_topology(retry_delays_s: tuple[int, ...] = (1, 2)) -> Topology:

@@ -14,9 +14,9 @@ import httpx
 
 from sandbox.testing import RunningSandbox
 from tests.worker.broker import unique_topology
-from worker.app import Worker
+from worker.amqp.topology import Topology
+from worker.runtime.app import Worker
 from worker.settings import Settings
-from worker.topology import Topology
 
 
 def settings_for(amqp_url: str, portal: RunningSandbox, **overrides: Any) -> Settings:

@@ -12,7 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.worker.broker import unique_topology
-from worker.topology import Topology
+from worker.amqp.topology import Topology
 
 
 def sharded_topology(shards: int, retry_delays_s: tuple[int, ...] = (1, 2)) -> Topology:

@@ -13,8 +13,8 @@ import pytest
 from schemas import CommandValidationError, SuccessEvent, parse_command
 from schemas.asyncapi import asyncapi_document
 from schemas.wire import PORTAL_HEADER, item_routing_key
+from worker.amqp.topology import Topology
 from worker.settings import ConfigError, Settings, load_settings
-from worker.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = asyncapi_document()

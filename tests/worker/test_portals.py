@@ -18,7 +18,7 @@ from sandbox.testing import RunningSandbox, running_sandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
 from tests.worker.e2e import control, events, running_worker, settings_for, stored
-from worker.app import secrets_of
+from worker.runtime.app import secrets_of
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
@@ -60,7 +60,10 @@ async def test_each_command_reaches_the_portal_its_header_names(
     amqp_url: str, north: RunningSandbox, south: RunningSandbox
 ) -> None:
     settings = two_portals(amqp_url, north, south)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         queue = settings.UPDATE_QUEUE
         await publish(broker, queue, deal(1, "to south"), headers={PORTAL_HEADER: "south"})
         await publish(broker, queue, deal(2, "to north"), headers={PORTAL_HEADER: "north"})
@@ -79,7 +82,10 @@ async def test_an_unknown_portal_is_a_validation_failure_and_nothing_is_called(
     amqp_url: str, north: RunningSandbox, south: RunningSandbox
 ) -> None:
     settings = two_portals(amqp_url, north, south)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         before = requests_to(north) + requests_to(south)
         await publish(
             broker,
@@ -110,7 +116,10 @@ async def test_without_a_default_portal_a_message_must_name_one(
         B24_PORTALS={"north": {"webhook_url": north.webhook_url}},
         B24_DEFAULT_PORTAL="nobody",
     )
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(1, "unnamed"))
         await publish(
             broker, settings.UPDATE_QUEUE, deal(2, "named"), headers={PORTAL_HEADER: "north"}

@@ -39,7 +39,7 @@ from tests.worker.e2e import (
     stored,
 )
 from tests.worker.shards import sharded, sharded_topology
-from worker.topology import Topology
+from worker.amqp.topology import Topology
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 

@@ -41,7 +41,10 @@ async def test_a_command_is_applied_and_its_success_reported(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(
             broker,
             settings.UPDATE_QUEUE,
@@ -64,7 +67,10 @@ async def test_an_invalid_command_is_dead_lettered_with_its_reason_and_original(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(1, opened=1), headers={"trace": "t1"})
         await publish(broker, settings.UPDATE_QUEUE, b"not json", content_type="text/plain")
         dead = events(await take(broker, settings.DEAD_LETTER_QUEUE, 2))
@@ -119,7 +125,10 @@ async def test_per_message_failures_are_classified(
 ) -> None:
     control(portal, "PATCH", "faults", fault)
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, command, message_id="m-f")
         [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
         assert await depth(broker, settings.RESULT_QUEUE) == 0
@@ -132,7 +141,10 @@ async def test_a_transient_failure_is_retried_through_a_tier_and_then_succeeds(
 ) -> None:
     force_error(portal, "INTERNAL_SERVER_ERROR", item_id=2, times=1)
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(2, title="Second try"), message_id="m-t")
         [event] = events(await take(broker, settings.RESULT_QUEUE, 1))
     assert (event["messageId"], event["attempts"]) == ("m-t", 2)
@@ -144,7 +156,10 @@ async def test_transient_failures_end_as_transient_after_max_attempts(
 ) -> None:
     force_error(portal, "INTERNAL_SERVER_ERROR", item_id=3)
     settings = settings_for(amqp_url, portal, MAX_ATTEMPTS=2)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(3, title="never"), message_id="m-x")
         [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
     assert (event["error"]["class"], event["attempts"]) == ("transient", 2)
@@ -156,7 +171,10 @@ async def test_a_later_command_for_an_item_waits_for_the_earlier_ones_retry(
 ) -> None:
     force_error(portal, "INTERNAL_SERVER_ERROR", item_id=4, times=1)
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(4, title="first"), message_id="first")
         await publish(broker, settings.UPDATE_QUEUE, deal(4, title="second"), message_id="second")
         done = events(await take(broker, settings.RESULT_QUEUE, 2))
@@ -169,7 +187,10 @@ async def test_reply_to_gets_the_success_and_an_unroutable_one_falls_back(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         channel = await broker.channel()
         replies = await channel.declare_queue(exclusive=True)
         await publish(
@@ -201,7 +222,10 @@ async def test_a_portal_wide_state_leaves_messages_queued_then_recovers(
 ) -> None:
     control(portal, "PATCH", "faults", fault)
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         for item_id in (1, 2, 3):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="later"))
         await eventually(lambda: worker.breaker is not None and worker.breaker.state == state)
@@ -223,7 +247,10 @@ async def test_a_consumer_cancelled_by_the_server_consumes_again_once(
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         first_tag, channel = worker.consumers.registrations[settings.UPDATE_QUEUE]
         await channel.basic_cancel(first_tag)  # as the broker's basic.cancel would leave it
         await eventually(
@@ -247,7 +274,10 @@ async def test_custom_fields_are_checked_against_the_portals_definitions(
     amqp_url: str, portal: RunningSandbox, fields: dict[str, Any], reason: str
 ) -> None:
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(1, **fields), message_id="m-uf")
         await publish(
             broker,
@@ -269,7 +299,10 @@ async def test_an_error_code_the_worker_does_not_know_ends_as_unknown_with_the_c
 ) -> None:
     force_error(portal, "ERROR_METHOD_NOT_FOUND", item_id=1)
     settings = settings_for(amqp_url, portal)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="x"), message_id="m-u")
         [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
     assert (event["error"]["class"], event["error"]["code"]) == (
@@ -288,7 +321,10 @@ async def test_a_call_without_an_answer_is_in_doubt_only_for_commands_that_are_n
         "id": 1,
         "fields": {"fm": {"n0": {"typeId": "PHONE", "valueType": "WORK", "value": "+1555"}}},
     }
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, adds_a_phone, message_id="m-fm")
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="again"), message_id="m-t")
         dead = {
@@ -313,7 +349,10 @@ async def test_a_server_error_is_in_doubt_for_an_addition_and_retried_for_a_titl
         "id": 1,
         "fields": {"fm": {"n0": {"typeId": "PHONE", "valueType": "WORK", "value": "+1556"}}},
     }
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(broker, settings.UPDATE_QUEUE, adds_a_phone, message_id="m-fm")
         await publish(broker, settings.UPDATE_QUEUE, deal(1, title="retried"), message_id="m-t")
         [failed] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))

@@ -32,7 +32,7 @@ from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected, depth, publish, take, unique_topology
 from tests.worker.e2e import control, events, process_env, running_worker, settings_for
-from worker.topology import Topology, declare
+from worker.amqp.topology import Topology, declare
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 

@@ -30,7 +30,13 @@ from typing import Any, TextIO
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
-from worker.app import secrets_of, topology_of
+from worker.amqp.topology import (
+    HASH_EXCHANGE_TYPE,
+    Topology,
+    TopologyError,
+    declare_exchange,
+    refuse_leftover_shard,
+)
 from worker.bitrix import (
     BitrixClient,
     NoAnswerError,
@@ -39,17 +45,11 @@ from worker.bitrix import (
     UnexpectedAnswerError,
     make_http_client,
 )
-from worker.lanes import build_auth
 from worker.observability.logging import SecretMask
+from worker.runtime.app import secrets_of, topology_of
+from worker.runtime.lanes import build_auth
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect
-from worker.topology import (
-    HASH_EXCHANGE_TYPE,
-    Topology,
-    TopologyError,
-    declare_exchange,
-    refuse_leftover_shard,
-)
 
 __all__ = ["Finding", "run_checks"]
 

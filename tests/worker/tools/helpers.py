@@ -16,7 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.worker.broker import connected, depth, unique_topology
-from worker.topology import Topology, declare
+from worker.amqp.topology import Topology, declare
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,10 @@ async def test_a_replayed_letter_is_applied_by_the_worker(
 ) -> None:
     settings = settings_for(amqp_url, portal)
     force_error(portal, "CRM_FIELD_ERROR_REQUIRED", item_id=3, times=1)
-    async with running_worker(settings) as worker, connected(amqp_url, worker.topology) as broker:
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
         await publish(
             broker,
             settings.UPDATE_QUEUE,

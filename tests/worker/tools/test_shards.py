@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-import worker.topology
+import worker.amqp.topology
 from sandbox.testing import RunningSandbox
 from schemas import SuccessEvent
 from tests.worker.e2e import running_worker, settings_for, stored
 from tests.worker.shards import drain_shard, sharded, sharded_topology
 from tests.worker.tools.helpers import run_tool, tool_env
 from tests.worker.tools.letters import command, failure, fill
+from worker.amqp.topology import Topology, declare
 from worker.client import UpdateClient
 from worker.tools.check import run_checks
 from worker.tools.publish import PublishOptions, publish_file
-from worker.topology import Topology, declare
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -212,7 +212,7 @@ async def test_check_says_how_to_enable_a_missing_exchange_type(
 ) -> None:
     """Provoked with an exchange type no broker has, as in tests/worker/test_topology.py."""
     topology = sharded_topology(4)
-    monkeypatch.setattr(worker.topology, "HASH_EXCHANGE_TYPE", "x-no-such-type")
+    monkeypatch.setattr(worker.amqp.topology, "HASH_EXCHANGE_TYPE", "x-no-such-type")
     async with sharded(amqp_url, topology):
         check_env(monkeypatch, amqp_url, topology)
         out = io.StringIO()

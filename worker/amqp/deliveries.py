@@ -1,22 +1,20 @@
-"""A delivery on its way through the pipeline: the message, its command, its tries."""
+"""A delivery as the broker handed it over, read straight from its AMQP frames.
+
+`Source` names the queue it came from: the work queue (or a shard of it), the
+queue of returning retry copies, or the queue of what the broker dead-lettered.
+"""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from schemas import UpdateCommand
-from schemas.events import ErrorClass
-from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
+__all__ = ["Delivery", "Source", "message_properties"]
 
-__all__ = ["Delivery", "ItemKey", "Job", "message_properties"]
-
-ItemKey = tuple[int, int]
+Source = Literal["update", "retry", "poison"]
 
 
 class Delivery:
@@ -104,43 +102,6 @@ class Delivery:
         tag = self.delivery_tag
         if tag is not None:
             await self.channel.basic_nack(tag, requeue=requeue)
-
-
-@dataclass
-class Job:
-    """One command in flight. `attempts` counts the calls already made for it."""
-
-    message: Delivery
-    message_id: str
-    source: Literal["update", "retry", "poison"]
-    command: UpdateCommand | None = None
-    attempts: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-    query: str | None = None  # the params as a batch carries them; None: they go alone
-    failure: ErrorClass | None = None  # set when the command ended with a failure event
-
-    @classmethod
-    def from_message(cls, message: Delivery, source: Literal["update", "retry", "poison"]) -> Job:
-        headers = message.headers
-        assigned = headers.get(ASSIGNED_ID_HEADER)
-        message_id = message.message_id or (assigned if isinstance(assigned, str) else None)
-        attempts = headers.get(ATTEMPTS_HEADER, 0)
-        return cls(
-            message=message,
-            message_id=message_id or uuid.uuid4().hex,
-            source=source,
-            attempts=attempts if isinstance(attempts, int) and attempts >= 0 else 0,
-        )
-
-    @property
-    def key(self) -> ItemKey | None:
-        if self.command is None:
-            return None
-        return (self.command.entityTypeId, self.command.id)
-
-    @property
-    def correlation_id(self) -> str | None:
-        return self.message.correlation_id
 
 
 def message_properties(message: Delivery) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.events import ErrorClass
-from worker.classify import classify
+from worker.flow.classify import classify
 
 
 @pytest.mark.parametrize(

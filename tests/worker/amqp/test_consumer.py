@@ -18,9 +18,9 @@ from aio_pika.abc import AbstractRobustConnection
 from schemas.wire import item_routing_key
 from tests.worker.e2e import eventually
 from tests.worker.shards import sharded, sharded_topology
-from worker.consumer import Consumers, Source
-from worker.jobs import Delivery
-from worker.topology import Topology, declare
+from worker.amqp.consumer import Consumers
+from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.topology import Topology, declare
 
 pytestmark = pytest.mark.rabbitmq
 

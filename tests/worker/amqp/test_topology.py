@@ -7,11 +7,11 @@ import dataclasses
 import aio_pika
 import pytest
 
-import worker.topology
+import worker.amqp.topology
 from schemas.wire import item_routing_key
 from tests.worker.broker import connected, publish, take, unique_topology
 from tests.worker.shards import drain_shard, sharded, sharded_topology
-from worker.topology import TopologyError, declare
+from worker.amqp.topology import TopologyError, declare
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -136,7 +136,7 @@ async def test_a_broker_without_the_hash_exchange_type_says_how_to_enable_it(
     """Provoked with an exchange type no broker has: the broker answers exactly as it
     does for x-consistent-hash without the plugin (and closes the connection)."""
     topology = sharded_topology(4)
-    monkeypatch.setattr(worker.topology, "HASH_EXCHANGE_TYPE", "x-no-such-type")
+    monkeypatch.setattr(worker.amqp.topology, "HASH_EXCHANGE_TYPE", "x-no-such-type")
     async with sharded(amqp_url, topology):
         connection = await aio_pika.connect(amqp_url)
         try:

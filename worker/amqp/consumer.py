@@ -43,22 +43,19 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from worker.acks import Acks
-from worker.jobs import Delivery
-from worker.topology import Topology
+from worker.amqp.acks import Acks
+from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.topology import Topology
 
-__all__ = ["CLAIM_WINDOW_S", "Consumers", "Source"]
+__all__ = ["CLAIM_WINDOW_S", "Consumers"]
 
-log = structlog.get_logger("worker.consumer")
-
-Source = Literal["update", "retry", "poison"]
+log = structlog.get_logger("worker.amqp.consumer")
 
 # How long a worker alone takes to claim every shard; workers starting within it
 # share them out.

@@ -13,7 +13,7 @@ from typing import IO
 
 import pytest
 
-from worker.app import COLLECTOR_THRESHOLDS, tune_collector
+from worker.runtime.app import COLLECTOR_THRESHOLDS, tune_collector
 
 WEBHOOK_CODE = "Wh00kC0de4Tests"
 

@@ -26,7 +26,7 @@ from worker.bitrix import (
     WebhookAuth,
     make_http_client,
 )
-from worker.definitions import METHOD, FieldDefinitions, RedisDefinitionsCache
+from worker.flow.definitions import METHOD, FieldDefinitions, RedisDefinitionsCache
 from worker.limiter.clock import FakeClock
 
 DEAL = 2

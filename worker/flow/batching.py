@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from worker.jobs import Job
+from worker.flow.jobs import Job
 
 __all__ = ["Batcher"]
 

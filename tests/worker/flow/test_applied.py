@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.applied import not_applied
+from worker.flow.applied import not_applied
 
 
 def test_values_stored_as_sent_in_the_portal_form_are_applied() -> None:

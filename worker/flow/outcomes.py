@@ -29,14 +29,15 @@ from pamqp.commands import Basic
 from schemas import FailureEvent, SuccessEvent
 from schemas.events import ErrorClass, EventError
 from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
-from worker.acks import Acks
-from worker.jobs import Job, message_properties
-from worker.publishing import Publisher
-from worker.topology import Topology
+from worker.amqp.acks import Acks
+from worker.amqp.deliveries import message_properties
+from worker.amqp.publishing import Publisher
+from worker.amqp.topology import Topology
+from worker.flow.jobs import Job
 
 __all__ = ["Failed", "HandBack", "Outcome", "Outcomes", "Retry", "Succeeded"]
 
-log = structlog.get_logger("worker.outcomes")
+log = structlog.get_logger("worker.flow.outcomes")
 
 _PERSISTENT = DeliveryMode.PERSISTENT.value
 _MAX_COMMAND_TEXT = 64 * 1024  # a failure event keeps at most this much of a non-JSON body

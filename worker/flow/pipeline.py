@@ -13,27 +13,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 import structlog
 
 from schemas import CommandValidationError, parse_command
 from schemas.events import ErrorClass
 from schemas.wire import DELIVERY_COUNT_HEADER, JSON_CONTENT_TYPES
-from worker.batching import Batcher
+from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.topology import Topology
 from worker.bitrix import php_query
-from worker.calling import Again, Caller, Decision, PortalDown, Ticket
-from worker.definitions import FieldDefinitions
-from worker.jobs import Delivery, Job
-from worker.ordering import OrderingGate
-from worker.outcomes import Failed, HandBack, Outcome, Outcomes
-from worker.topology import Topology
+from worker.flow.batching import Batcher
+from worker.flow.calling import Again, Caller, Decision, PortalDown, Ticket
+from worker.flow.definitions import FieldDefinitions
+from worker.flow.jobs import Job
+from worker.flow.ordering import OrderingGate
+from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes
 
-__all__ = ["Pipeline", "Source"]
+__all__ = ["Pipeline"]
 
-Source = Literal["update", "retry", "poison"]
-
-log = structlog.get_logger("worker.pipeline")
+log = structlog.get_logger("worker.flow.pipeline")
 
 
 class Pipeline:

@@ -24,7 +24,7 @@ from aiormq.abc import AbstractChannel
 
 __all__ = ["Acks"]
 
-log = structlog.get_logger("worker.acks")
+log = structlog.get_logger("worker.amqp.acks")
 
 
 @dataclass

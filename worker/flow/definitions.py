@@ -39,7 +39,7 @@ __all__ = [
 METHOD = "crm.item.fields"
 _CUSTOM_PREFIXES = ("ufCrm", "UF_CRM_")
 
-log = structlog.get_logger("worker.definitions")
+log = structlog.get_logger("worker.flow.definitions")
 
 
 class FieldsCaller(Protocol):

@@ -14,7 +14,7 @@ import structlog
 
 __all__ = ["Breaker"]
 
-log = structlog.get_logger("worker.breaker")
+log = structlog.get_logger("worker.flow.breaker")
 
 
 class Breaker:

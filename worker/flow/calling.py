@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import structlog
 
 from schemas.events import ErrorClass
-from worker.applied import not_applied
 from worker.bitrix import (
     BitrixClient,
     CommandAnswer,
@@ -25,17 +24,18 @@ from worker.bitrix import (
     TokenRenewalError,
     UnexpectedAnswerError,
 )
-from worker.classify import TRANSPORT, Verdict, classify
-from worker.jobs import Job
+from worker.flow.applied import not_applied
+from worker.flow.classify import TRANSPORT, Verdict, classify
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
 from worker.limiter import Lease, OperatingBudget, OperatingReport
 from worker.observability.metrics import Metrics
-from worker.outcomes import Failed, Outcome, Retry, Succeeded
 
 __all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown", "Ticket"]
 
 METHOD = "crm.item.update"
 
-log = structlog.get_logger("worker.calling")
+log = structlog.get_logger("worker.flow.calling")
 
 
 @dataclass(frozen=True)

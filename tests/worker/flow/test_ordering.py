@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from worker.jobs import Job
-from worker.ordering import OrderingGate
+from worker.flow.jobs import Job
+from worker.flow.ordering import OrderingGate
 
 KEY = (2, 351)
 

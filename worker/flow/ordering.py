@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from worker.jobs import ItemKey, Job
+from worker.flow.jobs import ItemKey, Job
 
 __all__ = ["OrderingGate"]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.acks import Acks
+from worker.amqp.acks import Acks
 
 
 class Broker:

@@ -21,18 +21,19 @@ from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
 from schemas.wire import PORTAL_HEADER
+from worker.amqp.consumer import Consumers
+from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.topology import Topology, TopologyError, declare
 from worker.bitrix import make_http_client
-from worker.breaker import Breaker
-from worker.consumer import Consumers, Source
-from worker.jobs import Delivery, Job
-from worker.lanes import Lane, build_lane
+from worker.flow.breaker import Breaker
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Outcomes
+from worker.flow.pipeline import Pipeline
 from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
-from worker.outcomes import Outcomes
-from worker.pipeline import Pipeline
+from worker.runtime.lanes import Lane, build_lane
 from worker.settings import Portal, Settings, redact_url
-from worker.topology import Topology, TopologyError, declare
 
 __all__ = ["Worker", "run", "secrets_of"]
 

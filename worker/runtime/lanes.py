@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from redis.asyncio import Redis
 
+from worker.amqp.topology import Topology
 from worker.bitrix import (
     Auth,
     BitrixClient,
@@ -27,11 +28,13 @@ from worker.bitrix import (
     WebhookAuth,
 )
 from worker.bitrix.redis_tokens import RedisTokenStore
-from worker.breaker import Breaker
-from worker.calling import Caller
-from worker.classify import classify
-from worker.definitions import FieldDefinitions, RedisDefinitionsCache
-from worker.jobs import Job
+from worker.flow.breaker import Breaker
+from worker.flow.calling import Caller
+from worker.flow.classify import classify
+from worker.flow.definitions import FieldDefinitions, RedisDefinitionsCache
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Outcomes
+from worker.flow.pipeline import Pipeline
 from worker.limiter import (
     OperatingBudget,
     RequestPacer,
@@ -41,10 +44,7 @@ from worker.limiter import (
 )
 from worker.observability.logging import SecretMask
 from worker.observability.metrics import Metrics
-from worker.outcomes import Outcomes
-from worker.pipeline import Pipeline
 from worker.settings import Portal, Settings
-from worker.topology import Topology
 
 __all__ = ["Lane", "build_auth", "build_lane", "token_store"]
 

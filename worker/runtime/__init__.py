@@ -1,0 +1,1 @@
+"""The running worker: built from its settings, one lane per portal, until SIGTERM."""
