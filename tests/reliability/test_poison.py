@@ -357,7 +357,7 @@ async def test_a_message_that_crashes_the_worker_each_time_is_dead_lettered_afte
     each time, the broker dead-letters it after its delivery limit, and the worker
     reports it as DELIVERY_LIMIT; the other messages, before and after, are applied."""
     crashes: list[str] = []
-    monkeypatch.setattr("worker.flow.pipeline.parse_command", _crash_on(b"crash-me", crashes))
+    monkeypatch.setattr("worker.flow.jobs.parse_command", _crash_on(b"crash-me", crashes))
     settings = settings_for(amqp_url, portal)
     loop = asyncio.get_running_loop()
     async with (

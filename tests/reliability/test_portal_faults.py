@@ -532,7 +532,7 @@ async def test_while_the_portal_is_blocked_messages_stay_queued_and_all_succeed_
             await publish_all(broker, settings.UPDATE_QUEUE, commands)
             await eventually(lambda: ends.count() >= 20, 30)
             control(portal, "PATCH", "faults", {"overload": True})
-            await eventually(lambda: worker.breaker.state == "blocked", 10)
+            await eventually(lambda: worker.pipeline.down == "blocked", 10)
             await eventually(lambda: len(worker.pipeline.gate) == 0, 10)  # all handed back
             before = ends.count()
             assert before < len(commands)

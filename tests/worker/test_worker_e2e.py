@@ -228,7 +228,7 @@ async def test_a_portal_wide_state_leaves_messages_queued_then_recovers(
     ):
         for item_id in (1, 2, 3):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="later"))
-        await eventually(lambda: worker.breaker is not None and worker.breaker.state == state)
+        await eventually(lambda: worker.pipeline.down == state)
         assert worker.not_ready() == f"portal down: {state} (default)"
         await eventually(lambda: worker.pipeline is not None and len(worker.pipeline.gate) == 0)
         assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0

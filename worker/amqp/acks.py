@@ -1,4 +1,6 @@
-"""Acks, coalesced: one `basic.ack(multiple=true)` for a run of settled deliveries.
+"""The acknowledger: every ack and hand-back of a delivery goes through `Acks`.
+
+Acks are coalesced: one `basic.ack(multiple=true)` for a run of settled deliveries.
 
 A batch of fifty commands settles within a few milliseconds; acking each of
 them is fifty frames and fifty socket writes. `Acks` waits a moment, then acks
@@ -19,8 +21,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import aiormq
 import structlog
 from aiormq.abc import AbstractChannel
+
+from worker.amqp.deliveries import Delivery
 
 __all__ = ["Acks"]
 
@@ -60,6 +65,25 @@ class Acks:
         """The delivery was nacked or rejected: nothing to ack, but the run may pass it."""
         state = self._channels.setdefault(channel, _Channel())
         state.settled[tag] = False
+
+    async def hand_back(self, delivery: Delivery, *, message_id: str | None = None) -> None:
+        """Give the delivery back to the broker (nack with requeue); the run may pass it.
+
+        On a channel that went meanwhile the broker redelivers it anyway.
+        """
+        tag = delivery.delivery_tag
+        if tag is None:
+            return
+        try:
+            await delivery.channel.basic_nack(tag, requeue=True)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            log.warning(
+                "settle.lost",
+                message_id=message_id or delivery.message_id,
+                error=type(exc).__name__,
+                note="the broker will deliver this message again",
+            )
+        self.settled_elsewhere(delivery.channel, tag)
 
     @property
     def pending(self) -> int:

@@ -10,7 +10,8 @@ connection loss, but knows nothing of these consumers: the watcher consumes
 again on the new channel, as it does when the server cancels a consumer (its
 queue was deleted and declared again, for example).
 
-Consumption can be paused (a portal-wide state) and resumed.
+Consumption is held back while any portal holds it (`hold`, `release`: a
+portal-wide state), and stopped for good on shutdown (`stop`).
 
 Shards. A shard queue has a single active consumer: the broker delivers to the
 first consumer registered, and when that one goes, to the next in line.
@@ -86,7 +87,7 @@ class Consumers:
         topology: Topology,
         prefetch: int,
         handle: Callable[[Delivery, Source], Awaitable[None]],
-        acks: Acks | None = None,
+        acks: Acks,
         claim_window_s: float = CLAIM_WINDOW_S,
         rng: random.Random | None = None,
     ) -> None:
@@ -104,6 +105,8 @@ class Consumers:
         self._poison_queue = topology.poison_queue
         self._leftover = _Feed("update", topology.update_queue, work, False, leftover=True)
         self._lock = asyncio.Lock()
+        self._holders: set[str] = set()
+        self._stopped = False
         self.consuming = False
 
     @property
@@ -164,7 +167,24 @@ class Consumers:
         self.consuming = True
         log.info("consumer.resumed")
 
+    async def hold(self, holder: str) -> None:
+        """Stop taking deliveries while ``holder`` (a portal that is down) holds them back."""
+        first = not self._holders
+        self._holders.add(holder)
+        if first:
+            await self.pause()
+
+    async def release(self, holder: str) -> None:
+        """``holder`` no longer holds deliveries back; they flow when no one does."""
+        if holder not in self._holders:
+            return
+        self._holders.discard(holder)
+        if not self._holders and not self._stopped:
+            await self.resume()
+
     async def stop(self) -> None:
+        """Take no more deliveries (shutting down); what is held stays held."""
+        self._stopped = True
         await self.pause(keep=())
 
     async def close(self) -> None:
@@ -180,13 +200,7 @@ class Consumers:
             # A bug, not an outcome: give the message back, so the broker
             # counts its deliveries and dead-letters one that keeps failing.
             log.exception("consumer.handler_crashed", message_id=delivery.message_id)
-            try:
-                await delivery.nack(requeue=True)
-            except Exception as exc:  # the channel went: the broker redelivers anyway
-                log.warning("consumer.nack_failed", error=type(exc).__name__)
-                return
-            if self._acks is not None and delivery.delivery_tag is not None:
-                self._acks.settled_elsewhere(delivery.channel, delivery.delivery_tag)
+            await self._acks.hand_back(delivery)
 
     async def _consume(self, feed: _Feed) -> None:
         if feed.channel is None:

@@ -98,10 +98,26 @@ class Delivery:
     def timestamp(self) -> datetime | None:
         return self._properties.timestamp
 
-    async def nack(self, *, requeue: bool = True) -> None:
-        tag = self.delivery_tag
-        if tag is not None:
-            await self.channel.basic_nack(tag, requeue=requeue)
+    def copy_properties(self, *, headers: dict[str, Any], message_id: str) -> Basic.Properties:
+        """The properties of a persistent copy of this message, with these headers and id.
+
+        Left out: `user_id` (the broker accepts only the publishing user's) and
+        `expiration` (the copy's time in a delay tier is the tier's).
+        """
+        p = self._properties
+        return Basic.Properties(
+            content_type=p.content_type,
+            content_encoding=p.content_encoding,
+            headers=headers,
+            delivery_mode=2,
+            priority=p.priority,
+            correlation_id=p.correlation_id,
+            reply_to=p.reply_to,
+            message_id=message_id,
+            timestamp=p.timestamp,
+            message_type=p.message_type,
+            app_id=p.app_id,
+        )
 
 
 def message_properties(message: Delivery) -> dict[str, Any]:

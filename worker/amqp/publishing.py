@@ -12,6 +12,13 @@ message), a nack or a closed channel reaches exactly that caller, as with
 This works on the aiormq channel's confirm bookkeeping (its delivery-tag
 counter, its confirmation futures and its write queue), the same steps its
 `basic_publish` takes, under the same lock.
+
+What the broker answers is translated here, at the boundary::
+
+    PublishError        the message is not known to be on a queue
+    ├── UnroutableError      mandatory, and no queue took it (basic.return)
+    ├── RefusedError         the broker nacked it
+    └── NotPublishedError    the channel or connection went, or the write failed
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiormq
 from aiormq.abc import ChannelFrame
@@ -29,7 +36,52 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-__all__ = ["Publisher"]
+__all__ = [
+    "NotPublishedError",
+    "PublishError",
+    "Publisher",
+    "Publishes",
+    "RefusedError",
+    "UnroutableError",
+    "event_properties",
+]
+
+_PERSISTENT = 2
+
+
+class PublishError(Exception):
+    """A publish the broker did not confirm; the subclass says how."""
+
+
+class UnroutableError(PublishError):
+    """A mandatory publish no queue took (the broker returned it)."""
+
+
+class RefusedError(PublishError):
+    """The broker nacked the publish."""
+
+
+class NotPublishedError(PublishError):
+    """The channel or the connection went before the broker confirmed the publish."""
+
+
+class Publishes(Protocol):
+    """What settling needs of a publisher: `Publisher`, or a fake in tests."""
+
+    async def publish(
+        self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
+    ) -> None:
+        """Return once the broker confirmed the message; PublishError otherwise."""
+
+
+def event_properties(message_id: str, correlation_id: str | None) -> Basic.Properties:
+    """The properties of an event the worker publishes: JSON, persistent, the command's ids."""
+    return Basic.Properties(
+        content_type="application/json",
+        message_id=message_id,
+        correlation_id=correlation_id,
+        delivery_mode=_PERSISTENT,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +105,7 @@ class Publisher:
     async def publish(
         self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
     ) -> None:
-        """Returns once the broker confirmed the message; raises what basic_publish raises."""
+        """Returns once the broker confirmed the message; PublishError otherwise."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Publish(body, routing_key, properties, mandatory, done))
@@ -74,7 +126,7 @@ class Publisher:
             channel = cast(aiormq.Channel, await self._channel())
             confirmations = await _write(channel, batch)
         except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else aiormq.exceptions.ChannelClosed()
+            failure = NotPublishedError(f"{type(exc).__name__}: {exc}")
             for publish in batch:
                 if not publish.done.done():
                     publish.done.set_exception(failure)
@@ -143,10 +195,13 @@ def _relay(done: asyncio.Future[None], confirmation: asyncio.Future[Any]) -> Non
     if done.done():
         return
     if confirmation.cancelled():
-        done.set_exception(aiormq.exceptions.ChannelInvalidStateError("the channel closed"))
+        done.set_exception(NotPublishedError("the channel closed"))
         return
     failure = confirmation.exception()
-    if failure is not None:
-        done.set_exception(failure)
-    else:
+    if failure is None:
         done.set_result(None)
+    elif isinstance(failure, aiormq.exceptions.DeliveryError):
+        returned = isinstance(failure.frame, Basic.Return)
+        done.set_exception(UnroutableError() if returned else RefusedError())
+    else:
+        done.set_exception(NotPublishedError(f"{type(failure).__name__}: {failure}"))

@@ -20,11 +20,11 @@ T = TypeVar("T")
 
 
 class Batcher(Generic[T]):
-    """Collects ready jobs and hands them to `dispatch` in groups.
+    """Collects ready jobs and hands them out in groups, one call's worth each.
 
     `admit(wanted)` waits until a call may be sent and returns a ticket that
-    says how many commands it may carry (`count(ticket)`); the group then takes
-    that many ready jobs, waiting at most `linger_s` for more to arrive.
+    says how many commands it may carry (`count(ticket)`); `next_group` then
+    takes that many ready jobs, waiting at most `linger_s` for more to arrive.
     """
 
     def __init__(
@@ -32,22 +32,17 @@ class Batcher(Generic[T]):
         *,
         admit: Callable[[int], Awaitable[T]],
         count: Callable[[T], int],
-        dispatch: Callable[[list[Job], T], Awaitable[None]],
         size: int,
         linger_s: float,
         batchable: Callable[[Job], bool],
-        max_in_flight: int = 4,
     ) -> None:
         self._admit = admit
         self._count = count
-        self._dispatch = dispatch
         self._size = size
         self._linger_s = linger_s
         self._batchable = batchable
         self._ready: asyncio.Queue[Job] = asyncio.Queue()
         self._alone: deque[Job] = deque()
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, job: Job) -> None:
         self._ready.put_nowait(job)
@@ -56,26 +51,22 @@ class Batcher(Generic[T]):
         return self._ready.qsize() + len(self._alone)
 
     def take_all(self) -> list[Job]:
-        """Remove every job not yet dispatched (to hand them back)."""
+        """Remove every job not yet in a group (to hand them back)."""
         jobs = list(self._alone)
         self._alone.clear()
         while not self._ready.empty():
             jobs.append(self._ready.get_nowait())
         return jobs
 
-    async def run(self) -> None:
-        """Form and dispatch groups until cancelled."""
-        while True:
-            await self._slots.acquire()
-            first = self._alone.popleft() if self._alone else await self._ready.get()
-            if self._size == 1 or not self._batchable(first):
-                ticket = await self._admit(1)
-                self._spawn([first], ticket)
-                continue
-            ticket = await self._admit(self._size)
-            group = [first]
-            await self._fill(group, max(1, self._count(ticket)))
-            self._spawn(group, ticket)
+    async def next_group(self) -> tuple[list[Job], T]:
+        """The next group and its ticket: waits for a job, then for the limiter's leave."""
+        first = self._alone.popleft() if self._alone else await self._ready.get()
+        if self._size == 1 or not self._batchable(first):
+            return [first], await self._admit(1)
+        ticket = await self._admit(self._size)
+        group = [first]
+        await self._fill(group, max(1, self._count(ticket)))
+        return group, ticket
 
     async def _fill(self, group: list[Job], room: int) -> None:
         loop = asyncio.get_running_loop()
@@ -95,19 +86,3 @@ class Batcher(Generic[T]):
                 group.append(job)
             else:
                 self._alone.append(job)
-
-    def _spawn(self, group: list[Job], ticket: T) -> None:
-        task = asyncio.create_task(self._send(group, ticket))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, group: list[Job], ticket: T) -> None:
-        try:
-            await self._dispatch(group, ticket)
-        finally:
-            self._slots.release()
-
-    async def wait_idle(self) -> None:
-        """Wait for the groups already dispatched to finish."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

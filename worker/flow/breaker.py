@@ -1,8 +1,9 @@
-"""The portal-wide state: up, or down for a reason every message shares.
+"""A portal in a portal-wide state, probed with growing pauses until it answers.
 
-Bad credentials and a blocked portal are not outcomes of a message. When one is
-seen the worker stops consuming, hands back what it holds and probes the portal
-with growing pauses; the first answer that is not portal-wide brings it back.
+Bad credentials and a blocked portal are not outcomes of a message. The lane's
+pipeline opens its breaker when it sees one, stops taking deliveries, and waits
+in `until_up`, which probes the portal until the first answer that is not
+portal-wide.
 """
 
 from __future__ import annotations
@@ -18,41 +19,40 @@ log = structlog.get_logger("worker.flow.breaker")
 
 
 class Breaker:
+    """The portal's state: up (`state` None) or down for a reason every message shares."""
+
     def __init__(
         self,
         *,
         probe: Callable[[], Awaitable[str | None]],
-        on_open: Callable[[], Awaitable[None]],
-        on_close: Callable[[], Awaitable[None]],
         first_pause_s: float = 1.0,
         max_pause_s: float = 60.0,
         name: str = "default",
     ) -> None:
         self._probe = probe  # returns the portal-wide state still seen, or None when up
-        self._on_open = on_open
-        self._on_close = on_close
         self._first_pause_s = first_pause_s
         self._max_pause_s = max_pause_s
         self._log = log.bind(portal=name)
-        self.state: str | None = None
-        self._probing: asyncio.Task[None] | None = None
+        self._state: str | None = None
+
+    @property
+    def state(self) -> str | None:
+        """Why the portal is down (``bad_credentials``, ``blocked``...), or None while up."""
+        return self._state
 
     @property
     def is_open(self) -> bool:
-        return self.state is not None
+        return self._state is not None
 
-    async def trip(self, state: str, code: str) -> None:
-        """A portal-wide answer was seen; the first one stops consumption and starts probing."""
-        if self.state is not None:
-            return
-        self.state = state
-        self._log.error(
-            "portal.down", state=state, code=code, note="consuming stops; messages stay queued"
-        )
-        await self._on_open()
-        self._probing = asyncio.create_task(self._probe_until_up())
+    def open(self, state: str) -> bool:
+        """A portal-wide answer was seen; True when it is the first (the portal was up)."""
+        if self._state is not None:
+            return False
+        self._state = state
+        return True
 
-    async def _probe_until_up(self) -> None:
+    async def until_up(self) -> None:
+        """Probe with growing pauses until the portal answers; the breaker is closed then."""
         pause = self._first_pause_s
         while True:
             await asyncio.sleep(pause)
@@ -62,12 +62,7 @@ class Breaker:
             self._log.warning(
                 "portal.still_down", state=still, next_probe_s=min(pause * 2, self._max_pause_s)
             )
-            self.state = still
+            self._state = still
             pause = min(pause * 2, self._max_pause_s)
         self._log.info("portal.up")
-        self.state = None
-        await self._on_close()
-
-    async def close(self) -> None:
-        if self._probing is not None:
-            self._probing.cancel()
+        self._state = None

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
-
 from schemas.events import ErrorClass
 from worker.bitrix import (
     BitrixClient,
@@ -27,15 +25,13 @@ from worker.bitrix import (
 from worker.flow.applied import not_applied
 from worker.flow.classify import TRANSPORT, Verdict, classify
 from worker.flow.jobs import Job
+from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
 from worker.limiter import Lease, OperatingBudget, OperatingReport
-from worker.observability.metrics import Metrics
 
-__all__ = ["METHOD", "Again", "Caller", "Decision", "PortalDown", "Ticket"]
+__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown", "Ticket"]
 
 METHOD = "crm.item.update"
-
-log = structlog.get_logger("worker.flow.calling")
 
 
 @dataclass(frozen=True)
@@ -68,6 +64,19 @@ class Ticket:
         return self.lease.commands
 
 
+class Calls(Protocol):
+    """What the pipeline asks of its caller: `Caller` against a portal, or a fake in tests."""
+
+    async def admit(self, wanted: int) -> Ticket:
+        """Wait until a call of up to ``wanted`` commands may go."""
+
+    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
+        """One call for the jobs; a decision for each."""
+
+    async def release(self, ticket: Ticket) -> None:
+        """A ticket that will not be used."""
+
+
 class Caller:
     """Sends groups of jobs to the portal at the limiter's pace."""
 
@@ -77,32 +86,32 @@ class Caller:
         client: BitrixClient,
         pacer: Pacer,
         budget: OperatingBudget,
-        metrics: Metrics | None = None,
+        observer: Observer,
     ) -> None:
         self._client = client
         self._pacer = pacer
         self._budget = budget
-        self._metrics = metrics or Metrics()
+        self._observer = observer
 
     async def admit(self, wanted: int) -> Ticket:
         """Wait until a call of up to `wanted` commands may go: budget first, then the bucket."""
         lease = await self._budget.acquire(METHOD, wanted)
         waited = lease.waited_s + await self._pacer.acquire()
-        self._metrics.limiter_wait.observe(waited)
+        self._observer.waited(waited)
         return Ticket(lease)
 
     async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
         """Send the jobs in one call (the ticket allows that many); settle the lease."""
         reports: list[OperatingReport] = []
-        self._metrics.batch_size.observe(len(jobs))
+        self._observer.sending(len(jobs))
         started = time.perf_counter()
         try:
             return await self._call(jobs, reports)
         finally:
             duration = time.perf_counter() - started
-            self._metrics.api_latency.observe(duration)
+            self._observer.answered(duration)
             await self._budget.settle(ticket.lease, reports, duration_s=duration)
-            self._metrics.operating_left.labels(METHOD).set(await self._budget.remaining_s(METHOD))
+            self._observer.budget_left(METHOD, await self._budget.remaining_s(METHOD))
 
     async def release(self, ticket: Ticket) -> None:
         """A ticket that will not be used (the jobs were handed back)."""
@@ -170,8 +179,7 @@ class Caller:
         return await self._answer(job, code, status, description, limited)
 
     async def _rate_limited(self, code: str) -> None:
-        self._metrics.rate_limited.labels(code).inc()
-        log.warning("call.rate_limited", code=code, note="the command waits and goes again")
+        self._observer.rate_limited(code)
         if code == "QUERY_LIMIT_EXCEEDED":
             await self._pacer.on_rate_limited()
         elif code == "OPERATION_TIME_LIMIT":

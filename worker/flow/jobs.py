@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import UpdateCommand
+from schemas import CommandValidationError, UpdateCommand, parse_command
 from schemas.events import ErrorClass
-from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
+from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER, JSON_CONTENT_TYPES
 from worker.amqp.deliveries import Delivery, Source
 
 __all__ = ["ItemKey", "Job"]
@@ -41,6 +41,26 @@ class Job:
             source=source,
             attempts=attempts if isinstance(attempts, int) and attempts >= 0 else 0,
         )
+
+    def decode(self, *, max_bytes: int) -> str | None:
+        """Read the command from the body; the reason when it is not a valid command."""
+        message = self.message
+        size = len(message.body)
+        if size > max_bytes:
+            return f"the body is {size} bytes; the limit is {max_bytes} (MAX_MESSAGE_BYTES)"
+        content_type = (message.content_type or "").split(";")[0].strip().lower()
+        if content_type not in JSON_CONTENT_TYPES:
+            return f"content type {content_type!r}: a command is JSON (application/json)"
+        return self.parse()
+
+    def parse(self) -> str | None:
+        """Validate the body as a command (schemas.parse_command); the reason when it is not."""
+        try:
+            self.command = parse_command(self.message.body)
+        except CommandValidationError as exc:
+            return exc.reason
+        self.params = self.command.to_params()
+        return None
 
     @property
     def key(self) -> ItemKey | None:

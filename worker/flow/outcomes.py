@@ -10,7 +10,8 @@
                   state, or shutting down)
 
 A delivery is acked only after what replaces it is confirmed by the broker; a
-publish the broker nacks is published again.
+publish the broker nacks is published again. `Outcomes.settle` says what it did
+as a `Settled`, and reports it to the observer of the lane it serves.
 """
 
 from __future__ import annotations
@@ -18,28 +19,35 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
-import aio_pika
-import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, DeliveryMode
-from pamqp.commands import Basic
 
 from schemas import FailureEvent, SuccessEvent
 from schemas.events import ErrorClass, EventError
 from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
 from worker.amqp.acks import Acks
 from worker.amqp.deliveries import message_properties
-from worker.amqp.publishing import Publisher
+from worker.amqp.publishing import (
+    NotPublishedError,
+    Publishes,
+    RefusedError,
+    UnroutableError,
+    event_properties,
+)
 from worker.amqp.topology import Topology
 from worker.flow.jobs import Job
 
-__all__ = ["Failed", "HandBack", "Outcome", "Outcomes", "Retry", "Succeeded"]
+if TYPE_CHECKING:
+    from pamqp.commands import Basic
+
+    from worker.flow.observer import Observer
+
+__all__ = ["Failed", "HandBack", "Outcome", "Outcomes", "Retry", "Settled", "Succeeded"]
 
 log = structlog.get_logger("worker.flow.outcomes")
 
-_PERSISTENT = DeliveryMode.PERSISTENT.value
 _MAX_COMMAND_TEXT = 64 * 1024  # a failure event keeps at most this much of a non-JSON body
 
 
@@ -70,33 +78,54 @@ class HandBack:
 Outcome = Succeeded | Failed | Retry | HandBack
 
 
+class Settled(Enum):
+    """What settling a delivery did."""
+
+    SUCCEEDED = "succeeded"  # success event confirmed, delivery acked
+    FAILED = "failed"  # failure event confirmed, delivery acked
+    RETRIED = "retried"  # copy confirmed in a delay tier, delivery acked
+    HANDED_BACK = "handed_back"  # nacked with requeue: the broker delivers it again
+    CRASHED = "crashed"  # a bug: the delivery stays unacked until its channel goes
+
+
 class Outcomes:
     """Settles jobs: publishes what replaces a delivery, then acks it.
 
-    `channel` must have publisher confirms and `on_return_raises=True`, so that an
-    unroutable reply_to is known. Events are published on its underlying
-    channel: building them as library messages first costs more CPU than the
-    rest of a command's way through the worker.
+    ``publisher`` publishes on a channel with publisher confirms; ``acks`` is
+    the worker's one acknowledger, shared with the consumers. One `Outcomes`
+    serves one lane, whose ``observer`` hears of every delivery it settles.
     """
 
     def __init__(
         self,
         *,
-        channel: AbstractChannel,
+        publisher: Publishes,
+        acks: Acks,
         topology: Topology,
         max_attempts: int,
+        observer: Observer,
         max_message_bytes: int = 1_048_576,
-        acks: Acks | None = None,
     ) -> None:
-        self._channel = channel
-        self._max_message_bytes = max_message_bytes
-        self._publisher = Publisher(channel.get_underlay_channel)
+        self._publisher = publisher
+        self._acks = acks
         self._topology = topology
         self._max_attempts = max_attempts
-        self.acks = acks or Acks()
+        self._observer = observer
+        self._max_message_bytes = max_message_bytes
 
-    async def settle(self, job: Job, outcome: Outcome) -> str:
-        """Carry out the outcome; returns what was done (for logs and metrics)."""
+    async def settle(self, job: Job, outcome: Outcome) -> Settled:
+        """Carry out the outcome; never raises (a bug is logged and reported as CRASHED)."""
+        try:
+            settled = await self._settle(job, outcome)
+        except Exception:
+            # A bug, not an answer. The delivery stays unacked: the broker
+            # redelivers it when its channel goes.
+            log.exception("settle.crashed", message_id=job.message_id, item=job.key)
+            settled = Settled.CRASHED
+        self._observer.settled(job, settled)
+        return settled
+
+    async def _settle(self, job: Job, outcome: Outcome) -> Settled:
         if isinstance(outcome, Retry) and job.attempts >= self._max_attempts:
             outcome = Failed(
                 ErrorClass.TRANSIENT,
@@ -105,24 +134,23 @@ class Outcomes:
                 retryable=True,
             )
         message = job.message
-        if isinstance(outcome, HandBack):
-            await _quietly(message.nack(requeue=True), job)
-            if message.delivery_tag is not None:
-                self.acks.settled_elsewhere(message.channel, message.delivery_tag)
-            return "handed_back"
-        if isinstance(outcome, Succeeded):
-            await self._publish_success(job, outcome)
-            done = "succeeded"
-        elif isinstance(outcome, Failed):
-            job.failure = outcome.error_class
-            await self._publish_failure(job, outcome)
-            done = "failed"
-        else:
-            await self._publish_retry(job)
-            done = "retried"
+        match outcome:
+            case HandBack():
+                await self._acks.hand_back(message, message_id=job.message_id)
+                return Settled.HANDED_BACK
+            case Succeeded():
+                await self._publish_success(job, outcome)
+                settled = Settled.SUCCEEDED
+            case Failed():
+                job.failure = outcome.error_class
+                await self._publish_failure(job, outcome)
+                settled = Settled.FAILED
+            case Retry():
+                await self._publish_retry(job)
+                settled = Settled.RETRIED
         if message.delivery_tag is not None:
-            self.acks.ack(message.channel, message.delivery_tag, job.message_id)
-        return done
+            self._acks.ack(message.channel, message.delivery_tag, job.message_id)
+        return settled
 
     async def _publish_success(self, job: Job, outcome: Succeeded) -> None:
         command = job.command
@@ -173,32 +201,16 @@ class Outcomes:
         headers[ATTEMPTS_HEADER] = job.attempts
         if not original.message_id:
             headers[ASSIGNED_ID_HEADER] = job.message_id
-        copy = aio_pika.Message(
-            body=original.body,
-            headers=headers,
-            content_type=original.content_type,
-            content_encoding=original.content_encoding,
-            # The broker's client would stamp a random id on a message without
-            # one; the copy keeps the id its events are already known by.
-            message_id=original.message_id or job.message_id,
-            correlation_id=original.correlation_id,
-            reply_to=original.reply_to,
-            type=original.type,
-            app_id=original.app_id,
-            timestamp=original.timestamp,
-            priority=original.priority,
-            delivery_mode=DeliveryMode.PERSISTENT,
+        # The broker's client would stamp a random id on a message without one;
+        # the copy keeps the id its events are already known by.
+        properties = original.copy_properties(
+            headers=headers, message_id=original.message_id or job.message_id
         )
         tier = self._topology.tier_queue(self._topology.tier_for(job.attempts))
-        await self._publish_message(copy.body, copy.properties, tier, job)
+        await self._publish_message(original.body, properties, tier, job)
 
     async def _publish(self, body: bytes, queue: str, job: Job, *, mandatory: bool = False) -> bool:
-        properties = Basic.Properties(
-            content_type="application/json",
-            message_id=job.message_id,
-            correlation_id=job.correlation_id,
-            delivery_mode=_PERSISTENT,
-        )
+        properties = event_properties(job.message_id, job.correlation_id)
         return await self._publish_message(body, properties, queue, job, mandatory=mandatory)
 
     async def _publish_message(
@@ -218,25 +230,20 @@ class Outcomes:
                     body, routing_key=queue, properties=properties, mandatory=mandatory
                 )
                 return True
-            except aio_pika.exceptions.DeliveryError as exc:
-                if isinstance(exc.frame, Basic.Return):
-                    log.warning(
-                        "publish.unroutable", queue=queue, message_id=job.message_id, item=job.key
-                    )
-                    return False
+            except UnroutableError:
+                log.warning(
+                    "publish.unroutable", queue=queue, message_id=job.message_id, item=job.key
+                )
+                return False
+            except RefusedError:
                 log.warning("publish.nacked", queue=queue, message_id=job.message_id, item=job.key)
-            except (
-                TimeoutError,
-                aio_pika.exceptions.AMQPError,
-                aiormq.exceptions.ChannelInvalidStateError,  # the channel is being reopened
-                ConnectionError,
-            ) as exc:
+            except NotPublishedError as exc:
                 log.warning(
                     "publish.failed",
                     queue=queue,
                     message_id=job.message_id,
                     item=job.key,
-                    error=type(exc).__name__,
+                    error=str(exc),
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -256,17 +263,3 @@ def _original_command(body: bytes, max_bytes: int) -> dict[str, Any] | str:
         return value
     text = body[:_MAX_COMMAND_TEXT].decode("utf-8", "replace")
     return text if len(body) <= _MAX_COMMAND_TEXT else text + f"... ({len(body)} bytes in all)"
-
-
-async def _quietly(settling: Any, job: Job) -> None:
-    """Ack or nack; on a channel that was replaced, the broker redelivers instead."""
-    try:
-        await settling
-    except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-        log.warning(
-            "settle.lost",
-            message_id=job.message_id,
-            item=job.key,
-            error=type(exc).__name__,
-            note="the broker will deliver this message again",
-        )

@@ -1,88 +1,124 @@
-"""decode -> validate -> ordering gate -> batcher -> call -> outcome, for each delivery.
+"""One portal's pipeline: a command's way from its delivery to its settled outcome.
 
-`accept` takes a delivery from the consumer and returns at once; the job then
-moves on its own: it waits for its item in the ordering gate, joins a batch,
-is sent at the limiter's pace, and is settled by `Outcomes` (publish, confirm,
-ack). A job that must be sent again (a rate limit) rejoins the batcher, still
-holding its item; a job retried through a delay tier parks its item until the
-copy returns.
+In the order a command travels, each step a method of `Pipeline`:
+
+    accept   a Job (jobs), decoded and validated; it waits for its item's turn (ordering)
+    ready    custom fields checked (definitions); encoded once for a batch; queued (batching)
+    run      a group leaves when the limiter lets a call go (batching, limiter)
+    send     one call for the group, a decision per command (calling)
+    decided  the decision carried out (outcomes: event, confirm, ack); the item's turn
+             passes to its next command
+
+The stages it uses never call back into it. The pipeline alone owns its
+portal's up/down cycle: `pause` (a portal-wide answer: stop taking deliveries,
+hand back what waits, probe), `resume` (the probe answered) and `drain`
+(shutting down). A command that must be sent again (a rate limit) goes back to
+the batcher, still holding its item; a command retried through a delay tier
+parks its item until the copy returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol, assert_never
 
 import structlog
 
-from schemas import CommandValidationError, parse_command
+from schemas import CommandValidationError
 from schemas.events import ErrorClass
-from schemas.wire import DELIVERY_COUNT_HEADER, JSON_CONTENT_TYPES
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology
 from worker.bitrix import php_query
 from worker.flow.batching import Batcher
-from worker.flow.calling import Again, Caller, Decision, PortalDown, Ticket
+from worker.flow.breaker import Breaker
+from worker.flow.calling import Again, Calls, Decision, PortalDown, Ticket
 from worker.flow.definitions import FieldDefinitions
 from worker.flow.jobs import Job
+from worker.flow.observer import Observer
 from worker.flow.ordering import OrderingGate
-from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes
+from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes, Retry, Settled, Succeeded
 
-__all__ = ["Pipeline"]
+__all__ = ["Consumption", "Pipeline"]
 
 log = structlog.get_logger("worker.flow.pipeline")
+
+# Calls of one portal out at once; the limiter paces them, this bounds the overlap.
+MAX_CALLS_IN_FLIGHT = 4
+# How often items whose retry copy never came back are looked for.
+PARK_CHECK_S = 5.0
+
+
+class Consumption(Protocol):
+    """Where the deliveries come from: held back while any holder (a portal down) asks."""
+
+    async def hold(self, holder: str) -> None: ...
+
+    async def release(self, holder: str) -> None: ...
 
 
 class Pipeline:
     def __init__(
         self,
         *,
+        portal: str,
         outcomes: Outcomes,
-        caller: Caller,
+        caller: Calls,
+        breaker: Breaker,
+        consumption: Consumption,
+        observer: Observer,
         topology: Topology,
         max_message_bytes: int,
         batch_size: int,
         linger_s: float,
-        on_portal_down: Callable[[str, str], Awaitable[None]],
-        on_settled: Callable[[Job, str], None] = lambda job, done: None,
         definitions: FieldDefinitions | None = None,
+        max_in_flight: int = MAX_CALLS_IN_FLIGHT,
     ) -> None:
-        self.outcomes = outcomes
+        self.portal = portal
+        self._outcomes = outcomes
         self._caller = caller
+        self._breaker = breaker
+        self._consumption = consumption
+        self._observer = observer
         self._topology = topology
         self._max_message_bytes = max_message_bytes
         self._batch_size = batch_size
-        self._on_portal_down = on_portal_down
-        self._on_settled = on_settled
         self._definitions = definitions
-        self.gate = OrderingGate()
-        self.batcher: Batcher[Ticket] = Batcher(
+        self._gate = OrderingGate()
+        self._batcher: Batcher[Ticket] = Batcher(
             admit=caller.admit,
             count=lambda ticket: ticket.commands,
-            dispatch=self._dispatch,
             size=batch_size,
             linger_s=linger_s,
             batchable=self._batchable,
         )
-        self.paused = False
-        # Set by the worker's drain: commands held behind an item's command stay
-        # unacked, and the connection's close returns them after it, in order.
-        self.draining = False
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._probing: asyncio.Task[None] | None = None
+        self._draining = False
+
+    @property
+    def down(self) -> str | None:
+        """The portal-wide state the portal is in (``blocked``...), or None while it is up."""
+        return self._breaker.state
+
+    @property
+    def paused(self) -> bool:
+        """Nothing is sent: the portal is down, or the worker is draining."""
+        return self._breaker.is_open or self._draining
+
+    @property
+    def gate(self) -> OrderingGate:
+        return self._gate
+
+    # -- 1. accept: a delivery becomes a job that waits for its item's turn
 
     async def accept(self, message: Delivery, source: Source) -> None:
+        """Take a delivery of the work or retry queue; returns once it is queued or settled."""
+        self._observer.consumed(source)
         job = Job.from_message(message, source)
-        if source == "poison":
-            # Reported however it fails to parse: the poison queue has no delivery
-            # limit, so a crash here would hold the message for good.
-            try:
-                self._parse(job)
-            except Exception:
-                job.command = None
-            await self._settle(job, _poisoned(message))
-            return
         try:
-            problem = self._decode(job)
+            problem = job.decode(max_bytes=self._max_message_bytes)
         except Exception:
             # A bug, not a bad command: hand the delivery back, so the broker counts
             # it and dead-letters a message that does this every time.
@@ -98,27 +134,12 @@ class Pipeline:
             await self._settle(job, HandBack("portal down"), holds_item=False)
             return
         key = job.key
-        if key is not None and self.gate.admit(key, job):
+        if key is not None and self._gate.admit(key, job):
             await self._ready(job)
 
-    async def reject(self, message: Delivery, source: Source, reason: str) -> None:
-        """End a delivery as a validation failure before it reaches the gate (no portal for it)."""
-        job = Job.from_message(message, source)
-        try:
-            self._parse(job)  # for the item the event names; the reason stays the same
-        except Exception:
-            job.command = None
-        failure = Failed(ErrorClass.VALIDATION, "VALIDATION", reason)
-        try:
-            done = await self.outcomes.settle(job, failure)
-        except Exception:
-            log.exception("settle.crashed", message_id=job.message_id, item=job.key)
-            done = "crashed"
-        self._on_settled(job, done)
+    # -- 2. ready: the job holds its item; checked, encoded, queued for a call
 
     async def _ready(self, job: Job) -> None:
-        """The job holds its item: check its custom fields against the portal's
-        definitions, then queue it for a call."""
         command = job.command
         if self._definitions is not None and command is not None:
             try:
@@ -136,114 +157,137 @@ class Pipeline:
             job.query = php_query(job.params)
         except ValueError:
             job.query = None
-        self.batcher.add(job)
-
-    def _decode(self, job: Job) -> str | None:
-        message = job.message
-        size = len(message.body)
-        if size > self._max_message_bytes:
-            limit = self._max_message_bytes
-            return f"the body is {size} bytes; the limit is {limit} (MAX_MESSAGE_BYTES)"
-        content_type = (message.content_type or "").split(";")[0].strip().lower()
-        if content_type not in JSON_CONTENT_TYPES:
-            return f"content type {content_type!r}: a command is JSON (application/json)"
-        return self._parse(job)
-
-    @staticmethod
-    def _parse(job: Job) -> str | None:
-        try:
-            job.command = parse_command(job.message.body)
-        except CommandValidationError as exc:
-            return exc.reason
-        job.params = job.command.to_params()
-        return None
+        self._batcher.add(job)
 
     def _batchable(self, job: Job) -> bool:
         return self._batch_size > 1 and job.query is not None
 
-    async def _dispatch(self, jobs: list[Job], ticket: Ticket) -> None:
-        if self.paused:
-            await self._caller.release(ticket)
-            await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
-            return
-        try:
-            decisions = await self._caller.send(jobs, ticket)
-        except Exception:
-            # A bug, not an answer: hand the jobs back. The broker counts the
-            # deliveries and dead-letters a message that keeps doing this.
-            log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
-            await asyncio.gather(*(self._settle(job, HandBack("crashed")) for job in jobs))
-            return
-        await asyncio.gather(*(self._after(job, decision) for job, decision in decisions))
+    # -- 3. run: groups leave as the limiter lets calls go
 
-    async def _after(self, job: Job, decision: Decision) -> None:
-        if isinstance(decision, Again):
+    async def run(self) -> None:
+        """Send groups as the limiter lets them go, and free parked items, until cancelled."""
+        waking = asyncio.create_task(self._wake_parked())
+        try:
+            while True:
+                await self._slots.acquire()
+                try:
+                    group, ticket = await self._batcher.next_group()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                call = asyncio.create_task(self._send(group, ticket))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
+        finally:
+            waking.cancel()
+
+    async def _wake_parked(self) -> None:
+        """Let items whose retry copy never came back go on."""
+        while True:
+            await asyncio.sleep(PARK_CHECK_S)
+            for job in self._gate.expire_parked(time.monotonic()):
+                await self._ready(job)
+
+    # -- 4. send: one call, a decision per command
+
+    async def _send(self, jobs: list[Job], ticket: Ticket) -> None:
+        try:
             if self.paused:
-                await self._settle(job, HandBack("portal down"))
-            else:
-                self.batcher.add(job)
-            return
-        if isinstance(decision, PortalDown):
-            # Paused first, then back to the broker: the commands waiting behind
-            # it for its item follow it back at once, in their order, before the
-            # breaker hands back the rest.
-            self.paused = True
-            await self._settle(job, HandBack(decision.state))
-            await self._on_portal_down(decision.state, decision.code)
-            return
-        await self._settle(job, decision)
+                await self._caller.release(ticket)
+                await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
+                return
+            try:
+                decisions = await self._caller.send(jobs, ticket)
+            except Exception:
+                # A bug, not an answer: hand the jobs back. The broker counts the
+                # deliveries and dead-letters a message that keeps doing this.
+                log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
+                await asyncio.gather(*(self._settle(job, HandBack("crashed")) for job in jobs))
+                return
+            await asyncio.gather(*(self._decided(job, decision) for job, decision in decisions))
+        finally:
+            self._slots.release()
+
+    # -- 5. decided: the decision carried out, the item's turn passed on
+
+    async def _decided(self, job: Job, decision: Decision) -> None:
+        match decision:
+            case Again():
+                if self.paused:
+                    await self._settle(job, HandBack("portal down"))
+                else:
+                    self._batcher.add(job)
+            case PortalDown(state=state, code=code):
+                # The breaker opens first, then the job goes back to the broker: the
+                # commands waiting behind it for its item follow it back at once,
+                # in their order, before the rest is handed back.
+                opened = self._breaker.open(state)
+                await self._settle(job, HandBack(state))
+                if opened:
+                    await self._stop_and_probe(state, code)
+            case Succeeded() | Failed() | Retry() | HandBack():
+                await self._settle(job, decision)
+            case _:
+                assert_never(decision)
 
     async def _settle(self, job: Job, outcome: Outcome, *, holds_item: bool = True) -> None:
-        try:
-            done = await self.outcomes.settle(job, outcome)
-        except Exception:
-            # A bug, not an answer. The delivery stays unacked (the broker
-            # redelivers it when the channel goes); its item must not stay held.
-            log.exception("settle.crashed", message_id=job.message_id, item=job.key)
-            done = "crashed"
-        self._on_settled(job, done)
+        settled = await self._outcomes.settle(job, outcome)
         key = job.key
-        if key is None or job.source == "poison" or not holds_item:
+        if key is None or not holds_item:
             return
-        if done == "retried":
-            delay = self._topology.tier_for(job.attempts)
-            self.gate.park(key, job.message_id, until=time.monotonic() + 2 * delay + 60)
-            return
-        following = self.gate.release(key)
-        if following is not None:
-            if self.draining:
-                return
-            if self.paused:
-                await self._settle(following, HandBack("portal down"))
-            else:
-                await self._ready(following)
+        match settled:
+            case Settled.RETRIED:
+                delay = self._topology.tier_for(job.attempts)
+                self._gate.park(key, job.message_id, until=time.monotonic() + 2 * delay + 60)
+            case Settled.SUCCEEDED | Settled.FAILED | Settled.HANDED_BACK | Settled.CRASHED:
+                following = self._gate.release(key)
+                if following is None or self._draining:
+                    # Draining: commands held behind an item's command stay unacked,
+                    # and the connection's close returns them after it, in order.
+                    return
+                if self.paused:
+                    await self._settle(following, HandBack("portal down"))
+                else:
+                    await self._ready(following)
+            case _:
+                assert_never(settled)
 
-    async def hand_back_held(self) -> int:
-        """Give the broker back every job not yet sent (a portal-wide state).
+    # -- the portal's up/down cycle, and the end
 
-        Only the jobs queued for a call go now. Each one's item then hands back
-        the commands waiting behind it, in their order; commands waiting behind
-        a call still out follow when it ends, and those waiting for a retry copy
-        stay held until it returns, so no item's commands change places.
-        """
-        held = self.batcher.take_all()
+    async def pause(self, state: str, code: str) -> None:
+        """Stop for a portal-wide state: no more deliveries, what waits goes back, probe."""
+        if self._breaker.open(state):
+            await self._stop_and_probe(state, code)
+
+    async def _stop_and_probe(self, state: str, code: str) -> None:
+        self._observer.portal_down(state, code)
+        await self._consumption.hold(self.portal)
+        # Only the jobs queued for a call go now. Each one's item then hands back
+        # the commands waiting behind it, in their order; commands waiting behind
+        # a call still out follow when it ends, and those waiting for a retry copy
+        # stay held until it returns, so no item's commands change places.
+        held = self._batcher.take_all()
         for job in held:
             await self._settle(job, HandBack("handed back"))
-        return len(held)
+        self._observer.handed_back(len(held))
+        self._probing = asyncio.create_task(self._until_up())
 
-    async def wake_parked(self) -> None:
-        """Let items whose retry copy never came back go on."""
-        for job in self.gate.expire_parked(time.monotonic()):
-            await self._ready(job)
+    async def _until_up(self) -> None:
+        await self._breaker.until_up()
+        await self.resume()
 
+    async def resume(self) -> None:
+        """The portal answers again: deliveries flow (once no other portal holds them)."""
+        self._observer.portal_up()
+        await self._consumption.release(self.portal)
 
-def _poisoned(message: Delivery) -> Failed:
-    delivered = message.header(DELIVERY_COUNT_HEADER)
-    times = f"{delivered} times" if isinstance(delivered, int) else "too many times"
-    return Failed(
-        ErrorClass.UNKNOWN,
-        "DELIVERY_LIMIT",
-        f"the broker dead-lettered this message after it was delivered {times} without being "
-        "settled (it may crash the worker); whether the portal applied it is not known: "
-        "check the item before replaying it",
-    )
+    async def drain(self) -> None:
+        """Shutting down: nothing more is sent; wait for the calls already out to settle."""
+        self._draining = True
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop probing (the worker is stopping)."""
+        if self._probing is not None:
+            self._probing.cancel()

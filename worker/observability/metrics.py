@@ -50,3 +50,14 @@ class Metrics:
             "b24_portal_up", "1 when the portal answers, 0 when portal-wide down", registry=r
         )
         self.portal_up.set(1)
+        self._down: set[str] = set()
+
+    def portal_went_down(self, portal: str) -> None:
+        self._down.add(portal)
+        self.portal_up.set(0)
+
+    def portal_came_up(self, portal: str) -> None:
+        """``portal_up`` goes back to 1 once no portal of the worker is down."""
+        self._down.discard(portal)
+        if not self._down:
+            self.portal_up.set(1)

@@ -1,9 +1,9 @@
 """The composition root: builds the worker from its settings and runs it until
 SIGTERM or SIGINT, then drains.
 
-    settings -> broker connection -> topology -> consumers -> pipeline
-                                                  pipeline -> caller -> limiter + Bitrix24 client
-                                                  pipeline -> outcomes -> broker
+    settings -> broker connection -> topology
+             -> one acknowledger and one publisher, shared by everything that settles
+             -> consumers -> router -> each portal's lane (runtime/lanes.py): its pipeline
 """
 
 from __future__ import annotations
@@ -20,20 +20,20 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
-from schemas.wire import PORTAL_HEADER
+from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
-from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.publishing import Publisher
 from worker.amqp.topology import Topology, TopologyError, declare
 from worker.bitrix import make_http_client
-from worker.flow.breaker import Breaker
-from worker.flow.jobs import Job
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
+from worker.flow.routing import Router
 from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
+from worker.observability.observer import MetricsObserver
 from worker.runtime.lanes import Lane, build_lane
-from worker.settings import Portal, Settings, redact_url
+from worker.settings import Settings, redact_url
 
 __all__ = ["Worker", "run", "secrets_of"]
 
@@ -102,9 +102,9 @@ def topology_of(settings: Settings) -> Topology:
 class Worker:
     """Everything the worker runs, built from settings; `start`, then `drain`.
 
-    Each configured portal gets a lane of its own; the consumers, the outcome
-    publisher and the acks are shared. A delivery goes to the lane its
-    ``x-b24-portal`` header names (B24_DEFAULT_PORTAL without one).
+    Each configured portal gets a lane of its own; the consumers, the publisher
+    and the acknowledger are shared. The router hands a delivery to the lane
+    its ``x-b24-portal`` header names (B24_DEFAULT_PORTAL without one).
     """
 
     def __init__(self, settings: Settings, *, mask: SecretMask | None = None) -> None:
@@ -112,8 +112,10 @@ class Worker:
         self.mask = mask
         self.metrics = Metrics()
         self.topology = topology_of(settings)
+        self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
         self.lanes: dict[str, Lane] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
@@ -130,10 +132,6 @@ class Worker:
     def consumers(self) -> Consumers:
         return _started(self._consumers)
 
-    @property
-    def breaker(self) -> Breaker:
-        return self._default_lane().breaker
-
     def _default_lane(self) -> Lane:
         lane = self.lanes.get(self.settings.B24_DEFAULT_PORTAL)
         if lane is None and self.lanes:
@@ -144,9 +142,9 @@ class Worker:
         if self.connection is None or self.connection.is_closed:
             return "not connected to the broker"
         down = [
-            f"{lane.breaker.state} ({key})"
+            f"{lane.pipeline.down} ({key})"
             for key, lane in self.lanes.items()
-            if lane.breaker.is_open
+            if lane.pipeline.down is not None
         ]
         if down:
             return "portal down: " + ", ".join(down)
@@ -166,26 +164,47 @@ class Worker:
         publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        outcomes = Outcomes(
-            channel=publish_channel,
-            topology=self.topology,
-            max_attempts=s.MAX_ATTEMPTS,
-            max_message_bytes=s.MAX_MESSAGE_BYTES,
+        publisher = Publisher(publish_channel.get_underlay_channel)
+        router = Router(
+            pipelines=self._pipelines,
+            default_portal=s.B24_DEFAULT_PORTAL,
+            # What ends before any portal (an unknown one, a poisoned message).
+            outcomes=Outcomes(
+                publisher=publisher,
+                acks=self.acks,
+                topology=self.topology,
+                max_attempts=s.MAX_ATTEMPTS,
+                observer=MetricsObserver(self.metrics, portal=None),
+                max_message_bytes=s.MAX_MESSAGE_BYTES,
+            ),
+            observer=MetricsObserver(self.metrics, portal=None),
         )
-        for key, portal in s.portals().items():
-            self.lanes[key] = self._lane(portal, outcomes)
         self._consumers = Consumers(
             connection=self.connection,
             topology=self.topology,
             prefetch=s.PREFETCH,
-            handle=self._accept,
-            acks=outcomes.acks,
+            handle=router.accept,
+            acks=self.acks,
         )
+        for key, portal in s.portals().items():
+            lane = build_lane(
+                s,
+                portal,
+                publisher=publisher,
+                acks=self.acks,
+                consumption=self._consumers,
+                topology=self.topology,
+                http=self._http,
+                metrics=self.metrics,
+                mask=self.mask,
+                redis=self._redis,
+            )
+            self.lanes[key] = lane
+            self._pipelines[key] = lane.pipeline
         await self.consumers.open()
         for lane in self.lanes.values():
-            self._tasks.append(asyncio.create_task(lane.pipeline.batcher.run()))
+            self._tasks.append(asyncio.create_task(lane.pipeline.run()))
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
-        self._tasks.append(asyncio.create_task(self._wake_parked()))
         if s.HTTP_PORT:
             self._health = HealthServer(
                 port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.not_ready
@@ -193,97 +212,6 @@ class Worker:
             await self._health.start()
         tune_collector()
         await self.consumers.start()
-
-    def _lane(self, portal: Portal, outcomes: Outcomes) -> Lane:
-        key = portal.key
-
-        async def down() -> None:
-            await self._portal_down(key)
-
-        async def up() -> None:
-            await self._portal_up(key)
-
-        return build_lane(
-            self.settings,
-            portal,
-            outcomes=outcomes,
-            topology=self.topology,
-            http=self._http,
-            metrics=self.metrics,
-            on_down=down,
-            on_up=up,
-            on_settled=lambda job, done: self._count(job, done, key),
-            mask=self.mask,
-            redis=self._redis,
-        )
-
-    async def _accept(self, message: Delivery, source: Source) -> None:
-        self.metrics.consumed.labels(source).inc()
-        named = message.header(PORTAL_HEADER)
-        if isinstance(named, bytes):
-            named = named.decode("utf-8", "replace")
-        key = named if isinstance(named, str) else self.settings.B24_DEFAULT_PORTAL
-        lane = self.lanes.get(key)
-        if lane is not None:
-            await lane.pipeline.accept(message, source)
-        elif source == "poison":
-            # Reported whatever it names: a poisoned message is not sent anywhere.
-            await self.pipeline.accept(message, source)
-        else:
-            await self.pipeline.reject(message, source, self._unknown_portal(named))
-
-    def _unknown_portal(self, named: object) -> str:
-        known = ", ".join(sorted(self.lanes)) or "none"
-        if named is None:
-            return (
-                f"the message has no {PORTAL_HEADER} header and the default portal "
-                f"{self.settings.B24_DEFAULT_PORTAL!r} is not configured (configured: {known})"
-            )
-        if not isinstance(named, str):
-            return f"the {PORTAL_HEADER} header must be a string naming a portal"
-        shown = named if len(named) <= 64 else named[:64] + "..."
-        return f"{PORTAL_HEADER} {shown!r} is not a configured portal (configured: {known})"
-
-    def _count(self, job: Job, done: str, portal: str | None = None) -> None:
-        m = self.metrics
-        if done == "succeeded":
-            m.succeeded.inc()
-        elif done == "failed":
-            m.failed.labels(job.failure.value if job.failure else "unknown").inc()
-        elif done == "retried":
-            m.retried.inc()
-        elif done == "handed_back":
-            m.handed_back.inc()
-        log.info(
-            "message.settled",
-            message_id=job.message_id,
-            portal=portal,
-            item=job.key,
-            outcome=done,
-            attempts=job.attempts,
-        )
-
-    async def _portal_down(self, key: str) -> None:
-        """One portal is down: consuming stops (for every portal: they share the queue)."""
-        self.metrics.portal_up.set(0)
-        lane = self.lanes[key]
-        lane.pipeline.paused = True
-        await self.consumers.pause()
-        returned = await lane.pipeline.hand_back_held()
-        log.info("portal.handed_back", portal=key, messages=returned)
-
-    async def _portal_up(self, key: str) -> None:
-        self.lanes[key].pipeline.paused = False
-        if any(lane.breaker.is_open for lane in self.lanes.values()):
-            return
-        self.metrics.portal_up.set(1)
-        await self.consumers.resume()
-
-    async def _wake_parked(self) -> None:
-        while True:
-            await asyncio.sleep(5)
-            for lane in self.lanes.values():
-                await lane.pipeline.wake_parked()
 
     async def drain(self) -> None:
         """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
@@ -297,14 +225,10 @@ class Worker:
         if self._consumers is not None:
             with contextlib.suppress(Exception):
                 await self._consumers.stop()
-        pipelines = [lane.pipeline for lane in self.lanes.values()]
-        for pipeline in pipelines:
-            pipeline.paused = True
-            pipeline.draining = True
-        if pipelines:
+        if self.lanes:
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(*(p.batcher.wait_idle() for p in pipelines)),
+                    asyncio.gather(*(lane.pipeline.drain() for lane in self.lanes.values())),
                     self.settings.DRAIN_TIMEOUT_S,
                 )
             except TimeoutError:
@@ -312,7 +236,7 @@ class Worker:
                     "worker.drain_timeout",
                     note="calls still out; their commands go back to the queue unsettled",
                 )
-            await pipelines[0].outcomes.acks.flush()
+            await self.acks.flush()
         for task in self._tasks:
             task.cancel()
         # The broker before the portal client: a call still out must not end, as
@@ -320,8 +244,7 @@ class Worker:
         if self.connection is not None:
             await self.connection.close()
         for lane in self.lanes.values():
-            await lane.breaker.close()
-            await lane.definitions.close()
+            await lane.close()
         if self._health is not None:
             await self._health.stop()
         await self._http.aclose()

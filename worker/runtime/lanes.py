@@ -1,4 +1,4 @@
-"""One portal's path through the worker: its client, limiter, breaker, definitions, pipeline.
+"""One portal's lane: its client, limiter, breaker, definitions and pipeline.
 
 `build_lane` makes a lane from a `Portal` of the settings. With a Redis (the
 LIMITER_URL), the request bucket, the operating budget and the field
@@ -7,7 +7,7 @@ definitions are shared, under the portal's host, by every replica serving it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 from redis.asyncio import Redis
 
+from worker.amqp.acks import Acks
+from worker.amqp.publishing import Publisher
 from worker.amqp.topology import Topology
 from worker.bitrix import (
     Auth,
@@ -32,9 +34,8 @@ from worker.flow.breaker import Breaker
 from worker.flow.calling import Caller
 from worker.flow.classify import classify
 from worker.flow.definitions import FieldDefinitions, RedisDefinitionsCache
-from worker.flow.jobs import Job
 from worker.flow.outcomes import Outcomes
-from worker.flow.pipeline import Pipeline
+from worker.flow.pipeline import Consumption, Pipeline
 from worker.limiter import (
     OperatingBudget,
     RequestPacer,
@@ -44,6 +45,7 @@ from worker.limiter import (
 )
 from worker.observability.logging import SecretMask
 from worker.observability.metrics import Metrics
+from worker.observability.observer import MetricsObserver
 from worker.settings import Portal, Settings
 
 __all__ = ["Lane", "build_auth", "build_lane", "token_store"]
@@ -55,30 +57,34 @@ SHARED_HEADROOM = 2.0
 
 @dataclass
 class Lane:
-    """One portal's path: its client, limiter, breaker, field definitions and pipeline."""
+    """One portal's path: its pipeline, and what it holds that must be closed."""
 
     portal: Portal
     pipeline: Pipeline
-    breaker: Breaker
     definitions: FieldDefinitions
     limiter: SharedBackends | None = None  # None: the limiter's state is in this process
+
+    async def close(self) -> None:
+        await self.pipeline.close()
+        await self.definitions.close()
 
 
 def build_lane(
     settings: Settings,
     portal: Portal,
     *,
-    outcomes: Outcomes,
+    publisher: Publisher,
+    acks: Acks,
+    consumption: Consumption,
     topology: Topology,
     http: httpx.AsyncClient,
     metrics: Metrics,
-    on_down: Callable[[], Awaitable[None]],
-    on_up: Callable[[], Awaitable[None]],
-    on_settled: Callable[[Job, str], None],
     mask: SecretMask | None = None,
     redis: Redis | None = None,
 ) -> Lane:
-    """The lane of ``portal``; ``on_down`` and ``on_up`` follow its breaker."""
+    """The lane of ``portal``: its pipeline settles through the worker's one
+    ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down."""
+    observer = MetricsObserver(metrics, portal=portal.key)
     clock = SystemClock()
     # With LIMITER_URL the bucket and the budget live in Redis under the portal's
     # host: every replica (and every deployment) serving the portal shares them.
@@ -115,22 +121,30 @@ def build_lane(
             return "unreachable"
         return None
 
-    breaker = Breaker(probe=probe, on_open=on_down, on_close=on_up, name=portal.key)
     # Replicas share the answers of crm.item.fields: each is asked of the portal once.
     cache = RedisDefinitionsCache(redis, scope=portal.host) if redis is not None else None
     definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
     pipeline = Pipeline(
-        outcomes=outcomes,
-        caller=Caller(client=client, pacer=pacer, budget=budget, metrics=metrics),
+        portal=portal.key,
+        outcomes=Outcomes(
+            publisher=publisher,
+            acks=acks,
+            topology=topology,
+            max_attempts=settings.MAX_ATTEMPTS,
+            observer=observer,
+            max_message_bytes=settings.MAX_MESSAGE_BYTES,
+        ),
+        caller=Caller(client=client, pacer=pacer, budget=budget, observer=observer),
+        breaker=Breaker(probe=probe, name=portal.key),
+        consumption=consumption,
+        observer=observer,
         topology=topology,
         max_message_bytes=settings.MAX_MESSAGE_BYTES,
         batch_size=settings.BATCH_SIZE,
         linger_s=settings.BATCH_LINGER_MS / 1000,
-        on_portal_down=breaker.trip,
-        on_settled=on_settled,
         definitions=definitions,
     )
-    return Lane(portal, pipeline, breaker, definitions, shared)
+    return Lane(portal, pipeline, definitions, shared)
 
 
 class _Paced:

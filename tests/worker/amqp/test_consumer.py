@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractRobustConnection
 from schemas.wire import item_routing_key
 from tests.worker.e2e import eventually
 from tests.worker.shards import sharded, sharded_topology
+from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology, declare
@@ -69,6 +70,7 @@ async def replica(
         topology=topology,
         prefetch=prefetch,
         handle=handle,
+        acks=Acks(),
         claim_window_s=0.4,
         rng=random.Random(seed),
     )

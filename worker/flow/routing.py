@@ -1,0 +1,88 @@
+"""Each delivery to the pipeline of its portal: the one its x-b24-portal header names.
+
+Two kinds of delivery end here instead, with a failure event and no call to
+any portal: a command naming a portal the worker does not serve (`validation`),
+and a message the broker dead-lettered after too many deliveries (`unknown`,
+code `DELIVERY_LIMIT`; it may crash the worker, so it is only reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from schemas.events import ErrorClass
+from schemas.wire import DELIVERY_COUNT_HEADER, PORTAL_HEADER
+from worker.amqp.deliveries import Delivery, Source
+from worker.flow.jobs import Job
+from worker.flow.observer import Observer
+from worker.flow.outcomes import Failed, Outcomes
+from worker.flow.pipeline import Pipeline
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Hands each delivery to its portal's pipeline; ends the ones no portal should get."""
+
+    def __init__(
+        self,
+        *,
+        pipelines: Mapping[str, Pipeline],
+        default_portal: str,
+        outcomes: Outcomes,
+        observer: Observer,
+    ) -> None:
+        self._pipelines = pipelines  # by portal key; the runtime adds lanes to it
+        self._default_portal = default_portal
+        self._outcomes = outcomes  # settles what ends here, reporting to `observer`
+        self._observer = observer
+
+    async def accept(self, message: Delivery, source: Source) -> None:
+        if source == "poison":
+            # Reported whatever it names, however it fails to parse: the poison
+            # queue has no delivery limit, so a crash here would hold it for good.
+            await self._end(message, source, _poisoned(message))
+            return
+        named = message.header(PORTAL_HEADER)
+        if isinstance(named, bytes):
+            named = named.decode("utf-8", "replace")
+        key = named if isinstance(named, str) else self._default_portal
+        pipeline = self._pipelines.get(key)
+        if pipeline is not None:
+            await pipeline.accept(message, source)
+            return
+        reason = self._unknown_portal(named)
+        await self._end(message, source, Failed(ErrorClass.VALIDATION, "VALIDATION", reason))
+
+    async def _end(self, message: Delivery, source: Source, failure: Failed) -> None:
+        self._observer.consumed(source)
+        job = Job.from_message(message, source)
+        try:
+            job.parse()  # for the item the event names; the reason stays the same
+        except Exception:
+            job.command = None
+        await self._outcomes.settle(job, failure)
+
+    def _unknown_portal(self, named: object) -> str:
+        known = ", ".join(sorted(self._pipelines)) or "none"
+        if named is None:
+            return (
+                f"the message has no {PORTAL_HEADER} header and the default portal "
+                f"{self._default_portal!r} is not configured (configured: {known})"
+            )
+        if not isinstance(named, str):
+            return f"the {PORTAL_HEADER} header must be a string naming a portal"
+        shown = named if len(named) <= 64 else named[:64] + "..."
+        return f"{PORTAL_HEADER} {shown!r} is not a configured portal (configured: {known})"
+
+
+def _poisoned(message: Delivery) -> Failed:
+    delivered = message.header(DELIVERY_COUNT_HEADER)
+    times = f"{delivered} times" if isinstance(delivered, int) else "too many times"
+    return Failed(
+        ErrorClass.UNKNOWN,
+        "DELIVERY_LIMIT",
+        f"the broker dead-lettered this message after it was delivered {times} without being "
+        "settled (it may crash the worker); whether the portal applied it is not known: "
+        "check the item before replaying it",
+    )

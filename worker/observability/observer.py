@@ -1,0 +1,81 @@
+"""The lane's observer as the worker runs it: Prometheus metrics and JSON log lines.
+
+One `MetricsObserver` per portal (and one for what the router ends before any
+portal); each knows its portal's key, so a per-portal label or log field is
+added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from worker.amqp.deliveries import Source
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Settled
+from worker.observability.metrics import Metrics
+
+__all__ = ["MetricsObserver"]
+
+log = structlog.get_logger("worker.observability.observer")
+
+
+class MetricsObserver:
+    """Counts a lane's commands in the worker's metrics and logs their ends."""
+
+    def __init__(self, metrics: Metrics, *, portal: str | None) -> None:
+        self._metrics = metrics
+        self._portal = portal
+        self._log = log.bind(portal=portal)
+
+    def consumed(self, source: Source) -> None:
+        self._metrics.consumed.labels(source).inc()
+
+    def settled(self, job: Job, settled: Settled) -> None:
+        m = self._metrics
+        match settled:
+            case Settled.SUCCEEDED:
+                m.succeeded.inc()
+            case Settled.FAILED:
+                m.failed.labels(job.failure.value if job.failure else "unknown").inc()
+            case Settled.RETRIED:
+                m.retried.inc()
+            case Settled.HANDED_BACK:
+                m.handed_back.inc()
+            case Settled.CRASHED:
+                pass  # logged where it crashed; the broker delivers it again
+        log.info(
+            "message.settled",
+            message_id=job.message_id,
+            portal=self._portal,
+            item=job.key,
+            outcome=settled.value,
+            attempts=job.attempts,
+        )
+
+    def waited(self, seconds: float) -> None:
+        self._metrics.limiter_wait.observe(seconds)
+
+    def sending(self, commands: int) -> None:
+        self._metrics.batch_size.observe(commands)
+
+    def answered(self, seconds: float) -> None:
+        self._metrics.api_latency.observe(seconds)
+
+    def rate_limited(self, code: str) -> None:
+        self._metrics.rate_limited.labels(code).inc()
+        self._log.warning("call.rate_limited", code=code, note="the command waits and goes again")
+
+    def budget_left(self, method: str, seconds: float) -> None:
+        self._metrics.operating_left.labels(method).set(seconds)
+
+    def portal_down(self, state: str, code: str) -> None:
+        self._log.error(
+            "portal.down", state=state, code=code, note="consuming stops; messages stay queued"
+        )
+        self._metrics.portal_went_down(self._portal or "")
+
+    def handed_back(self, count: int) -> None:
+        self._log.info("portal.handed_back", messages=count)
+
+    def portal_up(self) -> None:
+        self._metrics.portal_came_up(self._portal or "")
