@@ -1,0 +1,315 @@
+"""The flow in memory: a `Pipeline` with a scripted caller, a recording publisher and
+a channel that keeps the broker's ack rules, so ordering, batching, retries,
+settling, pause/resume and drain are tested in milliseconds, without a broker
+or a portal.
+
+    flow = MemoryFlow(handler)            # handler(job) -> Decision, as a portal would answer
+    async with flow.running():
+        await flow.deliver(deal(1, "a"))  # a real Delivery, from pamqp frames
+        await flow.until_settled(1)
+    flow.calls        # the groups sent, as lists of message ids
+    flow.published    # (queue, event) in publish order
+    flow.channel      # what was acked and handed back, frame by frame
+
+The pipeline, the batcher, the ordering gate, the outcomes and the acknowledger
+are the worker's own; only the caller (the portal), the publisher (the broker's
+confirms), the channel (the broker's side of acks) and the probe are fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from pamqp.commands import Basic
+
+from worker.amqp.acks import Acks
+from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.publishing import RefusedError, UnroutableError
+from worker.amqp.topology import Topology
+from worker.flow.breaker import Breaker
+from worker.flow.calling import Decision, Ticket
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Outcomes, Settled
+from worker.flow.pipeline import Pipeline
+from worker.limiter import Lease
+
+TOPOLOGY = Topology(
+    update_queue="updates",
+    result_queue="results",
+    dead_letter_queue="dead",
+    retry_delays_s=(5, 30),
+)
+
+Handler = Callable[[Job], Decision | Awaitable[Decision]]
+
+
+def deal(item_id: int, title: str, **fields: Any) -> dict[str, Any]:
+    return {"entityTypeId": 2, "id": item_id, "fields": {"title": title, **fields}}
+
+
+class MemoryChannel:
+    """One channel as the broker sees it: which deliveries are unacked, and its rules.
+
+    An ack of a tag that is not unacked, or one whose ``multiple`` covers a
+    delivery not yet settled, is an error the broker would close the channel for.
+    """
+
+    def __init__(self) -> None:
+        self.unacked: set[int] = set()
+        self.settled: set[int] = set()  # tags the pipeline has decided, so an ack may cover them
+        self.acked: list[int] = []
+        self.nacked: list[int] = []  # handed back, in order
+        self.errors: list[str] = []
+        self.is_closed = False
+        self._tags = itertools.count(1)
+
+    def next_tag(self) -> int:
+        tag = next(self._tags)
+        self.unacked.add(tag)
+        return tag
+
+    async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        await asyncio.sleep(0)
+        covered = sorted(t for t in self.unacked if t <= tag) if multiple else [tag]
+        if tag not in self.unacked:
+            self.errors.append(f"ack of unknown delivery tag {tag}")
+            return
+        self.unacked -= set(covered)
+        self.acked.extend(covered)
+
+    async def basic_nack(self, tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        await asyncio.sleep(0)
+        if tag not in self.unacked:
+            self.errors.append(f"nack of unknown delivery tag {tag}")
+            return
+        self.unacked.discard(tag)
+        self.nacked.append(tag)
+
+
+class MemoryPublisher:
+    """Confirms every publish at once, unless told a queue is missing or to refuse some."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Basic.Properties, bytes]] = []
+        self.missing_queues: set[str] = set()
+        self.refusals = 0  # the next this many publishes are nacked
+
+    async def publish(
+        self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
+    ) -> None:
+        await asyncio.sleep(0)
+        if self.refusals:
+            self.refusals -= 1
+            raise RefusedError()
+        if mandatory and routing_key in self.missing_queues:
+            raise UnroutableError()
+        self.published.append((routing_key, properties, body))
+
+
+@dataclass
+class ScriptedCaller:
+    """The portal, as a function from a job to its decision (httpx's MockTransport, for calls).
+
+    Each call may carry at most ``room`` commands (the operating budget's lease);
+    ``admission`` is set while the limiter lets calls go.
+    """
+
+    handler: Handler
+    room: int = 50
+    calls: list[list[str]] = field(default_factory=list)
+    released: int = 0
+    admission: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.admission.set()
+
+    async def admit(self, wanted: int) -> Ticket:
+        await self.admission.wait()
+        return Ticket(Lease("lease", "crm.item.update", min(wanted, self.room), 0.0, 0.0))
+
+    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
+        self.calls.append([job.message_id for job in jobs])
+        decided = []
+        for job in jobs:
+            decision = self.handler(job)
+            if inspect.isawaitable(decision):
+                decision = await decision
+            decided.append((job, decision))
+        return decided
+
+    async def release(self, ticket: Ticket) -> None:
+        self.released += 1
+
+
+class MemoryConsumption:
+    """Records who holds deliveries back."""
+
+    def __init__(self) -> None:
+        self.holders: set[str] = set()
+        self.history: list[str] = []
+
+    async def hold(self, holder: str) -> None:
+        self.holders.add(holder)
+        self.history.append(f"hold {holder}")
+
+    async def release(self, holder: str) -> None:
+        self.holders.discard(holder)
+        self.history.append(f"release {holder}")
+
+
+class RecordingObserver:
+    """Every settled delivery, in order, with what settling did."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[str, Settled]] = []
+        self.down: list[tuple[str, str]] = []
+        self.up = 0
+        self.returned: list[int] = []  # commands handed back at each portal-down
+        self.sources: list[Source] = []
+
+    def consumed(self, source: Source) -> None:
+        self.sources.append(source)
+
+    def settled(self, job: Job, settled: Settled) -> None:
+        self.ends.append((job.message_id, settled))
+
+    def waited(self, seconds: float) -> None:
+        pass
+
+    def sending(self, commands: int) -> None:
+        pass
+
+    def answered(self, seconds: float) -> None:
+        pass
+
+    def rate_limited(self, code: str) -> None:
+        pass
+
+    def budget_left(self, method: str, seconds: float) -> None:
+        pass
+
+    def portal_down(self, state: str, code: str) -> None:
+        self.down.append((state, code))
+
+    def handed_back(self, count: int) -> None:
+        self.returned.append(count)
+
+    def portal_up(self) -> None:
+        self.up += 1
+
+
+class MemoryFlow:
+    """One portal's pipeline wired to the fakes above."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        batch_size: int = 50,
+        linger_s: float = 0.005,
+        room: int = 50,
+        max_attempts: int = 5,
+        probe: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self.channel = MemoryChannel()
+        self.publisher = MemoryPublisher()
+        self.caller = ScriptedCaller(handler, room=room)
+        self.consumption = MemoryConsumption()
+        self.observer = RecordingObserver()
+        self.acks = Acks(delay_s=0.0)
+        self.probes = 0
+        self._probe = probe
+        self.pipeline = Pipeline(
+            portal="acme",
+            outcomes=Outcomes(
+                publisher=self.publisher,
+                acks=self.acks,
+                topology=TOPOLOGY,
+                max_attempts=max_attempts,
+                observer=self.observer,
+            ),
+            caller=self.caller,
+            breaker=Breaker(probe=self._probed, first_pause_s=0.001, max_pause_s=0.001),
+            consumption=self.consumption,
+            observer=self.observer,
+            topology=TOPOLOGY,
+            max_message_bytes=1_048_576,
+            batch_size=batch_size,
+            linger_s=linger_s,
+        )
+
+    async def _probed(self) -> str | None:
+        self.probes += 1
+        return None if self._probe is None else await self._probe()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[MemoryFlow]:
+        task = asyncio.create_task(self.pipeline.run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.pipeline.close()
+            await self.acks.flush()
+            assert self.channel.errors == []
+
+    def delivery(
+        self,
+        command: dict[str, Any] | bytes,
+        *,
+        message_id: str | None = None,
+        reply_to: str | None = None,
+        headers: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> Delivery:
+        body = command if isinstance(command, bytes) else json.dumps(command).encode()
+        tag = self.channel.next_tag()
+        raw = SimpleNamespace(
+            body=body,
+            channel=self.channel,
+            delivery=Basic.Deliver(delivery_tag=tag, routing_key=TOPOLOGY.update_queue),
+            header=SimpleNamespace(
+                properties=Basic.Properties(
+                    message_id=message_id,
+                    reply_to=reply_to,
+                    headers=headers,
+                    content_type=content_type,
+                    delivery_mode=2,
+                )
+            ),
+        )
+        return Delivery(raw)  # type: ignore[arg-type]
+
+    async def deliver(
+        self, command: dict[str, Any] | bytes, *, source: Source = "update", **options: Any
+    ) -> Delivery:
+        delivery = self.delivery(command, **options)
+        await self.pipeline.accept(delivery, source)
+        return delivery
+
+    async def until(self, check: Callable[[], bool], timeout_s: float = 2.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not check():
+            if loop.time() > deadline:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.001)
+
+    async def until_settled(self, count: int, timeout_s: float = 2.0) -> None:
+        await self.until(lambda: len(self.observer.ends) >= count, timeout_s)
+        await self.acks.flush()
+
+    def events(self, queue: str) -> list[dict[str, Any]]:
+        return [json.loads(body) for name, _, body in self.publisher.published if name == queue]
+
+    def titles(self, queue: str = "results") -> list[str]:
+        return [event["item"]["title"] for event in self.events(queue)]

@@ -1,0 +1,327 @@
+"""One portal's pipeline in memory: the flow rules, each in milliseconds.
+
+The portal is a function from a job to its decision, the broker a recording
+publisher and a channel that keeps the ack rules (tests/worker/flow/memory.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from schemas.events import ErrorClass
+from schemas.wire import ATTEMPTS_HEADER
+from tests.worker.flow.memory import MemoryFlow, deal
+from worker.flow.calling import Again, Decision, PortalDown
+from worker.flow.jobs import Job
+from worker.flow.outcomes import Failed, Retry, Settled, Succeeded
+
+
+def applied(job: Job) -> Decision:
+    """The portal applies every command and returns the item as sent (one attempt, as
+    the caller counts an answered call)."""
+    assert job.command is not None
+    job.attempts += 1
+    return Succeeded(item={"id": job.command.id, **job.params["fields"]})
+
+
+def title(job: Job) -> str:
+    return str(job.params["fields"]["title"])
+
+
+# -- ordering
+
+
+async def test_one_command_per_item_at_a_time_in_arrival_order() -> None:
+    flow = MemoryFlow(applied)
+    async with flow.running():
+        for n in range(3):
+            await flow.deliver(deal(1, f"v{n}"), message_id=f"m{n}")
+        await flow.deliver(deal(2, "other"), message_id="o")
+        await flow.until_settled(4)
+    # The item's commands went one call after another; the other item rode with the first.
+    assert flow.caller.calls == [["m0", "o"], ["m1"], ["m2"]]
+    assert flow.titles() == ["v0", "other", "v1", "v2"]
+    assert sorted(flow.channel.acked) == [1, 2, 3, 4]
+
+
+# -- batching
+
+
+async def test_a_call_carries_as_many_commands_as_its_ticket_allows() -> None:
+    flow = MemoryFlow(applied, room=3)
+    flow.caller.admission.clear()  # the limiter holds calls back while deliveries pile up
+    async with flow.running():
+        for item_id in range(1, 8):
+            await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
+        flow.caller.admission.set()
+        await flow.until_settled(7)
+    assert [len(call) for call in flow.caller.calls] == [3, 3, 1]
+    assert [m for call in flow.caller.calls for m in call] == [f"m{i}" for i in range(1, 8)]
+
+
+async def test_a_lone_command_leaves_after_the_linger() -> None:
+    flow = MemoryFlow(applied, linger_s=0.05)
+    async with flow.running():
+        started = asyncio.get_running_loop().time()
+        await flow.deliver(deal(1, "alone"))
+        await flow.until_settled(1)
+        waited = asyncio.get_running_loop().time() - started
+    assert flow.caller.calls == [[flow.observer.ends[0][0]]]
+    assert 0.04 <= waited < 1.0
+
+
+async def test_a_command_a_batch_would_change_goes_in_a_call_of_its_own() -> None:
+    flow = MemoryFlow(applied)
+    flow.caller.admission.clear()
+    async with flow.running():
+        await flow.deliver(deal(1, "plain"), message_id="a")
+        await flow.deliver(deal(2, "pay $result[x]"), message_id="alone")  # batch rewrites it
+        await flow.deliver(deal(3, "plain"), message_id="b")
+        flow.caller.admission.set()
+        await flow.until_settled(3)
+    assert sorted(flow.caller.calls) == [["a", "b"], ["alone"]]
+
+
+async def test_batch_size_one_sends_every_command_alone() -> None:
+    flow = MemoryFlow(applied, batch_size=1)
+    async with flow.running():
+        for item_id in (1, 2, 3):
+            await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
+        await flow.until_settled(3)
+    assert sorted(flow.caller.calls) == [["m1"], ["m2"], ["m3"]]
+
+
+# -- retries
+
+
+async def test_a_transient_failure_goes_to_its_delay_tier_and_parks_the_item() -> None:
+    failing = {"first"}
+
+    def portal(job: Job) -> Decision:
+        if job.message_id in failing:
+            failing.discard(job.message_id)
+            job.attempts += 1
+            return Retry("INTERNAL_SERVER_ERROR: try later")
+        return applied(job)
+
+    flow = MemoryFlow(portal)
+    async with flow.running():
+        await flow.deliver(deal(1, "first"), message_id="first")
+        await flow.deliver(deal(1, "second"), message_id="second")
+        await flow.until_settled(1)
+        [(queue, properties, body)] = flow.publisher.published
+        assert queue == "updates.retry.5s"  # the first tier
+        assert (properties.headers or {})[ATTEMPTS_HEADER] == 1
+        assert properties.message_id == "first"
+        assert flow.caller.calls == [["first"]]  # "second" waits for the copy
+        # The copy comes back from its tier: it goes first, then the item's next command.
+        await flow.deliver(body, source="retry", message_id="first", headers=properties.headers)
+        await flow.until_settled(3)
+    assert flow.caller.calls == [["first"], ["first"], ["second"]]
+    assert flow.titles() == ["first", "second"]
+    assert [event["attempts"] for event in flow.events("results")] == [2, 1]
+
+
+async def test_attempts_exhausted_end_as_a_transient_failure() -> None:
+    def portal(job: Job) -> Decision:
+        job.attempts += 1
+        return Retry("INTERNAL_SERVER_ERROR: down")
+
+    flow = MemoryFlow(portal, max_attempts=1)
+    async with flow.running():
+        await flow.deliver(deal(1, "never"), message_id="m")
+        await flow.until_settled(1)
+    [event] = flow.events("dead")
+    assert event["error"]["class"] == ErrorClass.TRANSIENT
+    assert event["error"]["code"] == "ATTEMPTS_EXHAUSTED"
+    assert flow.observer.ends == [("m", Settled.FAILED)]
+    assert flow.channel.acked == [1]
+
+
+async def test_a_rate_limited_command_goes_again_without_using_an_attempt() -> None:
+    answers = iter([Again("QUERY_LIMIT_EXCEEDED")])
+
+    def portal(job: Job) -> Decision:
+        return next(answers, None) or applied(job)
+
+    flow = MemoryFlow(portal)
+    async with flow.running():
+        await flow.deliver(deal(1, "later"), message_id="m")
+        await flow.until_settled(1)
+    assert flow.caller.calls == [["m"], ["m"]]
+    [event] = flow.events("results")
+    assert event["attempts"] == 1  # the call that was answered; the rate limit used none
+
+
+# -- settling
+
+
+async def test_the_success_event_goes_to_reply_to_and_the_ack_follows_its_confirm() -> None:
+    flow = MemoryFlow(applied)
+    async with flow.running():
+        await flow.deliver(deal(1, "hello"), message_id="m", reply_to="replies")
+        await flow.until_settled(1)
+    [(queue, properties, _)] = flow.publisher.published
+    assert (queue, properties.message_id) == ("replies", "m")
+    assert flow.channel.acked == [1]
+    assert flow.observer.ends == [("m", Settled.SUCCEEDED)]
+
+
+async def test_an_unroutable_reply_to_falls_back_to_the_result_queue() -> None:
+    flow = MemoryFlow(applied)
+    flow.publisher.missing_queues.add("gone")
+    async with flow.running():
+        await flow.deliver(deal(1, "hello"), message_id="m", reply_to="gone")
+        await flow.until_settled(1)
+    assert flow.titles("results") == ["hello"]
+
+
+async def test_a_nacked_event_is_published_again_before_the_ack() -> None:
+    flow = MemoryFlow(applied)
+    flow.publisher.refusals = 2
+    async with flow.running():
+        await flow.deliver(deal(1, "hello"), message_id="m")
+        await flow.until_settled(1, timeout_s=5)
+    assert flow.titles() == ["hello"]  # published once, after two refusals
+    assert flow.channel.acked == [1]
+
+
+async def test_a_failure_event_keeps_the_command_and_goes_to_reply_to_too() -> None:
+    def portal(job: Job) -> Decision:
+        job.attempts += 1
+        return Failed(ErrorClass.NOT_FOUND, "NOT_FOUND", "Item was not found.")
+
+    flow = MemoryFlow(portal)
+    async with flow.running():
+        await flow.deliver(deal(7, "x"), message_id="m", reply_to="replies")
+        await flow.until_settled(1)
+    dead, replied = flow.events("dead"), flow.events("replies")
+    assert dead == replied
+    assert dead[0]["command"] == deal(7, "x")
+    assert dead[0]["error"]["class"] == "not_found"
+
+
+async def test_an_invalid_command_fails_validation_without_a_call() -> None:
+    flow = MemoryFlow(applied)
+    async with flow.running():
+        await flow.deliver({"entityTypeId": 2, "id": 1, "fields": {"opened": 1}}, message_id="m")
+        await flow.deliver(b"not json", message_id="n", content_type="text/plain")
+        await flow.until_settled(2)
+    assert flow.caller.calls == []
+    assert [event["error"]["class"] for event in flow.events("dead")] == ["validation"] * 2
+
+
+async def test_a_crashing_call_hands_the_commands_back() -> None:
+    def portal(job: Job) -> Decision:
+        raise RuntimeError("a bug")
+
+    flow = MemoryFlow(portal)
+    async with flow.running():
+        await flow.deliver(deal(1, "x"), message_id="m")
+        await flow.until_settled(1)
+    assert flow.channel.nacked == [1]
+    assert flow.observer.ends == [("m", Settled.HANDED_BACK)]
+
+
+# -- pause and resume
+
+
+async def test_a_portal_down_hands_back_in_order_holds_consumption_then_resumes() -> None:
+    down = asyncio.Event()
+    down.set()
+    probe_answers: list[str | None] = ["blocked", None]
+
+    def portal(job: Job) -> Decision:
+        if down.is_set():
+            return PortalDown("blocked", "OVERLOAD_LIMIT")
+        return applied(job)
+
+    async def probe() -> str | None:
+        return probe_answers.pop(0)
+
+    flow = MemoryFlow(portal, probe=probe)
+    flow.caller.admission.clear()
+    async with flow.running():
+        # Item 1's v0 and v1, item 2's v0: v1 waits behind v0 in the gate.
+        await flow.deliver(deal(1, "v0"), message_id="1-v0")
+        await flow.deliver(deal(1, "v1"), message_id="1-v1")
+        await flow.deliver(deal(2, "v0"), message_id="2-v0")
+        flow.caller.admission.set()
+        await flow.until(lambda: flow.observer.up == 1)
+        assert flow.pipeline.down is None
+        # Everything went back to the broker, item 1's v1 (tag 2) after its v0 (tag 1).
+        assert sorted(flow.channel.nacked) == [1, 2, 3]
+        assert flow.channel.nacked.index(1) < flow.channel.nacked.index(2)
+        assert flow.caller.calls == [["1-v0", "2-v0"]]
+        assert flow.observer.down == [("blocked", "OVERLOAD_LIMIT")]
+        assert flow.consumption.history == ["hold acme", "release acme"]
+        assert flow.probes == 2
+        # Up again: what comes now goes through.
+        down.clear()
+        await flow.deliver(deal(1, "v0"), message_id="1-v0")
+        await flow.until(lambda: flow.titles() == ["v0"])
+    assert flow.publisher.published[0][0] == "results"
+    assert not any(queue == "dead" for queue, _, _ in flow.publisher.published)
+
+
+async def test_deliveries_arriving_while_the_portal_is_down_go_back_unadmitted() -> None:
+    never_up: list[str | None] = ["blocked"] * 1000
+
+    def portal(job: Job) -> Decision:
+        return PortalDown("bad_credentials", "NO_AUTH_FOUND")
+
+    async def probe() -> str | None:
+        await asyncio.sleep(0.01)
+        return never_up.pop()
+
+    flow = MemoryFlow(portal, probe=probe)
+    async with flow.running():
+        await flow.deliver(deal(1, "a"), message_id="a")
+        await flow.until(lambda: flow.pipeline.down is not None)
+        await flow.deliver(deal(1, "b"), message_id="b")
+        await flow.deliver(deal(2, "c"), message_id="c")
+        await flow.until_settled(3)
+        assert flow.pipeline.paused
+    assert flow.channel.nacked == [1, 2, 3]
+    assert flow.caller.calls == [["a"]]
+    assert flow.publisher.published == []  # no failure event for a portal-wide state
+
+
+# -- drain
+
+
+async def test_drain_lets_calls_out_finish_and_leaves_followers_unacked() -> None:
+    release = asyncio.Event()
+
+    async def slow_portal(job: Job) -> Decision:
+        await release.wait()
+        return applied(job)
+
+    flow = MemoryFlow(slow_portal)
+    async with flow.running():
+        await flow.deliver(deal(1, "leader"), message_id="leader")
+        await flow.deliver(deal(1, "follower"), message_id="follower")
+        await flow.until(lambda: len(flow.caller.calls) == 1)
+        draining = asyncio.create_task(flow.pipeline.drain())
+        await asyncio.sleep(0.01)
+        assert not draining.done()  # the call is still out
+        release.set()
+        await draining
+        await flow.acks.flush()
+    assert flow.titles() == ["leader"]
+    assert flow.channel.acked == [1]
+    assert flow.channel.nacked == []
+    assert flow.channel.unacked == {2}  # the follower goes back with the connection
+
+
+async def test_while_draining_nothing_more_is_sent() -> None:
+    flow = MemoryFlow(applied)
+    flow.caller.admission.clear()
+    async with flow.running():
+        await flow.deliver(deal(1, "queued"), message_id="q")
+        await flow.pipeline.drain()
+        flow.caller.admission.set()  # the group forms, but the pipeline is draining
+        await flow.until_settled(1)
+    assert flow.caller.calls == []
+    assert flow.caller.released == 1
+    assert flow.channel.nacked == [1]
