@@ -23,6 +23,7 @@ from schemas.wire import (
     PORTAL_HEADER,
     is_portal_key,
 )
+from worker.amqp.topology import Topology
 
 __all__ = [
     "ConfigError",
@@ -305,6 +306,34 @@ class Settings(BaseSettings):
             operating_limit_s=operating_limit_s or self.B24_OPERATING_LIMIT_S,
             operating_window_s=operating_window_s or self.B24_OPERATING_WINDOW_S,
         )
+
+    def topology(self) -> Topology:
+        """The queues the worker declares and uses, as these settings name them."""
+        delays = tuple(int(part) for part in self.RETRY_DELAYS_S.split(",") if part.strip())
+        return Topology(
+            update_queue=self.UPDATE_QUEUE,
+            result_queue=self.RESULT_QUEUE,
+            dead_letter_queue=self.DEAD_LETTER_QUEUE,
+            retry_delays_s=delays or (5,),
+            shards=self.SHARDS,
+        )
+
+    def secrets(self) -> list[str]:
+        """Every secret string the settings hold, for the log mask."""
+        found = []
+        for url in (self.AMQP_URL, self.LIMITER_URL):
+            password = urlsplit(url.get_secret_value()).password
+            if password:
+                found.append(password)
+        for portal in self.portals().values():
+            if portal.webhook_url is not None:
+                parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
+                if len(parts) > 3:
+                    found.append(parts[3])
+            for secret in (portal.client_secret, portal.refresh_token):
+                if secret is not None:
+                    found.append(secret.get_secret_value())
+        return found
 
     def describe(self) -> dict[str, object]:
         """The settings with every secret redacted, for the start-up log line."""

@@ -18,7 +18,6 @@ from sandbox.testing import RunningSandbox, running_sandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
 from tests.worker.e2e import control, events, running_worker, settings_for, stored
-from worker.runtime.app import secrets_of
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
@@ -146,7 +145,7 @@ def test_every_portals_secrets_are_masked() -> None:
         },
     )
     assert {"northcode123", "southcode456", "eastsecret789", "eastrefresh000"} <= set(
-        secrets_of(settings)
+        settings.secrets()
     )
     shown = json.dumps(settings.describe())
     for secret in ("northcode123", "southcode456", "eastsecret789", "eastrefresh000"):

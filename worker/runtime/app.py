@@ -13,7 +13,6 @@ import contextlib
 import gc
 import signal
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import aio_pika
 import structlog
@@ -23,7 +22,7 @@ from redis.asyncio import Redis
 from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
 from worker.amqp.publishing import Publisher
-from worker.amqp.topology import Topology, TopologyError, declare
+from worker.amqp.topology import TopologyError, declare
 from worker.bitrix import make_http_client
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
@@ -35,7 +34,7 @@ from worker.observability.observer import MetricsObserver
 from worker.runtime.lanes import Lane, build_lane
 from worker.settings import Settings, redact_url
 
-__all__ = ["Worker", "run", "secrets_of"]
+__all__ = ["Worker", "run"]
 
 log = structlog.get_logger("worker")
 
@@ -70,35 +69,6 @@ def _started(part: _T | None) -> _T:
     return part
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret string the settings hold, for the log mask."""
-    found = []
-    for url in (settings.AMQP_URL, settings.LIMITER_URL):
-        password = urlsplit(url.get_secret_value()).password
-        if password:
-            found.append(password)
-    for portal in settings.portals().values():
-        if portal.webhook_url is not None:
-            parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
-            if len(parts) > 3:
-                found.append(parts[3])
-        for secret in (portal.client_secret, portal.refresh_token):
-            if secret is not None:
-                found.append(secret.get_secret_value())
-    return found
-
-
-def topology_of(settings: Settings) -> Topology:
-    delays = tuple(int(part) for part in settings.RETRY_DELAYS_S.split(",") if part.strip())
-    return Topology(
-        update_queue=settings.UPDATE_QUEUE,
-        result_queue=settings.RESULT_QUEUE,
-        dead_letter_queue=settings.DEAD_LETTER_QUEUE,
-        retry_delays_s=delays or (5,),
-        shards=settings.SHARDS,
-    )
-
-
 class Worker:
     """Everything the worker runs, built from settings; `start`, then `drain`.
 
@@ -111,7 +81,7 @@ class Worker:
         self.settings = settings
         self.mask = mask
         self.metrics = Metrics()
-        self.topology = topology_of(settings)
+        self.topology = settings.topology()
         self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
         self.lanes: dict[str, Lane] = {}
@@ -254,7 +224,7 @@ class Worker:
 
 async def run(settings: Settings) -> int:
     """Run until a stop signal; return the process exit code."""
-    mask = SecretMask(secrets_of(settings))
+    mask = SecretMask(settings.secrets())
     configure_logging(level=settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, mask=mask)
     if not settings.has_portal:
         log.error("config.no_portal", hint="set B24_WEBHOOK_URL, or the OAuth variables")

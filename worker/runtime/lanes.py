@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from redis.asyncio import Redis
@@ -20,16 +18,11 @@ from worker.amqp.acks import Acks
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import Topology
 from worker.bitrix import (
-    Auth,
     BitrixClient,
     CommandAnswer,
-    FileTokenStore,
-    OAuthAuth,
     PortalError,
-    TokenStore,
-    WebhookAuth,
 )
-from worker.bitrix.redis_tokens import RedisTokenStore
+from worker.credentials import build_auth
 from worker.flow.breaker import Breaker
 from worker.flow.calling import Caller
 from worker.flow.classify import classify
@@ -48,7 +41,7 @@ from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
 from worker.settings import Portal, Settings
 
-__all__ = ["Lane", "build_auth", "build_lane", "token_store"]
+__all__ = ["Lane", "build_lane"]
 
 # Requests of the portal's bucket never filled by the pacer (see RequestPacer).
 LOCAL_HEADROOM = 0.2
@@ -157,59 +150,3 @@ class _Paced:
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
         await self._pacer.acquire()
         return await self._client.call(method, params)
-
-
-def build_auth(
-    settings: Settings,
-    portal: Portal | None = None,
-    *,
-    http: httpx.AsyncClient,
-    mask: SecretMask | None,
-    redis: Redis | None = None,
-) -> Auth:
-    """The webhook, or the OAuth application whose tokens are masked in logs as they come.
-
-    Without ``portal``: the one messages without a portal header go to.
-    """
-    if portal is None:
-        portal = settings.portals().get(settings.B24_DEFAULT_PORTAL)
-        if portal is None:
-            raise ValueError(f"no portal {settings.B24_DEFAULT_PORTAL!r} is configured")
-    if portal.webhook_url is not None:
-        return WebhookAuth(portal.webhook_url.get_secret_value())
-    if not (
-        portal.portal_url and portal.client_id and portal.client_secret and portal.refresh_token
-    ):
-        raise ValueError(f"portal {portal.key!r} has neither a webhook nor OAuth credentials")
-    return OAuthAuth(
-        http=http,
-        portal_url=portal.portal_url,
-        client_id=portal.client_id,
-        client_secret=portal.client_secret.get_secret_value(),
-        refresh_token=portal.refresh_token.get_secret_value(),
-        token_url=settings.B24_OAUTH_TOKEN_URL,
-        store=token_store(settings, portal, redis=redis),
-        on_new_secret=(lambda secret: mask.add(secret)) if mask is not None else None,
-    )
-
-
-def token_store(
-    settings: Settings, portal: Portal | None = None, *, redis: Redis | None = None
-) -> TokenStore:
-    """Redis when LIMITER_URL is set (replicas share the token), else a file.
-
-    The portal of the B24_* variables keeps B24_TOKEN_FILE; a portal of
-    B24_PORTALS gets that name with its key before the suffix.
-    """
-    if portal is None:
-        portal = settings.portals()[settings.B24_PORTAL_KEY]
-    limiter_url = settings.LIMITER_URL.get_secret_value()
-    if redis is None and limiter_url:
-        redis = Redis.from_url(limiter_url)
-    if redis is None:
-        path = Path(settings.B24_TOKEN_FILE)
-        if portal.key in settings.B24_PORTALS:
-            path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
-        return FileTokenStore(str(path))
-    origin = urlsplit(portal.portal_url or "").hostname or portal.key
-    return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")

@@ -45,9 +45,8 @@ from worker.bitrix import (
     UnexpectedAnswerError,
     make_http_client,
 )
+from worker.credentials import build_auth
 from worker.observability.logging import SecretMask
-from worker.runtime.app import secrets_of, topology_of
-from worker.runtime.lanes import build_auth
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect
 
@@ -77,7 +76,7 @@ async def run_checks(*, out: TextIO) -> int:
         print(Finding("settings", False, str(exc)), file=out)
         print(Finding("broker, queues, portal", False, "not checked (settings first)"), file=out)
         return 1
-    mask = SecretMask(secrets_of(settings))
+    mask = SecretMask(settings.secrets())
     findings: list[Finding] = []
 
     def say(finding: Finding) -> None:
@@ -121,7 +120,7 @@ async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> N
     except ToolError as exc:
         say(Finding("broker", False, str(exc)))
         return
-    topology = topology_of(settings)
+    topology = settings.topology()
     async with connection:
         say(Finding("broker", True, f"connected to {redact_url(url)}"))
         if topology.shards:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from worker.bitrix import FileTokenStore, StoredToken, TokenRenewalError
 from worker.bitrix.redis_tokens import RedisTokenStore
-from worker.runtime.lanes import token_store
+from worker.credentials import token_store
 from worker.settings import Settings
 
 pytestmark = pytest.mark.redis
