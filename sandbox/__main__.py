@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from sandbox.cli import add_arguments, run
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sandbox") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Serve a local Bitrix24 portal (limits, batch, errors)."
+    )
     add_arguments(parser)
-    return run(parser.parse_args())
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,16 @@ def make_certificate(host: str, *, days: int = 30) -> tuple[bytes, bytes]:
 
     ``cryptography`` is imported here, so a portal without HTTPS does not need it.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise SystemExit(
+            "the sandbox needs the cryptography package to make its own certificate for "
+            "HTTPS: pip install 'b24-update-worker[sandbox]', or pass --cert-file and --key-file"
+        ) from None
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bitrix24 sandbox")])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sandbox.cli import add_arguments
 from worker.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,17 +21,21 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def dockerfile_stages() -> list[list[str]]:
-    """The Dockerfile's instructions (continuation lines joined), one list per stage."""
+def dockerfile_lines() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """The instructions of each stage (the global ARGs before the first FROM left out)."""
     stages: list[list[str]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in dockerfile_lines():
         if line.upper().startswith("FROM "):
             stages.append([])
-        stages[-1].append(line)
+        if stages:
+            stages[-1].append(line)
     return stages
 
 
@@ -98,14 +104,19 @@ def test_the_sandbox_holds_every_item_the_producer_updates() -> None:
     assert max(ids) <= seed
 
 
-def test_every_compose_command_but_publish_is_one_the_cli_knows() -> None:
-    """`publish` is checked by name only until the command line has it."""
+def test_every_compose_command_is_one_the_cli_knows() -> None:
+    """Each service's command parses: `sandbox` by the sandbox's own parser, which
+    `b24-worker sandbox` hands its arguments to, every other by the worker's."""
     parser = build_parser()
-    for service in compose()["services"].values():
-        command = service.get("command")
-        if command is None or command[0] == "publish":
-            continue
-        parser.parse_args(command)  # exits (SystemExit) on an unknown command or option
+    sandbox = argparse.ArgumentParser(prog="b24-worker sandbox")
+    add_arguments(sandbox)
+    commands = [s["command"] for s in compose()["services"].values() if "command" in s]
+    assert {command[0] for command in commands} == {"sandbox", "run", "publish"}
+    for command in commands:
+        if command[0] == "sandbox":
+            sandbox.parse_args(command[1:])  # exits (SystemExit) on an unknown option
+        else:
+            parser.parse_args(command)
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:

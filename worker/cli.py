@@ -187,10 +187,19 @@ def _check(args: argparse.Namespace) -> int:
     return asyncio.run(run_checks(out=sys.stdout))
 
 
-def _sandbox(args: argparse.Namespace) -> int:
-    from sandbox.cli import run
-
-    return run(args)
+def _sandbox(argv: Sequence[str]) -> int:
+    """The sandbox portal's own command line: imported only when it is asked for, so
+    the worker and the producers never load it (it is the `sandbox` extra)."""
+    try:
+        from sandbox.__main__ import main as sandbox_main
+    except ImportError as exc:
+        print(
+            f"b24-worker sandbox: the sandbox portal is not installed ({exc.name} is missing): "
+            "pip install 'b24-update-worker[sandbox]'",
+            file=sys.stderr,
+        )
+        return 2
+    return sandbox_main(argv, prog="b24-worker sandbox")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,18 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check)
 
-    # The sandbox is its own package; only its command line is reached from here.
-    from sandbox.cli import add_arguments
-
-    sandbox = commands.add_parser(
-        "sandbox", help="serve a local Bitrix24 portal (limits, batch, errors) for demos and tests"
+    # Listed here; `main` hands its arguments to the sandbox's own parser
+    # (`b24-worker sandbox --help` lists them).
+    commands.add_parser(
+        "sandbox",
+        add_help=False,
+        help="serve a local Bitrix24 portal (limits, batch, errors) for demos and tests "
+        "(the sandbox extra)",
     )
-    add_arguments(sandbox)
-    sandbox.set_defaults(handler=_sandbox)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        return _sandbox(argv[1:])
     args = build_parser().parse_args(argv)
     code: int = args.handler(args)
     return code

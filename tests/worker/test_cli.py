@@ -137,3 +137,52 @@ def test_sandbox_subcommand_serves_a_portal_until_sigterm() -> None:
         assert portal.wait(timeout=20) == 0
     finally:
         portal.kill()
+
+
+_RUN_AND_LIST_MODULES = """
+import sys
+import worker.runtime.app as app
+
+async def started(settings):  # the worker as `run` builds it, without a broker
+    app.Worker(settings)
+    return 0
+
+app.run = started
+from worker.cli import main
+from worker.client import UpdateClient
+assert main(["run"]) == 0
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_run_and_the_client_load_nothing_of_the_sandbox() -> None:
+    """`b24-worker run` goes from the command line to a built Worker, and UpdateClient is
+    imported, without loading the sandbox package. (Its extra's packages may load here
+    when installed, as redis loads cryptography when it finds it; that the worker runs
+    without them is tests/deploy/test_install.py's.)"""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "B24_WEBHOOK_URL": "https://portal.example/rest/1/abcdef123456/",
+        "HTTP_PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_MODULES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "worker.runtime.lanes" in loaded  # the run path was really imported
+    assert {name for name in loaded if name.split(".")[0] == "sandbox"} == set()
+
+
+def test_the_sandbox_command_is_named_in_the_help_and_takes_its_own_options() -> None:
+    listed = cli("--help")
+    assert "sandbox" in listed.stdout
+    own = cli("sandbox", "--help")
+    assert own.returncode == 0
+    assert own.stdout.startswith("usage: b24-worker sandbox")
+    assert "--rate-burst" in own.stdout

@@ -51,6 +51,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from worker.amqp.acks import Acks
+from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology
 
@@ -131,6 +132,7 @@ class Consumers:
             channel = await self._connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=feed.prefetch)
             await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
+            check_channel(await channel.get_underlay_channel())
             feed.channel = channel
 
     async def start(self) -> None:
@@ -286,7 +288,7 @@ class Consumers:
                     if feed.registered is None or feed.channel is None:
                         continue
                     tag, channel = feed.registered
-                    if not channel.is_closed and tag in _consumer_tags(channel):
+                    if not channel.is_closed and tag in consumer_tags(channel):
                         continue
                     try:
                         current = await asyncio.wait_for(
@@ -347,9 +349,3 @@ async def _consumer_count(channel: aiormq.abc.AbstractChannel, queue: str) -> in
     """The queue's consumers; on a single-active-consumer queue, only the active one."""
     declared = await channel.queue_declare(queue, passive=True)
     return int(declared.consumer_count or 0)
-
-
-def _consumer_tags(channel: aiormq.abc.AbstractChannel) -> set[str]:
-    """The consumers a channel still has; a server-side cancel removes its tag."""
-    consumers: dict[str, object] = getattr(channel, "consumers", {})
-    return set(consumers)

@@ -9,9 +9,8 @@ the broker's confirm of its own message, and a return (unroutable mandatory
 message), a nack or a closed channel reaches exactly that caller, as with
 `basic_publish`.
 
-This works on the aiormq channel's confirm bookkeeping (its delivery-tag
-counter, its confirmation futures and its write queue), the same steps its
-`basic_publish` takes, under the same lock.
+The write itself works on the aiormq channel's confirm bookkeeping, the same
+steps its `basic_publish` takes, under the same lock (`aiormq_internals`).
 
 What the broker answers is translated here, at the boundary::
 
@@ -24,17 +23,15 @@ What the broker answers is translated here, at the boundary::
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
 import aiormq
-from aiormq.abc import ChannelFrame
-from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
+
+from worker.amqp.aiormq_internals import write_publishes
 
 __all__ = [
     "NotPublishedError",
@@ -124,7 +121,7 @@ class Publisher:
     async def _send(self, batch: list[_Publish]) -> None:
         try:
             channel = cast(aiormq.Channel, await self._channel())
-            confirmations = await _write(channel, batch)
+            confirmations = await write_publishes(channel, batch)
         except BaseException as exc:
             failure = NotPublishedError(f"{type(exc).__name__}: {exc}")
             for publish in batch:
@@ -135,60 +132,6 @@ class Publisher:
             return
         for publish, confirmation in zip(batch, confirmations, strict=True):
             confirmation.add_done_callback(partial(_relay, publish.done))
-
-
-async def _write(channel: aiormq.Channel, batch: list[_Publish]) -> list[asyncio.Future[Any]]:
-    if channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-    async with channel.lock:
-        registered: list[tuple[int, str]] = []
-        confirmations: list[asyncio.Future[Any]] = []
-        frames: list[Any] = []
-        try:
-            for publish in batch:
-                properties = publish.properties
-                if not properties.message_id:
-                    properties.message_id = uuid.uuid4().hex
-                channel.delivery_tag += 1
-                tag = channel.delivery_tag
-                confirmation = channel.create_future()
-                channel.confirmations[tag] = confirmation
-                channel.message_id_delivery_tag[properties.message_id] = tag
-                registered.append((tag, properties.message_id))
-                confirmation.add_done_callback(
-                    partial(_forget, channel, properties.message_id, tag)
-                )
-                confirmations.append(confirmation)
-                frames.append(
-                    Basic.Publish(
-                        exchange="", routing_key=publish.routing_key, mandatory=publish.mandatory
-                    )
-                )
-                frames.append(ContentHeader(properties=properties, body_size=len(publish.body)))
-                size = channel.max_content_size
-                frames.extend(
-                    ContentBody(publish.body[start : start + size])
-                    for start in range(0, len(publish.body), size)
-                )
-            await channel.write_queue.put(
-                ChannelFrame.marshall(frames=frames, channel_number=channel.number)
-            )
-        except BaseException:
-            # Nothing reached the broker: give the delivery tags back.
-            for tag, message_id in registered:
-                channel.confirmations.pop(tag, None)
-                if channel.message_id_delivery_tag.get(message_id) == tag:
-                    channel.message_id_delivery_tag.pop(message_id)
-            channel.delivery_tag -= len(registered)
-            for confirmation in confirmations:
-                confirmation.cancel()
-            raise
-    return confirmations
-
-
-def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
-    if channel.message_id_delivery_tag.get(message_id) == tag:
-        channel.message_id_delivery_tag.pop(message_id)
 
 
 def _relay(done: asyncio.Future[None], confirmation: asyncio.Future[Any]) -> None:

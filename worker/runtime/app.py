@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
 from worker.amqp.acks import Acks
+from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
 from worker.amqp.consumer import Consumers
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare
@@ -134,6 +135,7 @@ class Worker:
         publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        check_channel(await publish_channel.get_underlay_channel())
         publisher = Publisher(publish_channel.get_underlay_channel)
         router = Router(
             pipelines=self._pipelines,
@@ -239,6 +241,10 @@ async def run(settings: Settings) -> int:
         await worker.start()
     except TopologyError as exc:
         log.error("broker.topology", error=str(exc))
+        await worker.drain()
+        return 1
+    except AiormqIncompatibleError as exc:
+        log.error("amqp.incompatible", error=str(exc))
         await worker.drain()
         return 1
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
