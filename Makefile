@@ -3,15 +3,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --quiet --disable-pip-version-check
+COMPILE = $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
+          --no-emit-index-url --no-emit-find-links
 
-.PHONY: setup demo test lint typecheck unit scale-out bench clean
+.PHONY: setup services demo test lint typecheck unit scale-out bench lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hash of the lock; then the project itself.
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP) install --require-hashes -r requirements/dev.txt
+	$(PIP) install --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The local RabbitMQ (with the consistent-hash exchange) and Redis, started when they
+# do not answer; a broker elsewhere (AMQP_URL) is only checked.
+services:
+	bash scripts/ensure_broker.sh
+	bash scripts/ensure_redis.sh
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
@@ -19,11 +30,12 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup services
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -36,5 +48,13 @@ scale-out: setup
 bench: setup
 	$(BIN)/python bench/validation_throughput.py
 
+# After changing a dependency in pyproject.toml: the locks again, at the newest
+# versions the declared ranges allow.
+lock: setup
+	$(PIP) install pip-tools
+	$(COMPILE) -o requirements/worker.txt pyproject.toml
+	$(COMPILE) --extra sandbox -o requirements/image.txt pyproject.toml
+	$(COMPILE) --extra sandbox --extra test -o requirements/dev.txt pyproject.toml
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache
