@@ -27,9 +27,9 @@ from worker.flow.classify import TRANSPORT, Verdict, classify
 from worker.flow.jobs import Job
 from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
-from worker.limiter import Lease, OperatingBudget, OperatingReport
+from worker.limiter import CallLimiter, Leave, OperatingReport
 
-__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown", "Ticket"]
+__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown"]
 
 METHOD = "crm.item.update"
 
@@ -48,61 +48,25 @@ class PortalDown:
 Decision = Outcome | Again | PortalDown
 
 
-class Pacer(Protocol):
-    async def acquire(self) -> float: ...
-    async def on_rate_limited(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """Leave to send one call: the operating budget's lease (how many commands fit)."""
-
-    lease: Lease
-
-    @property
-    def commands(self) -> int:
-        return self.lease.commands
-
-
 class Calls(Protocol):
     """What the pipeline asks of its caller: `Caller` against a portal, or a fake in tests."""
 
-    async def admit(self, wanted: int) -> Ticket:
-        """Wait until a call of up to ``wanted`` commands may go."""
-
-    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
-        """One call for the jobs; a decision for each."""
-
-    async def release(self, ticket: Ticket) -> None:
-        """A ticket that will not be used."""
+    async def send(self, jobs: list[Job], leave: Leave) -> list[tuple[Job, Decision]]:
+        """One call for the jobs, which the limiter's leave allows; a decision for each."""
 
 
 class Caller:
-    """Sends groups of jobs to the portal at the limiter's pace."""
+    """Sends a group of jobs to the portal in one call, with the limiter's leave."""
 
-    def __init__(
-        self,
-        *,
-        client: BitrixClient,
-        pacer: Pacer,
-        budget: OperatingBudget,
-        observer: Observer,
-    ) -> None:
+    def __init__(self, *, client: BitrixClient, limiter: CallLimiter, observer: Observer) -> None:
         self._client = client
-        self._pacer = pacer
-        self._budget = budget
+        self._limiter = limiter
         self._observer = observer
 
-    async def admit(self, wanted: int) -> Ticket:
-        """Wait until a call of up to `wanted` commands may go: budget first, then the bucket."""
-        lease = await self._budget.acquire(METHOD, wanted)
-        waited = lease.waited_s + await self._pacer.acquire()
-        self._observer.waited(waited)
-        return Ticket(lease)
-
-    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
-        """Send the jobs in one call (the ticket allows that many); settle the lease."""
+    async def send(self, jobs: list[Job], leave: Leave) -> list[tuple[Job, Decision]]:
+        """Send the jobs in one call; give the leave back with what the portal reported."""
         reports: list[OperatingReport] = []
+        self._observer.waited(leave.waited_s)
         self._observer.sending(len(jobs))
         started = time.perf_counter()
         try:
@@ -110,12 +74,8 @@ class Caller:
         finally:
             duration = time.perf_counter() - started
             self._observer.answered(duration)
-            await self._budget.settle(ticket.lease, reports, duration_s=duration)
-            self._observer.budget_left(METHOD, await self._budget.remaining_s(METHOD))
-
-    async def release(self, ticket: Ticket) -> None:
-        """A ticket that will not be used (the jobs were handed back)."""
-        await self._budget.settle(ticket.lease, [])
+            await self._limiter.settle(leave, reports, duration_s=duration)
+            self._observer.budget_left(METHOD, await self._limiter.remaining_s())
 
     async def _call(
         self, jobs: list[Job], reports: list[OperatingReport]
@@ -181,9 +141,9 @@ class Caller:
     async def _rate_limited(self, code: str) -> None:
         self._observer.rate_limited(code)
         if code == "QUERY_LIMIT_EXCEEDED":
-            await self._pacer.on_rate_limited()
+            await self._limiter.query_limited()
         elif code == "OPERATION_TIME_LIMIT":
-            await self._budget.on_blocked(METHOD, reset_at=None)
+            await self._limiter.time_limited()
 
 
 def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision:

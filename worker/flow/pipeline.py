@@ -4,7 +4,7 @@ In the order a command travels, each step a method of `Pipeline`:
 
     accept   a Job (jobs), decoded and validated; it waits for its item's turn (ordering)
     ready    custom fields checked (definitions); encoded once for a batch; queued (batching)
-    run      a group leaves when the limiter lets a call go (batching, limiter)
+    run      a group forms when the limiter lets a call go (batching, limiter)
     send     one call for the group, a decision per command (calling)
     decided  the decision carried out (outcomes: event, confirm, ack); the item's turn
              passes to its next command
@@ -32,14 +32,15 @@ from worker.amqp.topology import Topology
 from worker.bitrix import php_query
 from worker.flow.batching import Batcher
 from worker.flow.breaker import Breaker
-from worker.flow.calling import Again, Calls, Decision, PortalDown, Ticket
+from worker.flow.calling import Again, Calls, Decision, PortalDown
 from worker.flow.definitions import FieldDefinitions
 from worker.flow.jobs import Job
 from worker.flow.observer import Observer
 from worker.flow.ordering import OrderingGate
 from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes, Retry, Settled, Succeeded
+from worker.limiter import Leave
 
-__all__ = ["Consumption", "Pipeline"]
+__all__ = ["Admission", "Consumption", "Pipeline"]
 
 log = structlog.get_logger("worker.flow.pipeline")
 
@@ -47,6 +48,14 @@ log = structlog.get_logger("worker.flow.pipeline")
 MAX_CALLS_IN_FLIGHT = 4
 # How often items whose retry copy never came back are looked for.
 PARK_CHECK_S = 5.0
+
+
+class Admission(Protocol):
+    """The portal's limits for a call: `CallLimiter`, or a fake in tests."""
+
+    async def admit(self, wanted: int) -> Leave: ...
+
+    async def release(self, leave: Leave) -> None: ...
 
 
 class Consumption(Protocol):
@@ -63,6 +72,7 @@ class Pipeline:
         *,
         portal: str,
         outcomes: Outcomes,
+        limiter: Admission,
         caller: Calls,
         breaker: Breaker,
         consumption: Consumption,
@@ -76,6 +86,7 @@ class Pipeline:
     ) -> None:
         self.portal = portal
         self._outcomes = outcomes
+        self._limiter = limiter
         self._caller = caller
         self._breaker = breaker
         self._consumption = consumption
@@ -85,9 +96,9 @@ class Pipeline:
         self._batch_size = batch_size
         self._definitions = definitions
         self._gate = OrderingGate()
-        self._batcher: Batcher[Ticket] = Batcher(
-            admit=caller.admit,
-            count=lambda ticket: ticket.commands,
+        self._batcher: Batcher[Leave] = Batcher(
+            admit=limiter.admit,
+            count=lambda leave: leave.commands,
             size=batch_size,
             linger_s=linger_s,
             batchable=self._batchable,
@@ -171,11 +182,11 @@ class Pipeline:
             while True:
                 await self._slots.acquire()
                 try:
-                    group, ticket = await self._batcher.next_group()
+                    group, leave = await self._batcher.next_group()
                 except BaseException:
                     self._slots.release()
                     raise
-                call = asyncio.create_task(self._send(group, ticket))
+                call = asyncio.create_task(self._send(group, leave))
                 self._calls.add(call)
                 call.add_done_callback(self._calls.discard)
         finally:
@@ -190,14 +201,14 @@ class Pipeline:
 
     # -- 4. send: one call, a decision per command
 
-    async def _send(self, jobs: list[Job], ticket: Ticket) -> None:
+    async def _send(self, jobs: list[Job], leave: Leave) -> None:
         try:
             if self.paused:
-                await self._caller.release(ticket)
+                await self._limiter.release(leave)
                 await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
                 return
             try:
-                decisions = await self._caller.send(jobs, ticket)
+                decisions = await self._caller.send(jobs, leave)
             except Exception:
                 # A bug, not an answer: hand the jobs back. The broker counts the
                 # deliveries and dead-letters a message that keeps doing this.

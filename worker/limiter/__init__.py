@@ -18,6 +18,7 @@ every worker serving the portal:
 
 from worker.limiter.backends import Availability, Codec, MemoryBackend, RedisBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
+from worker.limiter.calls import CallLimiter, Leave
 from worker.limiter.clock import Clock, FakeClock, SystemClock
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
@@ -29,10 +30,12 @@ __all__ = [
     "PACER_STATE",
     "Availability",
     "Baskets",
+    "CallLimiter",
     "Clock",
     "Codec",
     "FakeClock",
     "Lease",
+    "Leave",
     "MemoryBackend",
     "MethodState",
     "OperatingBudget",

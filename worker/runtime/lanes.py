@@ -24,12 +24,13 @@ from worker.bitrix import (
 )
 from worker.credentials import build_auth
 from worker.flow.breaker import Breaker
-from worker.flow.calling import Caller
+from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
 from worker.flow.definitions import FieldDefinitions, RedisDefinitionsCache
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Consumption, Pipeline
 from worker.limiter import (
+    CallLimiter,
     OperatingBudget,
     RequestPacer,
     SharedBackends,
@@ -117,6 +118,7 @@ def build_lane(
     # Replicas share the answers of crm.item.fields: each is asked of the portal once.
     cache = RedisDefinitionsCache(redis, scope=portal.host) if redis is not None else None
     definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
+    limiter = CallLimiter(method=METHOD, budget=budget, pacer=pacer)
     pipeline = Pipeline(
         portal=portal.key,
         outcomes=Outcomes(
@@ -127,7 +129,8 @@ def build_lane(
             observer=observer,
             max_message_bytes=settings.MAX_MESSAGE_BYTES,
         ),
-        caller=Caller(client=client, pacer=pacer, budget=budget, observer=observer),
+        limiter=limiter,
+        caller=Caller(client=client, limiter=limiter, observer=observer),
         breaker=Breaker(probe=probe, name=portal.key),
         consumption=consumption,
         observer=observer,

@@ -7,13 +7,14 @@ or a portal.
     async with flow.running():
         await flow.deliver(deal(1, "a"))  # a real Delivery, from pamqp frames
         await flow.until_settled(1)
-    flow.calls        # the groups sent, as lists of message ids
-    flow.published    # (queue, event) in publish order
-    flow.channel      # what was acked and handed back, frame by frame
+    flow.caller.calls         # the groups sent, as lists of message ids
+    flow.publisher.published  # (queue, properties, body) in publish order
+    flow.channel              # what was acked and handed back
 
-The pipeline, the batcher, the ordering gate, the outcomes and the acknowledger
-are the worker's own; only the caller (the portal), the publisher (the broker's
-confirms), the channel (the broker's side of acks) and the probe are fakes.
+The pipeline, the batcher, the ordering gate, the outcomes, the breaker and the
+acknowledger are the worker's own; the limiter, the caller (the portal), the
+publisher (the broker's confirms), the channel (the broker's side of acks) and
+the probe are fakes.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.publishing import RefusedError, UnroutableError
 from worker.amqp.topology import Topology
 from worker.flow.breaker import Breaker
-from worker.flow.calling import Decision, Ticket
+from worker.flow.calling import Decision
 from worker.flow.jobs import Job
 from worker.flow.outcomes import Outcomes, Settled
 from worker.flow.pipeline import Pipeline
-from worker.limiter import Lease
+from worker.limiter import Lease, Leave
 
 TOPOLOGY = Topology(
     update_queue="updates",
@@ -115,27 +116,32 @@ class MemoryPublisher:
 
 
 @dataclass
-class ScriptedCaller:
-    """The portal, as a function from a job to its decision (httpx's MockTransport, for calls).
+class ScriptedLimiter:
+    """Lets calls go while ``open`` is set; each may carry at most ``room`` commands."""
 
-    Each call may carry at most ``room`` commands (the operating budget's lease);
-    ``admission`` is set while the limiter lets calls go.
-    """
-
-    handler: Handler
     room: int = 50
-    calls: list[list[str]] = field(default_factory=list)
     released: int = 0
-    admission: asyncio.Event = field(default_factory=asyncio.Event)
+    open: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.admission.set()
+        self.open.set()
 
-    async def admit(self, wanted: int) -> Ticket:
-        await self.admission.wait()
-        return Ticket(Lease("lease", "crm.item.update", min(wanted, self.room), 0.0, 0.0))
+    async def admit(self, wanted: int) -> Leave:
+        await self.open.wait()
+        return Leave(Lease("lease", "crm.item.update", min(wanted, self.room), 0.0, 0.0), 0.0)
 
-    async def send(self, jobs: list[Job], ticket: Ticket) -> list[tuple[Job, Decision]]:
+    async def release(self, leave: Leave) -> None:
+        self.released += 1
+
+
+@dataclass
+class ScriptedCaller:
+    """The portal, as a function from a job to its decision (httpx's MockTransport, for calls)."""
+
+    handler: Handler
+    calls: list[list[str]] = field(default_factory=list)
+
+    async def send(self, jobs: list[Job], leave: Leave) -> list[tuple[Job, Decision]]:
         self.calls.append([job.message_id for job in jobs])
         decided = []
         for job in jobs:
@@ -144,9 +150,6 @@ class ScriptedCaller:
                 decision = await decision
             decided.append((job, decision))
         return decided
-
-    async def release(self, ticket: Ticket) -> None:
-        self.released += 1
 
 
 class MemoryConsumption:
@@ -221,7 +224,8 @@ class MemoryFlow:
     ) -> None:
         self.channel = MemoryChannel()
         self.publisher = MemoryPublisher()
-        self.caller = ScriptedCaller(handler, room=room)
+        self.limiter = ScriptedLimiter(room=room)
+        self.caller = ScriptedCaller(handler)
         self.consumption = MemoryConsumption()
         self.observer = RecordingObserver()
         self.acks = Acks(delay_s=0.0)
@@ -236,6 +240,7 @@ class MemoryFlow:
                 max_attempts=max_attempts,
                 observer=self.observer,
             ),
+            limiter=self.limiter,
             caller=self.caller,
             breaker=Breaker(probe=self._probed, first_pause_s=0.001, max_pause_s=0.001),
             consumption=self.consumption,

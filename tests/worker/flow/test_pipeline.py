@@ -49,11 +49,11 @@ async def test_one_command_per_item_at_a_time_in_arrival_order() -> None:
 
 async def test_a_call_carries_as_many_commands_as_its_ticket_allows() -> None:
     flow = MemoryFlow(applied, room=3)
-    flow.caller.admission.clear()  # the limiter holds calls back while deliveries pile up
+    flow.limiter.open.clear()  # the limiter holds calls back while deliveries pile up
     async with flow.running():
         for item_id in range(1, 8):
             await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
-        flow.caller.admission.set()
+        flow.limiter.open.set()
         await flow.until_settled(7)
     assert [len(call) for call in flow.caller.calls] == [3, 3, 1]
     assert [m for call in flow.caller.calls for m in call] == [f"m{i}" for i in range(1, 8)]
@@ -72,12 +72,12 @@ async def test_a_lone_command_leaves_after_the_linger() -> None:
 
 async def test_a_command_a_batch_would_change_goes_in_a_call_of_its_own() -> None:
     flow = MemoryFlow(applied)
-    flow.caller.admission.clear()
+    flow.limiter.open.clear()
     async with flow.running():
         await flow.deliver(deal(1, "plain"), message_id="a")
         await flow.deliver(deal(2, "pay $result[x]"), message_id="alone")  # batch rewrites it
         await flow.deliver(deal(3, "plain"), message_id="b")
-        flow.caller.admission.set()
+        flow.limiter.open.set()
         await flow.until_settled(3)
     assert sorted(flow.caller.calls) == [["a", "b"], ["alone"]]
 
@@ -240,13 +240,13 @@ async def test_a_portal_down_hands_back_in_order_holds_consumption_then_resumes(
         return probe_answers.pop(0)
 
     flow = MemoryFlow(portal, probe=probe)
-    flow.caller.admission.clear()
+    flow.limiter.open.clear()
     async with flow.running():
         # Item 1's v0 and v1, item 2's v0: v1 waits behind v0 in the gate.
         await flow.deliver(deal(1, "v0"), message_id="1-v0")
         await flow.deliver(deal(1, "v1"), message_id="1-v1")
         await flow.deliver(deal(2, "v0"), message_id="2-v0")
-        flow.caller.admission.set()
+        flow.limiter.open.set()
         await flow.until(lambda: flow.observer.up == 1)
         assert flow.pipeline.down is None
         # Everything went back to the broker, item 1's v1 (tag 2) after its v0 (tag 1).
@@ -316,12 +316,12 @@ async def test_drain_lets_calls_out_finish_and_leaves_followers_unacked() -> Non
 
 async def test_while_draining_nothing_more_is_sent() -> None:
     flow = MemoryFlow(applied)
-    flow.caller.admission.clear()
+    flow.limiter.open.clear()
     async with flow.running():
         await flow.deliver(deal(1, "queued"), message_id="q")
         await flow.pipeline.drain()
-        flow.caller.admission.set()  # the group forms, but the pipeline is draining
+        flow.limiter.open.set()  # the group forms, but the pipeline is draining
         await flow.until_settled(1)
     assert flow.caller.calls == []
-    assert flow.caller.released == 1
+    assert flow.limiter.released == 1
     assert flow.channel.nacked == [1]
