@@ -19,7 +19,33 @@ from schemas.wire import (
     PORTAL_KEY_PATTERN,
 )
 
-__all__ = ["asyncapi_document"]
+__all__ = ["EVOLUTION_RULE", "asyncapi_document"]
+
+# How the contract changes: README's "How the contract evolves" is this text, and a
+# test keeps the two equal.
+EVOLUTION_RULE = """\
+Every event carries `contractVersion` (1 today); the AsyncAPI document's `info.version`
+starts with it. Within one contractVersion a consumer may rely on this:
+
+- Every field documented today keeps its name, its type and its meaning, and
+  `status` is `succeeded` or `failed`.
+- A command is the parameters of `crm.item.update` and nothing else; the
+  `x-b24-portal` header and the routing key `[<portal>:]<entityTypeId>:<id>`
+  keep their meaning. The worker may learn to refuse more values that the
+  portal would silently mangle: each such refusal is a `validation` failure
+  with its reason, not a change of the contract.
+
+These may appear within a contractVersion, and consumers must accept them:
+
+- New optional fields in events (ignore the ones you do not know).
+- New values of `error.class` (it is open: treat a class you do not know as a
+  failure to look at, retryable only if `error.retryable` says so) and new
+  `error.code`s.
+- New optional headers on commands and events, and new queues.
+
+A new contractVersion comes with removing or renaming a field, changing a
+field's type or meaning, a new required field, a new `status`, or a change of
+the command body or of the routing key."""
 
 _AMQP_BINDING = "0.3.0"
 
@@ -117,7 +143,8 @@ def asyncapi_document() -> dict[str, Any]:
                 "queue's name); the worker reports one terminal outcome per command: a success "
                 "event to reply_to or the result queue, a failure event to the dead-letter "
                 "queue (and a copy to reply_to). Queue names are the defaults of UPDATE_QUEUE, "
-                "RESULT_QUEUE and DEAD_LETTER_QUEUE."
+                "RESULT_QUEUE and DEAD_LETTER_QUEUE.\n\n"
+                "How the contract evolves:\n\n" + EVOLUTION_RULE
             ),
         },
         "defaultContentType": "application/json",

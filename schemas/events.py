@@ -76,7 +76,14 @@ class SuccessEvent(_Event):
 class EventError(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    error_class: ErrorClass = Field(alias="class")
+    # Open: a newer worker may report a class this one does not know (the contract's
+    # evolution rule), so a reader keeps it as text rather than refusing the event.
+    error_class: str = Field(
+        alias="class",
+        description="why the command failed; new classes may appear within a "
+        "contractVersion: treat one you do not know as a failure to look at",
+        json_schema_extra={"examples": [str(member) for member in ErrorClass]},
+    )
     code: str = Field(description="the portal's error code, or the worker's own for validation")
     description: str = Field(description="one line a producer's developer can act on")
     retryable: bool

@@ -75,8 +75,11 @@ def test_error_classes_are_the_contract_ones() -> None:
     }
 
 
-def test_unknown_class_is_refused() -> None:
+def test_a_class_a_later_version_adds_is_kept_as_text() -> None:
+    """`error.class` is open to additions within a contractVersion (README)."""
+    error = EventError.model_validate(
+        {"class": "portal_gone", "code": "X", "description": "", "retryable": False}
+    )
+    assert error.error_class == "portal_gone"
     with pytest.raises(ValidationError):
-        EventError.model_validate(
-            {"class": "rate_limited", "code": "X", "description": "", "retryable": True}
-        )
+        EventError.model_validate({"class": 7, "code": "X", "description": "", "retryable": True})

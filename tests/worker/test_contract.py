@@ -11,10 +11,12 @@ import jsonschema
 import pytest
 
 from schemas import CommandValidationError, SuccessEvent, parse_command
-from schemas.asyncapi import asyncapi_document
+from schemas.asyncapi import EVOLUTION_RULE, asyncapi_document
+from schemas.events import CONTRACT_VERSION, FailureEvent
 from schemas.wire import PORTAL_HEADER, item_routing_key
 from worker.amqp.topology import Topology
 from worker.settings import ConfigError, Settings, load_settings
+from worker.tools.replies import parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = asyncapi_document()
@@ -126,3 +128,35 @@ def test_a_success_event_as_published_matches_its_schema(attempts: int) -> None:
     )
     assert _validator("SuccessEvent").is_valid(json.loads(event.to_json()))
     assert not _validator("SuccessEvent").is_valid({"status": "succeeded"})
+
+
+def test_the_evolution_rule_is_written_once_in_the_document_and_in_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert EVOLUTION_RULE in DOCUMENT["info"]["description"]
+    assert "### How the contract evolves\n\n" + EVOLUTION_RULE + "\n" in readme
+    assert DOCUMENT["info"]["version"].startswith(f"{CONTRACT_VERSION}.")
+
+
+def test_an_error_class_added_later_is_accepted_by_the_schema_and_the_readers() -> None:
+    """`error.class` is open: a failure event of a newer worker still validates, parses
+    with the tools' reader, and keeps its class as text."""
+
+    def failure(error_class: str) -> dict[str, Any]:
+        return {
+            "contractVersion": CONTRACT_VERSION,
+            "status": "failed",
+            "messageId": "m1",
+            "entityTypeId": 2,
+            "id": 351,
+            "attempts": 0,
+            "error": {"class": error_class, "code": "C", "description": "x", "retryable": False},
+            "command": {"entityTypeId": 2, "id": 351, "fields": {}},
+            "properties": {},
+        }
+
+    schema = _validator("FailureEvent")
+    assert schema.is_valid(failure("validation"))
+    assert schema.is_valid(failure("portal_gone"))
+    parsed = parse_event(json.dumps(failure("portal_gone")).encode())
+    assert isinstance(parsed, FailureEvent)
+    assert parsed.error.error_class == "portal_gone"

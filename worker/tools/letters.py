@@ -45,7 +45,7 @@ class DeadLetter:
 
     @property
     def error_class(self) -> str:
-        return self.event.error.error_class.value if self.event else UNREADABLE
+        return self.event.error.error_class if self.event else UNREADABLE
 
     @property
     def code(self) -> str:

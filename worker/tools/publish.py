@@ -236,7 +236,7 @@ def _report(
             missing.append(number)
         elif isinstance(event, FailureEvent):
             failures.append(event)
-            rows[f"failed {event.error.error_class.value} {event.error.code}"] += 1
+            rows[f"failed {event.error.error_class} {event.error.code}"] += 1
         else:
             rows["succeeded"] += 1
     table = [("succeeded", rows.pop("succeeded", 0))]

@@ -40,7 +40,7 @@ async def test_each_update_gets_its_own_outcome(amqp_url: str, portal: RunningSa
         assert stored(portal, 2, n)["title"] == f"Title {n}"
     missing, refused = by_id[999], by_id[4]
     assert isinstance(missing, FailureEvent)
-    assert (missing.error.error_class.value, missing.error.code) == ("not_found", "NOT_FOUND")
+    assert (missing.error.error_class, missing.error.code) == ("not_found", "NOT_FOUND")
     assert isinstance(refused, FailureEvent)
     assert refused.error.code == "CRM_FIELD_ERROR_REQUIRED"
     assert refused.command == {"entityTypeId": 2, "id": 4, "fields": {"title": "Title 4"}}
