@@ -37,13 +37,15 @@ LOOP = "Runner.run (asyncio/runners.py)"
 
 # The frame right under the event loop names what a sample was doing.
 STAGES = {
-    "Consumers._consume.<locals>.on_message (worker/consumer.py)": (
+    "Consumers._consume.<locals>.on_message (worker/amqp/consumer.py)": (
         "a delivery: decode, validate, ordering gate, field check, encode"
     ),
-    "Batcher._send (worker/batching.py)": "a call: limiter, batch request, answer, classify",
-    "Batcher.run (worker/batching.py)": "forming batches",
-    "Pipeline._after (worker/pipeline.py)": "settling: event built, log line, metrics, gate",
-    "Publisher._send (worker/publishing.py)": "events written to the broker",
+    "Pipeline._send (worker/flow/pipeline.py)": (
+        "a call: batch request, answer, classify; then settling: event, log line, "
+        "metrics, gate"
+    ),
+    "Pipeline.run (worker/flow/pipeline.py)": "forming batches, the limiter's leave",
+    "Publisher._send (worker/amqp/publishing.py)": "events written to the broker",
     "Connection.__reader (aiormq/connection.py)": "AMQP frames read from the socket",
     "Channel._reader (aiormq/channel.py)": "AMQP frames dispatched (deliveries, confirms)",
     "Connection.__writer (aiormq/connection.py)": "AMQP frames written to the socket",
@@ -54,12 +56,16 @@ NAMED = {
     "read_envelope (worker/bitrix/envelope.py)": "reading the portal's answer (orjson)",
     "Channel._on_deliver_frame (aiormq/channel.py)": "deliveries parsed by the AMQP client",
     "Channel._on_confirm_frame (aiormq/channel.py)": "publisher confirms handled",
-    "Pipeline._decode (worker/pipeline.py)": "decode + validate (schemas.parse_command)",
-    "FieldDefinitions.check (worker/definitions.py)": "custom fields checked against definitions",
+    "Job.decode (worker/flow/jobs.py)": "decode + validate (schemas.parse_command)",
+    "FieldDefinitions.check (worker/flow/definitions.py)": (
+        "custom fields checked against definitions"
+    ),
     "php_query (worker/bitrix/encoding.py)": "the batch query string of a command",
-    "Outcomes._publish_success (worker/outcomes.py)": "success event built and handed over",
+    "Outcomes._publish_success (worker/flow/outcomes.py)": "success event built and handed over",
     "_Event.to_json (schemas/events.py)": "  of which the event's JSON (pydantic)",
-    "Worker._count (worker/app.py)": "the settled log line and metrics",
+    "MetricsObserver.settled (worker/observability/observer.py)": (
+        "the settled log line and metrics"
+    ),
     "BytesLogger.msg (structlog/_output.py)": "  of which writing the log line",
     "current_async_library (httpcore/_synchronization.py)": (
         "httpcore's per-call library check (a failing import of sniffio)"
@@ -79,7 +85,7 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
 
 
 def where(frame: str) -> str:
-    """``worker/outcomes.py`` for the project's own code, else the top-level package."""
+    """``worker/flow/outcomes.py`` for the project's own code, else the top-level package."""
     match = FRAME.match(frame)
     if match is None:
         return frame
