@@ -41,8 +41,7 @@ STAGES = {
         "a delivery: decode, validate, ordering gate, field check, encode"
     ),
     "Pipeline._send (worker/flow/pipeline.py)": (
-        "a call: batch request, answer, classify; then settling: event, log line, "
-        "metrics, gate"
+        "a call: batch request, answer, classify; then settling: event, log line, metrics, gate"
     ),
     "Pipeline.run (worker/flow/pipeline.py)": "forming batches, the limiter's leave",
     "Publisher._send (worker/amqp/publishing.py)": "events written to the broker",
