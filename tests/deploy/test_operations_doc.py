@@ -57,7 +57,7 @@ def test_the_compose_table_matches_the_services() -> None:
 
 
 def test_the_readiness_reasons_are_the_worker_s_own() -> None:
-    source = (ROOT / "worker" / "runtime" / "app.py").read_text()
+    source = (ROOT / "worker" / "runtime" / "readiness.py").read_text()
     (row,) = [line for line in doc().splitlines() if line.startswith("| `/readyz` |")]
     reasons = re.findall(r"`([a-z][a-z :]+)(?:<state>)?`", row.split("`reason`:", 1)[1])
     assert len(reasons) == 4, reasons

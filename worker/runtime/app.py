@@ -33,6 +33,7 @@ from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
 from worker.runtime.lanes import Lane, build_lane
+from worker.runtime.readiness import Readiness
 from worker.settings import Settings, redact_url
 
 __all__ = ["Worker", "run"]
@@ -86,6 +87,7 @@ class Worker:
         self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
         self.lanes: dict[str, Lane] = {}
+        self.readiness = Readiness(self.lanes)
         self._pipelines: dict[str, Pipeline] = {}
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,27 +112,13 @@ class Worker:
         return _started(lane)
 
     def not_ready(self) -> str | None:
-        if self.connection is None or self.connection.is_closed:
-            return "not connected to the broker"
-        down = [
-            f"{lane.pipeline.down} ({key})"
-            for key, lane in self.lanes.items()
-            if lane.pipeline.down is not None
-        ]
-        if down:
-            return "portal down: " + ", ".join(down)
-        away = [
-            key for key, lane in self.lanes.items() if lane.limiter and not lane.limiter.reachable
-        ]
-        if away:
-            return "limiter unreachable: " + ", ".join(away)
-        if self._consumers is None or not self._consumers.consuming:
-            return "not consuming"
-        return None
+        """Why the worker is not ready (/readyz), or None."""
+        return self.readiness.reason()
 
     async def start(self) -> None:
         s = self.settings
         self.connection = await aio_pika.connect_robust(s.AMQP_URL.get_secret_value())
+        self.readiness.connection = self.connection
         await declare(self.connection, self.topology)
         publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
@@ -158,6 +146,7 @@ class Worker:
             handle=router.accept,
             acks=self.acks,
         )
+        self.readiness.consumers = self._consumers
         for key, portal in s.portals().items():
             lane = build_lane(
                 s,
@@ -179,7 +168,7 @@ class Worker:
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         if s.HTTP_PORT:
             self._health = HealthServer(
-                port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.not_ready
+                port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.readiness.reason
             )
             await self._health.start()
         tune_collector()
