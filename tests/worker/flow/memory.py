@@ -38,6 +38,7 @@ from worker.amqp.topology import Topology
 from worker.flow.breaker import Breaker
 from worker.flow.calling import Decision
 from worker.flow.jobs import Job
+from worker.flow.observer import QuietObserver
 from worker.flow.outcomes import Outcomes, Settled
 from worker.flow.pipeline import Pipeline
 from worker.limiter import Lease, Leave
@@ -168,7 +169,7 @@ class MemoryConsumption:
         self.history.append(f"release {holder}")
 
 
-class RecordingObserver:
+class RecordingObserver(QuietObserver):
     """Every settled delivery, in order, with what settling did."""
 
     def __init__(self) -> None:
@@ -183,21 +184,6 @@ class RecordingObserver:
 
     def settled(self, job: Job, settled: Settled) -> None:
         self.ends.append((job.message_id, settled))
-
-    def waited(self, seconds: float) -> None:
-        pass
-
-    def sending(self, commands: int) -> None:
-        pass
-
-    def answered(self, seconds: float) -> None:
-        pass
-
-    def rate_limited(self, code: str) -> None:
-        pass
-
-    def budget_left(self, method: str, seconds: float) -> None:
-        pass
 
     def portal_down(self, state: str, code: str) -> None:
         self.down.append((state, code))
