@@ -1,16 +1,18 @@
 """Generate schemas/entities/reference.py from the crm.item.update reference page.
 
 The page lists, per entity type, each field as a name line, a type line and a
-description. This script reads those triples and writes them as a Python table,
-so the models in schemas/ can be checked against the reference by a test.
+description. Where a field's type and its description disagree ("Array of
+..." or "List of ..." described under a scalar type), the description wins and
+the field is marked multiple.
 
-Where a field's type and its description disagree ("Array of ..." or "List of
-..." described under a scalar type), the description wins and the field is
-marked multiple.
+Two steps, so that the repository holds all a test needs:
 
-    python scripts/gen_reference_fields.py [REFERENCE_TXT] [--check]
+    python scripts/gen_reference_fields.py extract PAGE   # the page -> FIELDS (facts only)
+    python scripts/gen_reference_fields.py [--check]      # FIELDS -> the Python table
 
---check exits 1 when the committed table differs from the reference.
+FIELDS (scripts/reference/crm.item.update.fields.txt) is what the page says of
+each field: its name, its type and whether it is multiple, per entity type.
+--check exits 1 when the committed table differs from what FIELDS gives.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "crm.item.update.txt"
+FIELDS = ROOT / "scripts" / "reference" / "crm.item.update.fields.txt"
 OUTPUT = ROOT / "schemas" / "entities" / "reference.py"
 
 _SECTION = re.compile(r"^CRM object identifier entityTypeId:\s*(.+)$")
@@ -88,6 +90,34 @@ def parse_reference(text: str) -> dict[str, list[ReferenceField]]:
     return sections
 
 
+def render_fields(sections: dict[str, list[ReferenceField]]) -> str:
+    """The fields file: a `[kind]` line per entity type, then `name type [multiple]` lines."""
+    out = [
+        "# What the crm.item.update reference page lists per entity type: each field's",
+        "# name, its type, and 'multiple' when it holds several values.",
+        "# Written by `python scripts/gen_reference_fields.py extract PAGE`.",
+    ]
+    for key, fields in sections.items():
+        out.append(f"[{key}]")
+        out.extend(f"{f.name} {f.type}{' multiple' if f.multiple else ''}" for f in fields)
+    return "\n".join(out) + "\n"
+
+
+def parse_fields(text: str) -> dict[str, list[ReferenceField]]:
+    """The sections of a fields file (`render_fields` reversed)."""
+    sections: dict[str, list[ReferenceField]] = {}
+    current: list[ReferenceField] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        name, type_, *rest = line.split()
+        current.append(ReferenceField(name=name, type=type_, multiple=rest == ["multiple"]))
+    return sections
+
+
 def render(sections: dict[str, list[ReferenceField]]) -> str:
     out = [
         '"""The fields crm.item.update accepts per entity type, as its reference page lists them.',
@@ -109,18 +139,26 @@ def render(sections: dict[str, list[ReferenceField]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", nargs="?", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("action", nargs="?", choices=("table", "extract"), default="table")
+    parser.add_argument("page", nargs="?", type=Path, help="extract: the reference page (text)")
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
-    rendered = render(parse_reference(args.reference.read_text(encoding="utf-8")))
+    if args.action == "extract":
+        if args.page is None:
+            parser.error("extract needs the reference page")
+        target = FIELDS
+        rendered = render_fields(parse_reference(args.page.read_text(encoding="utf-8")))
+    else:
+        target = OUTPUT
+        rendered = render(parse_fields(FIELDS.read_text(encoding="utf-8")))
     if args.check:
-        if OUTPUT.read_text(encoding="utf-8") != rendered:
-            print(f"{OUTPUT} is out of date with {args.reference}", file=sys.stderr)
+        if target.read_text(encoding="utf-8") != rendered:
+            print(f"{target} is out of date", file=sys.stderr)
             return 1
         return 0
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(rendered, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(rendered, encoding="utf-8")
+    print(f"wrote {target}")
     return 0
 
 
