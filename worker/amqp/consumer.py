@@ -55,7 +55,7 @@ from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology
 
-__all__ = ["CLAIM_WINDOW_S", "Consumers"]
+__all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
 
 log = structlog.get_logger("worker.amqp.consumer")
 
@@ -114,6 +114,11 @@ class Consumers:
     def registrations(self) -> dict[str, tuple[str, aiormq.abc.AbstractChannel]]:
         """Each consumed queue's consumer tag and the channel it was registered on."""
         return {feed.queue: feed.registered for feed in self._feeds if feed.registered}
+
+    @property
+    def held(self) -> int:
+        """Deliveries held back on paused shards, not yet handed on."""
+        return sum(len(feed.held) for feed in self._feeds if feed.held is not None)
 
     @property
     def _shards(self) -> list[_Feed]:
@@ -233,10 +238,11 @@ class Consumers:
                 log.warning("consumer.cancel_failed", queue=feed.queue, error=type(exc).__name__)
 
     async def _release(self, feed: _Feed) -> None:
-        """Hand on what a paused shard held back, in order; then deliver as it comes."""
+        """Hand on what a paused shard held back, in queue order; then deliver as it comes."""
         held = feed.held
         if held is None:
             return
+        held[:] = queue_order(held)
         while held:  # deliveries arriving meanwhile join the end of the list
             raw = held.pop(0)
             if not raw.channel.is_closed:  # otherwise the broker delivers it again
@@ -338,6 +344,20 @@ class Consumers:
             if not channel.is_closed:
                 await channel.close()
         return True
+
+
+def queue_order(held: Sequence[DeliveredMessage]) -> list[DeliveredMessage]:
+    """What a paused shard held back, in the order of its queue.
+
+    While a shard is paused its consumer stays active and holds what arrives.
+    What the worker handed back meanwhile (the commands it held when its portal
+    went down) comes straight back to it, after deliveries that are later in the
+    queue: a quorum queue with a delivery limit gives back what was returned
+    ahead of everything else. So the redelivered go first, each group in the
+    order it came.
+    """
+    redelivered = [raw for raw in held if getattr(raw.delivery, "redelivered", False)]
+    return redelivered + [raw for raw in held if not getattr(raw.delivery, "redelivered", False)]
 
 
 def _share(shards: int, workers: int) -> int:

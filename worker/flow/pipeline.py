@@ -140,12 +140,19 @@ class Pipeline:
         if problem is not None:
             await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", problem))
             return
-        if self.paused:
-            # Never admitted: it holds no item, whatever item it names.
-            await self._settle(job, HandBack("portal down"), holds_item=False)
-            return
         key = job.key
-        if key is not None and self._gate.admit(key, job):
+        if key is None:
+            return
+        if self._draining:
+            # Left unacked: the connection's close gives it back with everything this
+            # worker holds, in the order it was delivered. Handed back now, it would
+            # go ahead of an earlier command of its item that a call still holds.
+            return
+        if not self._gate.admit(key, job):
+            return  # it waits behind its item's earlier command, and follows it
+        if self.paused:
+            await self._settle(job, HandBack("portal down"))
+        else:
             await self._ready(job)
 
     # -- 2. ready: the job holds its item; checked, encoded, queued for a call
@@ -205,7 +212,10 @@ class Pipeline:
         try:
             if self.paused:
                 await self._limiter.release(leave)
-                await asyncio.gather(*(self._settle(job, HandBack("portal down")) for job in jobs))
+                if not self._draining:  # draining: they go back with the connection
+                    await asyncio.gather(
+                        *(self._settle(job, HandBack("portal down")) for job in jobs)
+                    )
                 return
             try:
                 decisions = await self._caller.send(jobs, leave)
@@ -224,6 +234,8 @@ class Pipeline:
     async def _decided(self, job: Job, decision: Decision) -> None:
         match decision:
             case Again():
+                if self._draining:
+                    return  # it goes back with the connection, in its order
                 if self.paused:
                     await self._settle(job, HandBack("portal down"))
                 else:

@@ -58,25 +58,42 @@ def deal(item_id: int, title: str, **fields: Any) -> dict[str, Any]:
 
 
 class MemoryChannel:
-    """One channel as the broker sees it: which deliveries are unacked, and its rules.
+    """One channel as the broker sees it: which deliveries are unacked, and what goes back.
 
-    An ack of a tag that is not unacked, or one whose ``multiple`` covers a
-    delivery not yet settled, is an error the broker would close the channel for.
+    An ack or nack of a tag that is not unacked is an error the broker would
+    close the channel for. What goes back to the queue does so as a quorum queue
+    with a delivery limit takes it (tests/worker/amqp/test_returns.py holds
+    RabbitMQ to this): a nack returns the delivery at once, `close` returns
+    every delivery still unacked in the order they were delivered, and the
+    queue delivers what came back in the order it came back, before anything
+    else.
     """
 
     def __init__(self) -> None:
         self.unacked: set[int] = set()
-        self.settled: set[int] = set()  # tags the pipeline has decided, so an ack may cover them
         self.acked: list[int] = []
         self.nacked: list[int] = []  # handed back, in order
+        self.returned: list[int] = []  # back on the queue, in the order it delivers them again
+        self.message_ids: dict[int, str | None] = {}
         self.errors: list[str] = []
         self.is_closed = False
         self._tags = itertools.count(1)
 
-    def next_tag(self) -> int:
+    def next_tag(self, message_id: str | None = None) -> int:
         tag = next(self._tags)
         self.unacked.add(tag)
+        self.message_ids[tag] = message_id
         return tag
+
+    def close(self) -> None:
+        """The channel (or its connection) closes: what is unacked goes back, in order."""
+        self.returned.extend(sorted(self.unacked))
+        self.unacked.clear()
+        self.is_closed = True
+
+    def redelivered_ids(self) -> list[str | None]:
+        """The message ids the queue delivers again, in its order."""
+        return [self.message_ids[tag] for tag in self.returned]
 
     async def basic_ack(self, tag: int, multiple: bool = False) -> None:
         await asyncio.sleep(0)
@@ -94,6 +111,7 @@ class MemoryChannel:
             return
         self.unacked.discard(tag)
         self.nacked.append(tag)
+        self.returned.append(tag)
 
 
 class MemoryPublisher:
@@ -263,7 +281,7 @@ class MemoryFlow:
         content_type: str = "application/json",
     ) -> Delivery:
         body = command if isinstance(command, bytes) else json.dumps(command).encode()
-        tag = self.channel.next_tag()
+        tag = self.channel.next_tag(message_id)
         raw = SimpleNamespace(
             body=body,
             channel=self.channel,

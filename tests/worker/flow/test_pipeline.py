@@ -312,16 +312,3 @@ async def test_drain_lets_calls_out_finish_and_leaves_followers_unacked() -> Non
     assert flow.channel.acked == [1]
     assert flow.channel.nacked == []
     assert flow.channel.unacked == {2}  # the follower goes back with the connection
-
-
-async def test_while_draining_nothing_more_is_sent() -> None:
-    flow = MemoryFlow(applied)
-    flow.limiter.open.clear()
-    async with flow.running():
-        await flow.deliver(deal(1, "queued"), message_id="q")
-        await flow.pipeline.drain()
-        flow.limiter.open.set()  # the group forms, but the pipeline is draining
-        await flow.until_settled(1)
-    assert flow.caller.calls == []
-    assert flow.limiter.released == 1
-    assert flow.channel.nacked == [1]
