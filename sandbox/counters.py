@@ -12,6 +12,7 @@ __all__ = ["Counters"]
 @dataclass(slots=True)
 class Counters:
     requests: int = 0
+    in_flight: int = 0  # requests taken in and not yet answered (a client may have gone)
     query_limit_rejections: int = 0  # 503 QUERY_LIMIT_EXCEEDED
     operation_limit_rejections: int = 0  # 429 OPERATION_TIME_LIMIT, nested commands included
     statuses: Counter[int] = field(default_factory=Counter)
@@ -28,6 +29,7 @@ class Counters:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "in_flight": self.in_flight,
             "query_limit_rejections": self.query_limit_rejections,
             "operation_limit_rejections": self.operation_limit_rejections,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},

@@ -101,6 +101,15 @@ async def handle_rest(state: PortalState, request: RestRequest) -> tuple[int, di
     """HTTP status and body for one REST request."""
     counters = state.counters
     counters.requests += 1
+    counters.in_flight += 1
+    try:
+        return await _answer(state, request)
+    finally:
+        counters.in_flight -= 1
+
+
+async def _answer(state: PortalState, request: RestRequest) -> tuple[int, dict[str, Any]]:
+    counters = state.counters
     if state.faults.latency_ms > 0:
         await asyncio.sleep(state.faults.latency_ms / 1000.0)
     method = request.method.lower().removesuffix(".json")

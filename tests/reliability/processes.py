@@ -82,6 +82,12 @@ class Portal:
     def set_faults(self, **faults: Any) -> None:
         httpx.patch(f"{self.control_url}/faults", json=faults, timeout=10).raise_for_status()
 
+    def counters(self) -> dict[str, Any]:
+        answer = httpx.get(f"{self.control_url}/counters", timeout=10)
+        answer.raise_for_status()
+        counters: dict[str, Any] = answer.json()
+        return counters
+
 
 @contextmanager
 def sandbox_process(*, seed_items: int, latency_ms: int = 0) -> Iterator[Portal]:
