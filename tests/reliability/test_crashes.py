@@ -159,6 +159,22 @@ async def until_every_command_ended(
         await asyncio.sleep(0.05)
 
 
+def history(
+    item_id: int, commands: list[Command], run: WorkerRun, stored: dict[int, dict[str, Any]]
+) -> str:
+    """What became of one item's commands, worker by worker, for a failure's message."""
+    ids = [command.message_id for command in commands if command.item_id == item_id]
+    lines = [f"item {item_id} holds {stored[item_id]['title']!r}; its commands: {ids}"]
+    for index, log in enumerate(run.logs):
+        seen = [
+            f"{record['message_id']} {record.get('outcome')} at {record.get('timestamp')}"
+            for record in log.events("message.settled")
+            if record.get("message_id") in ids
+        ]
+        lines.append(f"worker {index + 1}: {seen}")
+    return "\n".join(lines)
+
+
 async def until_answered(portal: Portal, timeout_s: float = 30.0) -> None:
     """Wait until the portal has answered every request it took in."""
     deadline = time.monotonic() + timeout_s
@@ -364,7 +380,9 @@ async def test_sigterm_in_a_busy_run_drains_in_time_and_no_acked_message_comes_a
     last = {command.item_id: command for command in commands}
     for item_id, command in last.items():
         if command.valid:
-            assert stored[item_id]["title"] == command.body["fields"]["title"], item_id
+            assert stored[item_id]["title"] == command.body["fields"]["title"], history(
+                item_id, commands, run, stored
+            )
 
 
 # 3. The broker restarts mid-run -------------------------------------------------------------

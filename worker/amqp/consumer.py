@@ -11,7 +11,15 @@ again on the new channel, as it does when the server cancels a consumer (its
 queue was deleted and declared again, for example).
 
 Consumption is held back while any portal holds it (`hold`, `release`: a
-portal-wide state), and stopped for good on shutdown (`stop`).
+portal-wide state), and stopped for good on shutdown (`stop`). Neither cancels
+a consumer: each holds back what its queue delivers meanwhile (unacknowledged,
+not handed on), and hands it on, in queue order, on `release` (`queue_order`);
+on shutdown the connection's close gives it back to the queue. A cancel would
+break an item's order (tests/worker/amqp/test_returns.py): the client drops
+what the broker delivered before the cancel reached it, so those deliveries sit
+unacknowledged on the channel until it closes, and a channel closed after a
+cancel gives them back ahead of older unacknowledged ones. Closed without a
+cancel, it gives back everything in delivery order.
 
 Shards. A shard queue has a single active consumer: the broker delivers to the
 first consumer registered, and when that one goes, to the next in line.
@@ -30,12 +38,11 @@ first consumer registered, and when that one goes, to the next in line.
 - A queue named UPDATE_QUEUE left from before SHARDS is consumed too, while
   it exists, as before: it drains what producers not yet pointed at the
   exchange still send there, without the order across workers.
-- Pausing and stopping never cancel a shard's consumer; they hold back what it
-  delivers (unacknowledged, not handed on). A cancel would make the next worker
-  in line active at once, while this one still holds earlier commands of the
-  same items. Held deliveries go on, in their order, on `resume`; or, when the
-  connection closes, back to the queue in their order and in one step with the
-  consumer's end, so the next worker in line starts from them.
+- A shard's consumer held back, rather than cancelled, also keeps the next
+  worker in line from becoming active while this one still holds earlier
+  commands of the same items; when the connection closes, they go back to the
+  queue in their order and in one step with the consumer's end, so the next
+  worker in line starts from them.
 """
 
 from __future__ import annotations
@@ -117,7 +124,7 @@ class Consumers:
 
     @property
     def held(self) -> int:
-        """Deliveries held back on paused shards, not yet handed on."""
+        """Deliveries held back while paused or stopped, not yet handed on."""
         return sum(len(feed.held) for feed in self._feeds if feed.held is not None)
 
     @property
@@ -151,14 +158,10 @@ class Consumers:
         log.info("consumer.started", queues=[feed.queue for feed in self._feeds])
 
     async def pause(self, *, keep: tuple[Source, ...] = ("poison",)) -> None:
-        """Stop taking deliveries (except from `keep`); what is held stays held."""
+        """Hand on no more deliveries (except from `keep`): hold back what comes."""
         async with self._lock:
             for feed in self._feeds:
-                if feed.source in keep or feed.registered is None:
-                    continue
-                if not feed.sharded:
-                    await self._cancel(feed)
-                elif feed.held is None:
+                if feed.source not in keep and feed.held is None:
                     feed.held = []
         self.consuming = False
         log.info("consumer.paused")
@@ -169,7 +172,7 @@ class Consumers:
                 if feed.registered is None and not feed.sharded:
                     await self._consume(feed)
             await self._claim([feed for feed in self._shards if feed.registered is None])
-            for feed in self._shards:
+            for feed in self._feeds:
                 await self._release(feed)
         self.consuming = True
         log.info("consumer.resumed")
@@ -226,19 +229,8 @@ class Consumers:
             raise aiormq.exceptions.AMQPError("the broker gave the consumer no tag")
         feed.registered = (ok.consumer_tag, channel)
 
-    async def _cancel(self, feed: _Feed) -> None:
-        if feed.registered is None:
-            return
-        tag, channel = feed.registered
-        feed.registered = None
-        if not channel.is_closed:
-            try:
-                await channel.basic_cancel(tag)
-            except aiormq.exceptions.AMQPError as exc:  # the channel went meanwhile
-                log.warning("consumer.cancel_failed", queue=feed.queue, error=type(exc).__name__)
-
     async def _release(self, feed: _Feed) -> None:
-        """Hand on what a paused shard held back, in queue order; then deliver as it comes."""
+        """Hand on what a paused queue held back, in queue order; then deliver as it comes."""
         held = feed.held
         if held is None:
             return
@@ -347,14 +339,14 @@ class Consumers:
 
 
 def queue_order(held: Sequence[DeliveredMessage]) -> list[DeliveredMessage]:
-    """What a paused shard held back, in the order of its queue.
+    """What a paused queue held back, in the order of the queue.
 
-    While a shard is paused its consumer stays active and holds what arrives.
-    What the worker handed back meanwhile (the commands it held when its portal
-    went down) comes straight back to it, after deliveries that are later in the
-    queue: a quorum queue with a delivery limit gives back what was returned
-    ahead of everything else. So the redelivered go first, each group in the
-    order it came.
+    While paused, a consumer stays registered and holds what arrives. What the
+    worker handed back meanwhile (the commands it held when its portal went
+    down) can come straight back to it, after deliveries later in the queue: a
+    quorum queue with a delivery limit delivers what was given back ahead of
+    everything else. So the redelivered go first, each group in the order it
+    came.
     """
     redelivered = [raw for raw in held if getattr(raw.delivery, "redelivered", False)]
     return redelivered + [raw for raw in held if not getattr(raw.delivery, "redelivered", False)]

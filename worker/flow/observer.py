@@ -43,9 +43,6 @@ class Observer(Protocol):
     def portal_down(self, state: str, code: str) -> None:
         """A portal-wide answer: the lane stops and probes."""
 
-    def handed_back(self, count: int) -> None:
-        """Commands queued for a call went back to the broker (the portal went down)."""
-
     def portal_up(self) -> None:
         """The probe answered: the lane goes on."""
 
@@ -75,9 +72,6 @@ class QuietObserver:
         pass
 
     def portal_down(self, state: str, code: str) -> None:
-        pass
-
-    def handed_back(self, count: int) -> None:
         pass
 
     def portal_up(self) -> None:

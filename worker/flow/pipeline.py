@@ -10,11 +10,18 @@ In the order a command travels, each step a method of `Pipeline`:
              passes to its next command
 
 The stages it uses never call back into it. The pipeline alone owns its
-portal's up/down cycle: `pause` (a portal-wide answer: stop taking deliveries,
-hand back what waits, probe), `resume` (the probe answered) and `drain`
-(shutting down). A command that must be sent again (a rate limit) goes back to
-the batcher, still holding its item; a command retried through a delay tier
-parks its item until the copy returns.
+portal's up/down cycle: `pause` (a portal-wide answer: send nothing, take no
+more deliveries, probe), `resume` (the probe answered) and `drain` (shutting
+down). A command that must be sent again (a rate limit, a portal-wide answer)
+goes back to the batcher, still holding its item; a command retried through a
+delay tier parks its item until the copy returns.
+
+Nothing is handed back to the broker to wait: what the pipeline holds when its
+portal goes down stays in it, unacknowledged and in order, and goes on when the
+portal answers; a drain leaves it to the connection's close. RabbitMQ gives a
+closed channel's deliveries back in delivery order, but a burst of nacks it may
+give back out of order, and every nack counts towards the delivery limit
+(tests/worker/amqp/test_returns.py).
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ class Pipeline:
             batchable=self._batchable,
         )
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._sending = asyncio.Event()  # set while groups may be formed and sent
+        self._sending.set()
         self._calls: set[asyncio.Task[None]] = set()
         self._probing: asyncio.Task[None] | None = None
         self._draining = False
@@ -141,19 +150,13 @@ class Pipeline:
             await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", problem))
             return
         key = job.key
-        if key is None:
+        if key is None or self._draining:
+            # Draining: left unacked; the connection's close gives it back with
+            # everything this worker holds, in the order it was delivered.
             return
-        if self._draining:
-            # Left unacked: the connection's close gives it back with everything this
-            # worker holds, in the order it was delivered. Handed back now, it would
-            # go ahead of an earlier command of its item that a call still holds.
-            return
-        if not self._gate.admit(key, job):
-            return  # it waits behind its item's earlier command, and follows it
-        if self.paused:
-            await self._settle(job, HandBack("portal down"))
-        else:
+        if self._gate.admit(key, job):
             await self._ready(job)
+        # Otherwise it waits behind its item's earlier command.
 
     # -- 2. ready: the job holds its item; checked, encoded, queued for a call
 
@@ -187,6 +190,7 @@ class Pipeline:
         waking = asyncio.create_task(self._wake_parked())
         try:
             while True:
+                await self._sending.wait()
                 await self._slots.acquire()
                 try:
                     group, leave = await self._batcher.next_group()
@@ -210,12 +214,14 @@ class Pipeline:
 
     async def _send(self, jobs: list[Job], leave: Leave) -> None:
         try:
-            if self.paused:
+            jobs = await self._fresh(jobs)
+            if self.paused or not jobs:
+                # The group formed as the portal went down or the drain began: the
+                # jobs wait again (a drain leaves them to the connection's close).
                 await self._limiter.release(leave)
-                if not self._draining:  # draining: they go back with the connection
-                    await asyncio.gather(
-                        *(self._settle(job, HandBack("portal down")) for job in jobs)
-                    )
+                if not self._draining:
+                    for job in jobs:
+                        self._batcher.add(job)
                 return
             try:
                 decisions = await self._caller.send(jobs, leave)
@@ -234,20 +240,13 @@ class Pipeline:
     async def _decided(self, job: Job, decision: Decision) -> None:
         match decision:
             case Again():
-                if self._draining:
-                    return  # it goes back with the connection, in its order
-                if self.paused:
-                    await self._settle(job, HandBack("portal down"))
-                else:
+                if not self._draining:  # draining: it goes back with the connection
                     self._batcher.add(job)
             case PortalDown(state=state, code=code):
-                # The breaker opens first, then the job goes back to the broker: the
-                # commands waiting behind it for its item follow it back at once,
-                # in their order, before the rest is handed back.
-                opened = self._breaker.open(state)
-                await self._settle(job, HandBack(state))
-                if opened:
-                    await self._stop_and_probe(state, code)
+                # The job keeps its item and goes again once the portal answers.
+                if not self._draining:
+                    self._batcher.add(job)
+                await self.pause(state, code)
             case Succeeded() | Failed() | Retry() | HandBack():
                 await self._settle(job, decision)
             case _:
@@ -268,31 +267,22 @@ class Pipeline:
                     # Draining: commands held behind an item's command stay unacked,
                     # and the connection's close returns them after it, in order.
                     return
-                if self.paused:
-                    await self._settle(following, HandBack("portal down"))
-                else:
-                    await self._ready(following)
+                await self._ready(following)
             case _:
                 assert_never(settled)
 
     # -- the portal's up/down cycle, and the end
 
     async def pause(self, state: str, code: str) -> None:
-        """Stop for a portal-wide state: no more deliveries, what waits goes back, probe."""
-        if self._breaker.open(state):
-            await self._stop_and_probe(state, code)
+        """Stop for a portal-wide state: send nothing, take no more deliveries, probe.
 
-    async def _stop_and_probe(self, state: str, code: str) -> None:
+        What the pipeline holds stays in it, in order, until the portal answers.
+        """
+        if not self._breaker.open(state):
+            return  # already down: this answer came from a call that was out
+        self._sending.clear()
         self._observer.portal_down(state, code)
         await self._consumption.hold(self.portal)
-        # Only the jobs queued for a call go now. Each one's item then hands back
-        # the commands waiting behind it, in their order; commands waiting behind
-        # a call still out follow when it ends, and those waiting for a retry copy
-        # stay held until it returns, so no item's commands change places.
-        held = self._batcher.take_all()
-        for job in held:
-            await self._settle(job, HandBack("handed back"))
-        self._observer.handed_back(len(held))
         self._probing = asyncio.create_task(self._until_up())
 
     async def _until_up(self) -> None:
@@ -300,15 +290,44 @@ class Pipeline:
         await self.resume()
 
     async def resume(self) -> None:
-        """The portal answers again: deliveries flow (once no other portal holds them)."""
+        """The portal answers again: what waited is sent, and deliveries flow (once no
+        other portal holds them)."""
         self._observer.portal_up()
+        if not self._draining:
+            self._sending.set()
         await self._consumption.release(self.portal)
 
     async def drain(self) -> None:
         """Shutting down: nothing more is sent; wait for the calls already out to settle."""
         self._draining = True
+        self._sending.clear()
         while self._calls:
             await asyncio.gather(*list(self._calls), return_exceptions=True)
+
+    async def _fresh(self, jobs: list[Job]) -> list[Job]:
+        """The jobs whose delivery's channel is still open.
+
+        A job whose channel closed (the connection was lost, or the broker
+        closed the channel) is not sent: the broker delivers it again, and its
+        item goes on with that delivery. The commands held behind it for its
+        item were delivered on the same channel and are dropped in turn.
+        """
+        fresh = []
+        for job in jobs:
+            if not job.message.channel.is_closed:
+                fresh.append(job)
+                continue
+            log.warning(
+                "message.dropped",
+                message_id=job.message_id,
+                item=job.key,
+                note="its channel closed before it was sent: the broker delivers it again",
+            )
+            key = job.key
+            following = self._gate.release(key) if key is not None else None
+            if following is not None and not self._draining:
+                await self._ready(following)
+        return fresh
 
     async def close(self) -> None:
         """Stop probing (the worker is stopping)."""

@@ -70,12 +70,12 @@ class MetricsObserver:
 
     def portal_down(self, state: str, code: str) -> None:
         self._log.error(
-            "portal.down", state=state, code=code, note="consuming stops; messages stay queued"
+            "portal.down",
+            state=state,
+            code=code,
+            note="sending and consuming stop; commands wait in order until the portal answers",
         )
         self._metrics.portal_went_down(self._portal or "")
-
-    def handed_back(self, count: int) -> None:
-        self._log.info("portal.handed_back", messages=count)
 
     def portal_up(self) -> None:
         self._metrics.portal_came_up(self._portal or "")

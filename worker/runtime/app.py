@@ -177,11 +177,12 @@ class Worker:
     async def drain(self) -> None:
         """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
 
-        What is still held is not handed back one by one: a command whose call
-        is still out stays unacked until the connection closes, so nacking the
-        commands held behind it for its item would put them ahead of it on the
-        queue. Closing the connection returns every unacked delivery at once,
-        in the order they were delivered.
+        Nothing is handed back one by one: a command whose call is still out
+        stays unacked until the connection closes, and a command given back
+        before it would be delivered before it next time. The consumers hold
+        back what arrives (they are not cancelled), and closing the connection
+        returns every unacked delivery at once, in the order they were
+        delivered (tests/worker/amqp/test_returns.py).
         """
         if self._consumers is not None:
             with contextlib.suppress(Exception):

@@ -153,3 +153,52 @@ async def test_a_paused_shard_hands_on_what_was_given_back_before_what_came_mean
             await acks.flush()
         finally:
             await worker.close()
+
+
+async def test_a_busy_consumer_closed_without_a_cancel_gives_back_in_delivery_order(
+    amqp_url: str,
+) -> None:
+    """Deliveries keep arriving while runs of them are acked and some are held, as in a
+    worker; the consumer is not cancelled, its channel just closes. Everything comes
+    back in order: what it held first, then the rest of the queue. (Cancelled first,
+    RabbitMQ 3.10 gave back the deliveries in flight at the cancel ahead of older
+    held ones: why the consumers never cancel to pause or stop.)"""
+    topology = unique_topology()
+    async with connected(amqp_url, topology) as connection:
+        await declare(connection, topology)
+        await _publish(connection, topology.update_queue, *(str(n) for n in range(1, 401)))
+        worker = await connection.channel()
+        await worker.set_qos(prefetch_count=100)
+        held: list[AbstractIncomingMessage] = []
+        stopped = False
+
+        async def on(message: AbstractIncomingMessage) -> None:
+            if not stopped:
+                held.append(message)
+
+        await (await worker.get_queue(topology.update_queue)).consume(on)
+        rng = random.Random(3)
+        acked = 0
+        while acked < 100:
+            await asyncio.sleep(0.005)
+            for message in [m for m in held[:25] if rng.random() < 0.8][: min(20, 100 - acked)]:
+                held.remove(message)
+                await message.ack()
+                acked += 1
+        stopped = True
+        kept = sorted(int(message.body) for message in held)
+        await worker.close()
+        reader = await connection.channel()
+        order: list[int] = []
+        async with (
+            asyncio.timeout(30),
+            (await reader.get_queue(topology.update_queue)).iterator() as messages,
+        ):
+            async for message in messages:
+                order.append(int(message.body))
+                await message.ack()
+                if len(order) == 300:
+                    break
+        await reader.close()
+    assert order == sorted(order)
+    assert order[: len(kept)] == kept

@@ -194,7 +194,6 @@ class RecordingObserver(QuietObserver):
         self.ends: list[tuple[str, Settled]] = []
         self.down: list[tuple[str, str]] = []
         self.up = 0
-        self.returned: list[int] = []  # commands handed back at each portal-down
         self.sources: list[Source] = []
 
     def consumed(self, source: Source) -> None:
@@ -205,9 +204,6 @@ class RecordingObserver(QuietObserver):
 
     def portal_down(self, state: str, code: str) -> None:
         self.down.append((state, code))
-
-    def handed_back(self, count: int) -> None:
-        self.returned.append(count)
 
     def portal_up(self) -> None:
         self.up += 1

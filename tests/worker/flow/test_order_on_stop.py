@@ -64,22 +64,32 @@ async def test_while_draining_nothing_is_handed_back_one_by_one() -> None:
     assert flow.channel.redelivered_ids() == ["a", "b", "c"]
 
 
-async def test_a_command_arriving_while_its_portal_is_down_follows_its_item_back() -> None:
+async def test_an_outage_keeps_each_items_commands_in_their_order() -> None:
     """Item 2's call answers that the portal is blocked while item 7's v1 is still out
-    (v2 behind it); then v3 of item 7 arrives. It goes back after v1 and v2.
-    (Before, it was handed back at once, ahead of them.)"""
+    (v2 behind it); then v3 of item 7 arrives. Nothing goes back to the broker, and
+    once the portal answers item 7's commands are sent v1, v2, v3. (Before, v3 was
+    handed back at once, ahead of v1 and v2.)"""
     late = asyncio.Event()
+    up = asyncio.Event()
+
+    first_v1 = [True]
 
     async def portal(job: Job) -> Decision:
-        if title(job) == "v1":
+        if title(job) == "v1" and first_v1[0]:
+            first_v1[0] = False
             await late.wait()
-        return PortalDown("blocked", "OVERLOAD_LIMIT")
+            return PortalDown("blocked", "OVERLOAD_LIMIT")
+        if not up.is_set():
+            return PortalDown("blocked", "OVERLOAD_LIMIT")
+        return applied(job)
 
-    async def never_up() -> str | None:
-        await asyncio.sleep(3600)
-        return "blocked"
+    async def probe() -> str | None:
+        await late.wait()
+        await asyncio.sleep(0.01)  # v1's answer, blocked, comes first
+        up.set()
+        return None
 
-    flow = MemoryFlow(portal, room=1, probe=never_up)
+    flow = MemoryFlow(portal, room=1, probe=probe)
     async with flow.running():
         await flow.deliver(deal(7, "v1"), message_id="7-v1")
         await flow.until(lambda: flow.caller.calls == [["7-v1"]])
@@ -88,7 +98,8 @@ async def test_a_command_arriving_while_its_portal_is_down_follows_its_item_back
         await flow.until(lambda: flow.pipeline.down == "blocked")
         await flow.deliver(deal(7, "v3"), message_id="7-v3")
         late.set()
-        await flow.until(lambda: len(flow.channel.returned) == 4)
-    ids = flow.channel.redelivered_ids()
-    assert [i for i in ids if i and i.startswith("7-")] == ["7-v1", "7-v2", "7-v3"]
-    assert flow.publisher.published == []
+        await flow.until_settled(4)
+    sent = [m for call in flow.caller.calls for m in call if m.startswith("7-")]
+    assert sent == ["7-v1", "7-v1", "7-v2", "7-v3"]  # v1 answered blocked, then again
+    assert [t for t in flow.titles() if t.startswith("v")] == ["v1", "v2", "v3"]
+    assert flow.channel.nacked == []

@@ -226,7 +226,9 @@ async def test_a_crashing_call_hands_the_commands_back() -> None:
 # -- pause and resume
 
 
-async def test_a_portal_down_hands_back_in_order_holds_consumption_then_resumes() -> None:
+async def test_a_portal_down_stops_sending_and_consuming_then_resumes_in_order() -> None:
+    """Nothing goes back to the broker: what the pipeline holds waits, in order, and is
+    sent once the probe finds the portal up; consumption is held meanwhile."""
     down = asyncio.Event()
     down.set()
     probe_answers: list[str | None] = ["blocked", None]
@@ -237,6 +239,8 @@ async def test_a_portal_down_hands_back_in_order_holds_consumption_then_resumes(
         return applied(job)
 
     async def probe() -> str | None:
+        if not probe_answers[1:]:
+            down.clear()  # the last probe finds it up: so do the calls after it
         return probe_answers.pop(0)
 
     flow = MemoryFlow(portal, probe=probe)
@@ -245,26 +249,21 @@ async def test_a_portal_down_hands_back_in_order_holds_consumption_then_resumes(
         # Item 1's v0 and v1, item 2's v0: v1 waits behind v0 in the gate.
         await flow.deliver(deal(1, "v0"), message_id="1-v0")
         await flow.deliver(deal(1, "v1"), message_id="1-v1")
-        await flow.deliver(deal(2, "v0"), message_id="2-v0")
+        await flow.deliver(deal(2, "w0"), message_id="2-w0")
         flow.limiter.open.set()
-        await flow.until(lambda: flow.observer.up == 1)
-        assert flow.pipeline.down is None
-        # Everything went back to the broker, item 1's v1 (tag 2) after its v0 (tag 1).
-        assert sorted(flow.channel.nacked) == [1, 2, 3]
-        assert flow.channel.nacked.index(1) < flow.channel.nacked.index(2)
-        assert flow.caller.calls == [["1-v0", "2-v0"]]
-        assert flow.observer.down == [("blocked", "OVERLOAD_LIMIT")]
-        assert flow.consumption.history == ["hold acme", "release acme"]
-        assert flow.probes == 2
-        # Up again: what comes now goes through.
-        down.clear()
-        await flow.deliver(deal(1, "v0"), message_id="1-v0")
-        await flow.until(lambda: flow.titles() == ["v0"])
-    assert flow.publisher.published[0][0] == "results"
+        await flow.until_settled(3)
+    assert flow.observer.down == [("blocked", "OVERLOAD_LIMIT")]
+    assert flow.consumption.history == ["hold acme", "release acme"]
+    assert flow.probes == 2
+    assert flow.caller.calls[0] == ["1-v0", "2-w0"]  # answered: the portal is blocked
+    assert [m for call in flow.caller.calls[1:] for m in call] == ["1-v0", "2-w0", "1-v1"]
+    assert flow.titles() == ["v0", "w0", "v1"]
+    assert flow.channel.nacked == []
     assert not any(queue == "dead" for queue, _, _ in flow.publisher.published)
+    assert [event["attempts"] for event in flow.events("results")] == [1, 1, 1]
 
 
-async def test_deliveries_arriving_while_the_portal_is_down_go_back_unadmitted() -> None:
+async def test_deliveries_arriving_while_the_portal_is_down_wait_in_order() -> None:
     never_up: list[str | None] = ["blocked"] * 1000
 
     def portal(job: Job) -> Decision:
@@ -280,10 +279,12 @@ async def test_deliveries_arriving_while_the_portal_is_down_go_back_unadmitted()
         await flow.until(lambda: flow.pipeline.down is not None)
         await flow.deliver(deal(1, "b"), message_id="b")
         await flow.deliver(deal(2, "c"), message_id="c")
-        await flow.until_settled(3)
+        await asyncio.sleep(0.05)
         assert flow.pipeline.paused
-    assert flow.channel.nacked == [1, 2, 3]
-    assert flow.caller.calls == [["a"]]
+        assert len(flow.pipeline.gate) == 1  # b, behind a
+    assert flow.caller.calls == [["a"]]  # nothing more is sent while it is down
+    assert flow.channel.nacked == []
+    assert flow.channel.unacked == {1, 2, 3}
     assert flow.publisher.published == []  # no failure event for a portal-wide state
 
 
