@@ -52,6 +52,10 @@ _T = TypeVar("_T")
 COLLECTOR_THRESHOLDS = (20_000, 20, 20)
 
 
+# How long the drain lets the broker apply the last acks before the connection closes.
+ACK_GRACE_S = 0.5
+
+
 def tune_collector() -> None:
     """Freeze what start-up allocated and collect the young generation less often.
 
@@ -199,6 +203,11 @@ class Worker:
                     note="calls still out; their commands go back to the queue unsettled",
                 )
             await self.acks.flush()
+            # A quorum queue can lose acks that reach it just before their channel
+            # closes (the broker stashes them while it is busy and drops the stash
+            # with the channel: rabbitmq-server issue 10327); those deliveries would
+            # come again. A moment lets it apply them first.
+            await asyncio.sleep(ACK_GRACE_S)
         for task in self._tasks:
             task.cancel()
         # The broker before the portal client: a call still out must not end, as
