@@ -36,7 +36,7 @@ from tests.reliability.processes import (
     worker_env,
     worker_run,
 )
-from tests.worker.broker import connected, depth, unique_topology
+from tests.worker.broker import connected, depth, drain, unique_topology
 from worker.amqp.topology import Topology, declare
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
@@ -109,29 +109,18 @@ async def wait_for(read: Callable[[], Any], wanted: int, *, timeout_s: float) ->
         await asyncio.sleep(0.1)
 
 
-async def take_everything(broker: AbstractRobustConnection, queue: str) -> list[dict[str, Any]]:
-    """Every event now on a queue nobody else consumes (acked, so the queue ends empty)."""
-    channel = await broker.channel()
-    source = await channel.get_queue(queue)
-    got = []
-    while (message := await source.get(fail=False)) is not None:
-        got.append(json.loads(message.body))
-        await message.ack()
-    await channel.close()
-    return got
-
-
 async def outcomes_of(broker: AbstractRobustConnection, topology: Topology) -> list[dict[str, Any]]:
-    return await take_everything(broker, topology.result_queue) + await take_everything(
-        broker, topology.dead_letter_queue
-    )
+    """Every event now on the result and dead-letter queues (taken, so they end empty)."""
+    taken = await drain(broker, topology.result_queue)
+    taken += await drain(broker, topology.dead_letter_queue)
+    return [json.loads(message.body) for message in taken]
 
 
 async def leftovers(broker: AbstractRobustConnection, topology: Topology) -> dict[str, int]:
-    """Messages still waiting anywhere a command can be."""
+    """Messages still waiting anywhere a command can be, counted by taking them."""
     names = [topology.update_queue, topology.retry_queue, topology.poison_queue]
     names += [topology.tier_queue(delay) for delay in topology.retry_delays_s]
-    counts = {name: await depth(broker, name) for name in names}
+    counts = {name: len(await drain(broker, name)) for name in names}
     return {name: count for name, count in counts.items() if count}
 
 
@@ -419,9 +408,10 @@ async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothin
                 BATCH_SIZE="20",
                 DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
             )
+            restart_after = rng.randint(200, 400)
             with worker_run(env, tmp_path) as run:
                 run.start()
-                while ended_by(run.log) < rng.randint(200, 400):
+                while ended_by(run.log) < restart_after:
                     assert run.current.poll() is None, run.log.text()[-3000:]
                     await asyncio.sleep(0.01)
                 # One short restart: every user of this broker is cut off meanwhile.

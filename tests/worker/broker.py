@@ -75,8 +75,27 @@ async def take(
 
 
 async def depth(connection: AbstractRobustConnection, queue: str) -> int:
+    """The ready messages as a passive declare reports them. A busy quorum queue may
+    report 0 whatever it holds: wait on this only for "at least N"; to show that
+    nothing is left, `drain` the queue."""
     channel = await connection.channel()
     declared = await channel.get_queue(queue)
     result = await declared.declare()
     await channel.close()
     return int(result.message_count or 0)
+
+
+async def drain(
+    connection: AbstractRobustConnection, queue: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message now ready on a queue nobody consumes, taken one by one with
+    basic.get and acked: an exact count, where a passive declare's is not. (A queue
+    with a single active consumer refuses basic.get: see tests/worker/shards.py.)"""
+    channel = await connection.channel()
+    source = await channel.get_queue(queue)
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    while (message := await source.get(fail=False)) is not None:
+        await message.ack()
+        got.append(message)
+    await channel.close()
+    return got

@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected, depth, publish, take
+from tests.worker.broker import connected, drain, publish, take
 from tests.worker.e2e import (
     control,
     events,
@@ -131,7 +131,7 @@ async def test_per_message_failures_are_classified(
     ):
         await publish(broker, settings.UPDATE_QUEUE, command, message_id="m-f")
         [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
-        assert await depth(broker, settings.RESULT_QUEUE) == 0
+        assert await drain(broker, settings.RESULT_QUEUE) == []
     assert (event["error"]["class"], event["error"]["code"]) == (error_class, code)
     assert event["error"]["retryable"] is False
 
@@ -217,7 +217,7 @@ async def test_reply_to_gets_the_success_and_an_unroutable_one_falls_back(
     ("fault", "state"),
     [({"overload": True}, "blocked"), ({"no_auth": True}, "bad_credentials")],
 )
-async def test_a_portal_wide_state_leaves_messages_queued_then_recovers(
+async def test_a_portal_wide_state_holds_the_commands_then_recovers(
     amqp_url: str, portal: RunningSandbox, fault: dict[str, Any], state: str
 ) -> None:
     control(portal, "PATCH", "faults", fault)
@@ -230,17 +230,16 @@ async def test_a_portal_wide_state_leaves_messages_queued_then_recovers(
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="later"))
         await eventually(lambda: worker.pipeline.down == state)
         assert worker.not_ready() == f"portal down: {state} (default)"
-        await eventually(lambda: worker.pipeline is not None and len(worker.pipeline.gate) == 0)
-        assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0
-        assert await depth(broker, settings.RESULT_QUEUE) == 0
+        # Held by the worker, in order, not failed and not sent: no event of any kind.
+        await eventually(lambda: worker.pipeline.held == 3)
+        assert await drain(broker, settings.DEAD_LETTER_QUEUE) == []
+        assert await drain(broker, settings.RESULT_QUEUE) == []
         control(portal, "PATCH", "faults", {key: False for key in fault})
         done = events(await take(broker, settings.RESULT_QUEUE, 3, timeout_s=30))
+        dead = await drain(broker, settings.DEAD_LETTER_QUEUE)
     assert sorted(e["id"] for e in done) == [1, 2, 3]
-    assert await_nothing_dead(done)
-
-
-def await_nothing_dead(done: list[dict[str, Any]]) -> bool:
-    return all(e["status"] == "succeeded" for e in done)
+    assert all(e["status"] == "succeeded" and e["attempts"] == 1 for e in done)
+    assert dead == []
 
 
 async def test_a_consumer_cancelled_by_the_server_consumes_again_once(

@@ -19,6 +19,7 @@ the broker delivers them again, and their state here is dropped.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 
 import aiormq
@@ -52,6 +53,7 @@ class Acks:
         self._channels: dict[AbstractChannel, _Channel] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self.last_written = -math.inf  # the event loop's time of the last ack frame written
 
     def ack(self, channel: AbstractChannel, tag: int, message_id: str) -> None:
         """Ack this delivery soon, with its neighbours when they are settled too."""
@@ -133,12 +135,12 @@ class Acks:
             self._sending.add(state.writer)
             state.writer.add_done_callback(self._sending.discard)
 
-    @staticmethod
-    async def _write(channel: AbstractChannel, state: _Channel) -> None:
+    async def _write(self, channel: AbstractChannel, state: _Channel) -> None:
         try:
             while state.outbox:
                 tag, multiple = state.outbox.pop(0)
                 await channel.basic_ack(tag, multiple=multiple)
+                self.last_written = asyncio.get_running_loop().time()
         except Exception as exc:  # the channel closed under us: the broker redelivers
             state.outbox.clear()
             log.warning(

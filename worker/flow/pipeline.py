@@ -131,6 +131,11 @@ class Pipeline:
     def gate(self) -> OrderingGate:
         return self._gate
 
+    @property
+    def held(self) -> int:
+        """Commands the pipeline holds, not in a call: queued for one, or behind their item."""
+        return len(self._batcher) + len(self._gate)
+
     # -- 1. accept: a delivery becomes a job that waits for its item's turn
 
     async def accept(self, message: Delivery, source: Source) -> None:

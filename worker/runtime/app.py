@@ -52,7 +52,7 @@ _T = TypeVar("_T")
 COLLECTOR_THRESHOLDS = (20_000, 20, 20)
 
 
-# How long the drain lets the broker apply the last acks before the connection closes.
+# How long after its last ack the drain lets the broker apply it before closing.
 ACK_GRACE_S = 0.5
 
 
@@ -206,8 +206,9 @@ class Worker:
             # A quorum queue can lose acks that reach it just before their channel
             # closes (the broker stashes them while it is busy and drops the stash
             # with the channel: rabbitmq-server issue 10327); those deliveries would
-            # come again. A moment lets it apply them first.
-            await asyncio.sleep(ACK_GRACE_S)
+            # come again. A moment after the last ack lets it apply them first.
+            since = asyncio.get_running_loop().time() - self.acks.last_written
+            await asyncio.sleep(max(0.0, ACK_GRACE_S - since))
         for task in self._tasks:
             task.cancel()
         # The broker before the portal client: a call still out must not end, as
