@@ -29,7 +29,6 @@ __all__ = [
     "Portal",
     "WorkerRun",
     "free_port",
-    "rabbitmqctl",
     "sandbox_process",
     "stamp",
     "worker_env",
@@ -228,12 +227,3 @@ def worker_run(env: dict[str, str], log_dir: Path) -> Iterator[WorkerRun]:
         yield run
     finally:
         run.stop_all(timeout_s=float(env.get("DRAIN_TIMEOUT_S", "30")) + 10)
-
-
-def rabbitmqctl(*args: str, timeout_s: float = 60) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout.strip()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected, depth, publish, take
+from tests.conftest import BrokerControl
+from tests.worker.broker import connected, drain, publish, take
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
@@ -43,7 +43,7 @@ async def publish_when_back(broker: Any, queue: str, body: dict[str, Any]) -> No
 
 
 async def test_after_the_broker_closes_every_connection_the_worker_consumes_again(
-    amqp_url: str, portal: RunningSandbox
+    amqp_url: str, portal: RunningSandbox, broker_control: BrokerControl
 ) -> None:
     settings = settings_for(amqp_url, portal)
     async with (
@@ -53,13 +53,9 @@ async def test_after_the_broker_closes_every_connection_the_worker_consumes_agai
         for item_id in range(1, 11):
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, title="before"))
         before = events(await take(broker, settings.RESULT_QUEUE, 10))
-        closed = await asyncio.to_thread(
-            subprocess.run,
-            ["rabbitmqctl", "close_all_connections", "connection test"],
-            capture_output=True,
-            timeout=60,
+        await asyncio.to_thread(
+            broker_control.rabbitmqctl, "close_all_connections", "connection test"
         )
-        assert closed.returncode == 0, closed.stderr
         accepting = time.monotonic()
         for item_id in range(11, 31):
             await publish_when_back(broker, settings.UPDATE_QUEUE, deal(item_id, title="after"))
@@ -71,18 +67,13 @@ async def test_after_the_broker_closes_every_connection_the_worker_consumes_agai
     assert took < 10 + 5  # consuming again within 10 s, plus the updates themselves
 
 
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 async def test_while_the_broker_blocks_publishers_the_worker_waits_and_loses_nothing(
-    amqp_url: str, portal: RunningSandbox
+    amqp_url: str, portal: RunningSandbox, broker_control: BrokerControl
 ) -> None:
     """A memory alarm blocks every publishing connection: the worker's events wait
     unconfirmed and their deliveries stay unacked, then all go out once it clears."""
-    watermark = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    rabbitmqctl = broker_control.rabbitmqctl
+    watermark = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
     settings = settings_for(amqp_url, portal)
     control(portal, "PATCH", "faults", {"latency_ms": 1500})
     async with (
@@ -94,18 +85,27 @@ async def test_while_the_broker_blocks_publishers_the_worker_waits_and_loses_not
         sample = worker.metrics.registry.get_sample_value
         await eventually(lambda: (sample("b24_batch_size_count") or 0) > 0, 10)  # a call is out
         try:
-            await asyncio.to_thread(_rabbitmqctl, "set_vm_memory_high_watermark", "0.0000001")
-            await asyncio.sleep(4)  # the answers came back; the events cannot be confirmed
+            await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", "0.0000001")
+            # The answers come back 1.5 s after the calls left; confirming an event
+            # takes a millisecond or two. A call still out a second after its answer
+            # is waiting for the broker's confirms.
+            await eventually(lambda: (sample("b24_api_latency_seconds_count") or 0) >= 1, 10)
+            await asyncio.sleep(1.0)
+            assert worker.pipeline.calls_out >= 1
+            assert (sample("b24_succeeded_total") or 0) == 0
             looking = await aio_pika.connect_robust(amqp_url)  # has not published: not blocked
             try:
-                assert await depth(looking, settings.RESULT_QUEUE) == 0
+                assert await drain(looking, settings.RESULT_QUEUE) == []
             finally:
                 await looking.close()
-            assert (sample("b24_succeeded_total") or 0) == 0
         finally:
-            await asyncio.to_thread(_rabbitmqctl, "set_vm_memory_high_watermark", watermark)
+            await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", watermark)
         done = events(await take(broker, settings.RESULT_QUEUE, 5, timeout_s=30))
-        await asyncio.sleep(1)
-        assert await depth(broker, settings.RESULT_QUEUE) == 0  # no second event for any
+        # The worker holds nothing more and has no call out: no second event can come.
+        await eventually(
+            lambda: worker.pipeline.held == worker.pipeline.calls_out == worker.acks.pending == 0
+        )
+        assert (sample("b24_succeeded_total") or 0) == 5
+        assert await drain(broker, settings.RESULT_QUEUE) == []
     assert sorted(e["id"] for e in done) == [1, 2, 3, 4, 5]
     assert all(e["status"] == "succeeded" for e in done)

@@ -26,11 +26,11 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from scripts.amqp_ping import answers
+from tests.conftest import BrokerControl
 from tests.reliability.processes import (
     JsonLog,
     Portal,
     WorkerRun,
-    rabbitmqctl,
     sandbox_process,
     stamp,
     worker_env,
@@ -391,7 +391,7 @@ async def broker_answers(amqp_url: str, *, timeout_s: float) -> float:
 
 
 async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothing(
-    amqp_url: str, tmp_path: Path
+    amqp_url: str, tmp_path: Path, broker_control: BrokerControl
 ) -> None:
     rng = random.Random(SEED + 3)
     commands = workload(rng, singles=1500, repeated=50, per_item=4)
@@ -416,11 +416,11 @@ async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothin
                     await asyncio.sleep(0.01)
                 # One short restart: every user of this broker is cut off meanwhile.
                 try:
-                    await asyncio.to_thread(rabbitmqctl, "stop_app")
+                    await asyncio.to_thread(broker_control.rabbitmqctl, "stop_app")
                     stopped = time.time()
                     await asyncio.sleep(1)
                 finally:
-                    await asyncio.to_thread(rabbitmqctl, "start_app")
+                    await asyncio.to_thread(broker_control.rabbitmqctl, "start_app")
                     accepting = await broker_answers(amqp_url, timeout_s=60)
                 await until_every_command_ended(run, commands, timeout_s=90)
                 code, _ = await stop_gracefully(run)

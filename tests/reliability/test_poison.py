@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import gzip
 import json
-import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +21,8 @@ import pytest
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from schemas import UpdateCommand, parse_command
-from tests.worker.broker import connected, depth, publish, take, unique_topology
+from tests.env import clean_env
+from tests.worker.broker import connected, drain, publish, take, unique_topology
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
 from worker.amqp.topology import DELIVERY_LIMIT
 
@@ -240,17 +241,14 @@ async def test_every_poison_message_ends_as_one_validation_failure_naming_its_pr
     amqp_url: str, portal: RunningSandbox
 ) -> None:
     cases = corpus()
-    assert len(cases) >= 30
     settings = settings_for(amqp_url, portal)
-    async with (
-        running_worker(settings) as worker,
-        connected(amqp_url, worker.topology) as broker,
-    ):
-        await publish_corpus(broker, settings.UPDATE_QUEUE, cases)
-        dead = events(await take(broker, settings.DEAD_LETTER_QUEUE, len(cases), timeout_s=60))
-        await asyncio.sleep(0.5)  # nothing else may follow
-        assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0
-        assert await depth(broker, settings.RESULT_QUEUE) == 0
+    async with connected(amqp_url, settings.topology()) as broker:
+        async with running_worker(settings):
+            await publish_corpus(broker, settings.UPDATE_QUEUE, cases)
+            dead = events(await take(broker, settings.DEAD_LETTER_QUEUE, len(cases), timeout_s=60))
+        # The worker has stopped: nothing else can follow.
+        assert await drain(broker, settings.DEAD_LETTER_QUEUE) == []
+        assert await drain(broker, settings.RESULT_QUEUE) == []
     by_id = {event["messageId"]: event for event in dead}
     assert sorted(by_id) == sorted(f"{case.name}#0" for case in cases)
     for case in cases:
@@ -292,7 +290,7 @@ async def test_refusing_the_corpus_again_and_again_keeps_the_worker_s_memory_bou
     with two 10 MB bodies), four more rounds leave its resident memory where it was."""
     topology = unique_topology()
     env = {
-        **os.environ,
+        **clean_env(),
         "AMQP_URL": amqp_url,
         "B24_WEBHOOK_URL": portal.webhook_url,
         "UPDATE_QUEUE": topology.update_queue,
@@ -319,7 +317,7 @@ async def test_refusing_the_corpus_again_and_again_keeps_the_worker_s_memory_bou
                     assert len(dead) == len(cases)
                     del dead
                     figures.append(_memory_kb(process.pid))
-                assert await depth(broker, topology.result_queue) == 0
+                assert await drain(broker, topology.result_queue) == []
         finally:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -360,29 +358,28 @@ async def test_a_message_that_crashes_the_worker_each_time_is_dead_lettered_afte
     monkeypatch.setattr("worker.flow.jobs.parse_command", _crash_on(b"crash-me", crashes))
     settings = settings_for(amqp_url, portal)
     loop = asyncio.get_running_loop()
-    async with (
-        running_worker(settings) as worker,
-        connected(amqp_url, worker.topology) as broker,
-    ):
-        started = loop.time()
-        for item_id in (1, 2):
-            await publish(broker, settings.UPDATE_QUEUE, _json_deal(item_id, "before"))
-        await publish(
-            broker,
-            settings.UPDATE_QUEUE,
-            _json_deal(3, "crash-me"),
-            message_id="crasher",
-            correlation_id="c-crash",
-        )
-        for item_id in (4, 5):
-            await publish(broker, settings.UPDATE_QUEUE, _json_deal(item_id, "after"))
-        [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1, timeout_s=50))
-        took = loop.time() - started
-        applied = events(await take(broker, settings.RESULT_QUEUE, 4))
-        await asyncio.sleep(1)  # the message does not come back
-        assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0
-        assert await depth(broker, worker.topology.poison_queue) == 0
-        assert await depth(broker, settings.UPDATE_QUEUE) == 0
+    topology = settings.topology()
+    async with connected(amqp_url, topology) as broker:
+        async with running_worker(settings):
+            started = loop.time()
+            for item_id in (1, 2):
+                await publish(broker, settings.UPDATE_QUEUE, _json_deal(item_id, "before"))
+            await publish(
+                broker,
+                settings.UPDATE_QUEUE,
+                _json_deal(3, "crash-me"),
+                message_id="crasher",
+                correlation_id="c-crash",
+            )
+            for item_id in (4, 5):
+                await publish(broker, settings.UPDATE_QUEUE, _json_deal(item_id, "after"))
+            [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1, timeout_s=50))
+            took = loop.time() - started
+            applied = events(await take(broker, settings.RESULT_QUEUE, 4))
+        # The worker has stopped: the message did not come back anywhere.
+        assert await drain(broker, settings.DEAD_LETTER_QUEUE) == []
+        assert await drain(broker, topology.poison_queue) == []
+        assert await drain(broker, settings.UPDATE_QUEUE) == []
     on_update = len(crashes) - 1  # the last one was the worker reading the poison copy
     print(f"the crasher was delivered {on_update} times, then dead-lettered; {took:.1f} s")
     assert (event["messageId"], event["correlationId"]) == ("crasher", "c-crash")
@@ -395,3 +392,11 @@ async def test_a_message_that_crashes_the_worker_each_time_is_dead_lettered_afte
 
 def _json_deal(item_id: int, title: str) -> dict[str, Any]:
     return {"entityTypeId": 2, "id": item_id, "fields": {"title": title}}
+
+
+def test_readme_counts_the_kinds_of_bad_message_this_corpus_holds() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [said] = re.findall(r"\*\*Bad input never loops\.\*\* (\d+) kinds of bad message", readme)
+    cases = corpus()
+    assert len({case.name for case in cases}) == len(cases)
+    assert int(said) == len(cases)

@@ -136,12 +136,18 @@ class Ends:
         )
 
     async def all_of(
-        self, commands: list[Command], *, timeout_s: float = 60.0
+        self, commands: list[Command], worker: Worker, *, timeout_s: float = 60.0
     ) -> dict[str, dict[str, Any]]:
-        """The one event of each command; fails on a missing, a second or a stray event."""
+        """The one event of each command; fails on a missing, a second or a stray event.
+
+        Once every command has an event, the worker is waited on until it holds
+        nothing, has no call out and no ack to send: it can publish nothing more.
+        The events it published (its own counters) must then be one per command.
+        """
         wanted = {message_id for message_id, _ in commands}
         await eventually(lambda: wanted <= self.by_id.keys(), timeout_s)
-        await asyncio.sleep(1.5)  # a second event for any command would be here by now
+        await eventually(lambda: idle(worker), timeout_s)
+        assert published(worker) == len(wanted)
         assert self.by_id.keys() == wanted
         twice = {m: len(e) for m, e in self.by_id.items() if len(e) != 1}
         assert not twice, f"commands with more than one event: {twice}"
@@ -214,6 +220,25 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
     return worker.metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
+def idle(worker: Worker) -> bool:
+    """Nothing held, no call out, no ack left to send: the worker publishes nothing more."""
+    pipelines = [lane.pipeline for lane in worker.lanes.values()]
+    busy = any(p.held or p.calls_out for p in pipelines)
+    return not busy and worker.acks.pending == 0
+
+
+def published(worker: Worker) -> int:
+    """The success and failure events the worker published, as its own counters say."""
+    failed = sum(
+        sample.value
+        for family in worker.metrics.registry.collect()
+        if family.name == "b24_failed"
+        for sample in family.samples
+        if sample.name == "b24_failed_total"
+    )
+    return int(metric(worker, "b24_succeeded_total") + failed)
+
+
 def portal_with(**options: Any) -> SandboxConfig:
     values: dict[str, Any] = {"seed_items": 150, "limits_enabled": False, "random_seed": 20240601}
     values.update(options)
@@ -231,7 +256,7 @@ async def run_to_the_end(
         collecting(broker, settings) as ends,
     ):
         await publish_all(broker, settings.UPDATE_QUEUE, commands)
-        return settings, await ends.all_of(commands)
+        return settings, await ends.all_of(commands, worker)
 
 
 # 1. Random 500s ------------------------------------------------------------------------------
@@ -299,7 +324,7 @@ async def test_timeouts_retry_idempotent_commands_and_leave_additions_in_doubt_a
                 30,
             )
             control(portal, "PATCH", "faults", {"latency_ms": 0})
-            done = await ends.all_of(commands)
+            done = await ends.all_of(commands, worker)
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert classes(done, "-deal-") == {"succeeded": len(deals)}
@@ -400,7 +425,7 @@ async def test_a_query_limit_storm_is_waited_out_without_using_attempts(amqp_url
             collecting(broker, settings) as ends,
         ):
             await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+            done = await ends.all_of(commands, worker)
             limited = metric(worker, "b24_rate_limited_total", code="QUERY_LIMIT_EXCEEDED")
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
@@ -443,7 +468,7 @@ async def test_commands_limited_inside_a_batch_are_sent_again_later_without_usin
             collecting(broker, settings) as ends,
         ):
             await publish_all(broker, settings.UPDATE_QUEUE, commands)
-            done = await ends.all_of(commands)
+            done = await ends.all_of(commands, worker)
             limited = metric(worker, "b24_rate_limited_total", code="OPERATION_TIME_LIMIT")
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
@@ -500,7 +525,7 @@ async def test_an_access_token_expiring_mid_run_is_refreshed_once_and_all_succee
             await eventually(lambda: ends.count("succeeded") >= 30, 30)
             assert grants == ["refresh_token"]  # the first access token, at start
             clock.advance(601.0)
-            done = await ends.all_of(deals)
+            done = await ends.all_of(deals, worker)
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert classes(done) == {"succeeded": len(deals)}
@@ -545,7 +570,7 @@ async def test_while_the_portal_is_blocked_nothing_is_sent_or_ended_and_all_succ
             assert ends.count("failed") == 0
             assert worker.not_ready() == "portal down: blocked (default)"
             control(portal, "PATCH", "faults", {"overload": False})
-            done = await ends.all_of(commands)
+            done = await ends.all_of(commands, worker)
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert counters["errors"].get("OVERLOAD_LIMIT", 0) > 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -27,7 +26,9 @@ import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected, depth, publish, take, unique_topology
+from tests.conftest import BrokerControl
+from tests.env import clean_env
+from tests.worker.broker import connected, drain, publish, take, unique_topology
 from tests.worker.e2e import (
     control,
     events,
@@ -65,29 +66,22 @@ def deal(item_id: int, **fields: Any) -> dict[str, Any]:
     return {"entityTypeId": 2, "id": item_id, "fields": fields}
 
 
-def _rabbitmqctl(*args: str) -> None:
-    done = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture
-def broker_password(amqp_url: str) -> Iterator[tuple[str, str]]:
+def broker_password(amqp_url: str, broker_control: BrokerControl) -> Iterator[tuple[str, str]]:
     """A broker user of its own with a long random password: (its AMQP URL, the password)."""
     user, password = f"sec-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
-    _rabbitmqctl("add_user", user, password)
+    broker_control.rabbitmqctl("add_user", user, password)
     try:
-        _rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        broker_control.rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
         parts = urlsplit(amqp_url)
         netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
         yield urlunsplit((parts.scheme, netloc, parts.path or "/", "", "")), password
     finally:
-        _rabbitmqctl("delete_user", user)
+        broker_control.rabbitmqctl("delete_user", user)
 
 
 def worker_env(amqp_url: str, topology: Topology, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("B24_", "AMQP_"))}
+    env = clean_env()
     env.update(
         AMQP_URL=amqp_url,
         UPDATE_QUEUE=topology.update_queue,
@@ -149,8 +143,7 @@ async def everything_queued(amqp_url: str, topology: Topology) -> list[bytes]:
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         for queue in topology.queues():
-            count = await depth(connection, queue)
-            bodies += [m.body for m in await take(connection, queue, count, timeout_s=10)]
+            bodies += [message.body for message in await drain(connection, queue)]
     finally:
         await connection.close()
     return bodies
@@ -322,7 +315,7 @@ async def test_a_message_carrying_a_portal_or_credentials_is_refused_without_ech
             body = {**deal(1, title="hijacked"), key: value}
             await publish(broker, settings.UPDATE_QUEUE, body, message_id=key)
         dead = events(await take(broker, settings.DEAD_LETTER_QUEUE, len(carried)))
-        assert await depth(broker, settings.RESULT_QUEUE) == 0
+        assert await drain(broker, settings.RESULT_QUEUE) == []
     assert sorted(e["messageId"] for e in dead) == sorted(carried)
     for event in dead:
         reason = event["error"]["description"]
@@ -408,7 +401,7 @@ async def test_batch_references_in_values_reach_the_portal_unchanged(
             fields = {"title": text, "comments": text, tags: [text, "$next"]}
             await publish(broker, settings.UPDATE_QUEUE, deal(item_id, **fields))
         done = events(await take(broker, settings.RESULT_QUEUE, 2 * len(REFERENCES)))
-        assert await depth(broker, settings.DEAD_LETTER_QUEUE) == 0
+        assert await drain(broker, settings.DEAD_LETTER_QUEUE) == []
     assert all(e["status"] == "succeeded" and e["notApplied"] == [] for e in done)
     for item_id, text in enumerate(REFERENCES, start=1):
         item = stored(portal, 2, item_id)

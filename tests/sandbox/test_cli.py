@@ -101,7 +101,9 @@ def test_python_dash_m_sandbox_serves_until_sigterm() -> None:
         [sys.executable, "-m", "sandbox", f"--port={port}", "--seed=1"],
         stdout=subprocess.PIPE,
         text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        # Without SANDBOX_* settings from outside: the options are the test's.
+        env={k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+        | {"PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

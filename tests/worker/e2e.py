@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 
 from sandbox.testing import RunningSandbox
+from tests.env import clean_env
 from tests.worker.broker import unique_topology
 from worker.amqp.topology import Topology
 from worker.runtime.app import Worker
@@ -85,11 +85,7 @@ def process_env(
 ) -> dict[str, str]:
     """The environment of `python -m worker run` on these queues and this portal,
     with JSON logs written unbuffered (a SIGKILL loses no line)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("B24_", "LIMITER_", "AMQP_", "HTTP_", "LOG_"))
-    }
+    env = clean_env()
     env.update(
         AMQP_URL=amqp_url,
         B24_WEBHOOK_URL=webhook_url,

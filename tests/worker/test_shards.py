@@ -28,7 +28,7 @@ from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from schemas.wire import item_routing_key
 from tests.reliability.processes import JsonLog, WorkerRun, sandbox_process, worker_env, worker_run
-from tests.worker.broker import depth, take
+from tests.worker.broker import depth, drain, take
 from tests.worker.e2e import (
     control,
     events,
@@ -126,7 +126,7 @@ async def test_two_workers_apply_each_items_updates_in_the_order_published(
 
                 await wait_for(all_settled, 25)
                 results = await take(broker, topology.result_queue, total, timeout_s=5)
-                dead = await depth(broker, topology.dead_letter_queue)
+                dead = len(await drain(broker, topology.dead_letter_queue))
             run.read_logs()
         contacts = portal.items(CONTACT)
 
@@ -194,12 +194,14 @@ async def test_a_portal_outage_holds_the_shards_then_applies_in_order(
             for item_id in (1, 2, 3):
                 await publish_deal(broker, topology, item_id, f"t{n}")
         await eventually(lambda: running.not_ready() == "portal down: blocked (default)")
-        await asyncio.sleep(0.5)
+        # All nine held by the worker: those it took before the block wait in its
+        # pipeline, the rest in its paused consumers. None ended.
+        await eventually(lambda: running.pipeline.held + running.consumers.held == 9)
         assert not running.consumers.consuming
-        assert await depth(broker, topology.result_queue) == 0
+        assert await drain(broker, topology.result_queue) == []
         control(portal, "PATCH", "faults", {"overload": False})
         done = events(await take(broker, topology.result_queue, 9, timeout_s=30))
-        assert await depth(broker, topology.dead_letter_queue) == 0
+        assert await drain(broker, topology.dead_letter_queue) == []
     titles: dict[int, list[str]] = {}
     for event in done:
         titles.setdefault(event["id"], []).append(event["item"]["title"])

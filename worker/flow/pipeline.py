@@ -132,6 +132,11 @@ class Pipeline:
         return self._gate
 
     @property
+    def calls_out(self) -> int:
+        """Calls sent whose commands are not all settled yet."""
+        return len(self._calls)
+
+    @property
     def held(self) -> int:
         """Commands the pipeline holds, not in a call: queued for one, or behind their item."""
         return len(self._batcher) + len(self._gate)

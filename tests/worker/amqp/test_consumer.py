@@ -16,6 +16,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from schemas.wire import item_routing_key
+from tests.worker.broker import depth
 from tests.worker.e2e import eventually
 from tests.worker.shards import sharded, sharded_topology
 from worker.amqp.acks import Acks
@@ -138,8 +139,15 @@ async def test_each_shard_consumer_holds_its_share_of_prefetch(amqp_url: str) ->
         await a.start()
         await publish(broker, topology, [KEYS[0]] * 30)  # one item: one shard
         await eventually(lambda: len(a.got) == 10, 10)
-        await asyncio.sleep(0.3)
-        assert len(a.got) == 10  # 40 // 4
+        # 40 // 4 delivered, 20 ready: a wider window would leave fewer (a passive
+        # declare can read 0 on a busy quorum queue, so it is read until it is 20).
+        shard = next(q for q, (_, ch) in a.registrations().items() if ch is a.got[0][0])
+        for _ in range(100):
+            if await depth(broker, shard) == 20:
+                break
+            await asyncio.sleep(0.05)
+        assert await depth(broker, shard) == 20
+        assert len(a.got) == 10
 
 
 async def test_a_paused_worker_keeps_its_shards_and_hands_on_what_came_meanwhile(
@@ -163,7 +171,7 @@ async def test_a_paused_worker_keeps_its_shards_and_hands_on_what_came_meanwhile
         exchange = await channel.get_exchange(topology.update_queue)
         for body in sent:
             await exchange.publish(aio_pika.Message(body.encode()), routing_key=KEYS[0])
-        await asyncio.sleep(0.5)
+        await eventually(lambda: a.consumers.held == len(sent), 10)  # delivered, held back
         assert a.got == b.got == []
         await a.consumers.resume()
         await eventually(lambda: len(a.got) == len(sent), 10)
@@ -192,7 +200,7 @@ async def test_the_next_worker_takes_a_stopped_workers_shard_from_its_first_unse
                     await delivery.channel.basic_ack(delivery.delivery_tag)
                 await a.consumers.stop()
                 await publish(broker, topology, sent[5:])
-                await asyncio.sleep(0.5)
+                await eventually(lambda: a.consumers.held == len(sent) - 5, 10)
                 assert len(a.got) == 5
                 assert b.got == []  # the shard stays with the stopping worker
             await eventually(lambda: len(b.got) == len(sent) - 2, 10)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
-import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import IO
 
 import pytest
 
+from tests.env import clean_env
+from tests.worker.broker import connected, unique_topology
 from worker.runtime.app import COLLECTOR_THRESHOLDS, tune_collector
 
 WEBHOOK_CODE = "Wh00kC0de4Tests"
@@ -24,7 +28,7 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **env},
+        env=clean_env(**env),
     )
 
 
@@ -35,35 +39,68 @@ def _event_of(line: str) -> object:
         return None
 
 
-def read_until(stream: IO[str], event: str, timeout_s: float = 20.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        lines.append(line)
-        if _event_of(line) == event:
-            return lines
-    raise AssertionError(f"no {event} line; got {lines}")
+class Lines:
+    """A process's output, line by line, read by a thread of its own: a wait for a line
+    ends at its deadline even while the process prints nothing."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def until(self, event: str, timeout_s: float = 20.0) -> list[str]:
+        """The lines up to the first one of ``event``; AssertionError at the deadline."""
+        got: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            got.append(line)
+            if _event_of(line) == event:
+                return got
+        raise AssertionError(f"no {event} line in {timeout_s} s; got {got}")
+
+    def rest(self, timeout_s: float = 20.0) -> str:
+        """Everything printed until the output ends."""
+        got: list[str] = []
+        while (line := self._lines.get(timeout=timeout_s)) is not None:
+            got.append(line)
+        return "".join(got)
 
 
 @pytest.mark.rabbitmq
-def test_run_connects_and_stops_cleanly_on_sigterm(amqp_url: str) -> None:
-    worker = start_worker(
-        {
-            "AMQP_URL": amqp_url,
-            "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
-            "HTTP_PORT": "0",
-        }
-    )
-    assert worker.stdout is not None
-    try:
-        started = json.loads(read_until(worker.stdout, "worker.started")[-1])
-        worker.send_signal(signal.SIGTERM)
-        rest, _ = worker.communicate(timeout=20)
-    finally:
-        worker.kill()
+async def test_run_connects_and_stops_cleanly_on_sigterm(amqp_url: str) -> None:
+    topology = unique_topology()
+    async with connected(amqp_url, topology):  # its queues are deleted afterwards
+        worker = start_worker(
+            {
+                "AMQP_URL": amqp_url,
+                "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
+                "UPDATE_QUEUE": topology.update_queue,
+                "RESULT_QUEUE": topology.result_queue,
+                "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
+                "RETRY_DELAYS_S": ",".join(str(s) for s in topology.retry_delays_s),
+                "HTTP_PORT": "0",
+            }
+        )
+        assert worker.stdout is not None
+        output = Lines(worker.stdout)
+        try:
+            upto = await asyncio.to_thread(output.until, "worker.started")
+            started = json.loads(upto[-1])
+            worker.send_signal(signal.SIGTERM)
+            rest = await asyncio.to_thread(output.rest)
+            await asyncio.to_thread(worker.wait, 20)
+        finally:
+            worker.kill()
     assert worker.returncode == 0
     assert started["settings"]["B24_WEBHOOK_URL"] == "http://127.0.0.1:8085/rest/1/***/"
     assert started["level"] == "info"
@@ -88,7 +125,7 @@ def test_run_reports_an_unreachable_broker_without_its_password() -> None:
 
 
 def test_run_without_a_portal_says_what_to_set() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("B24_")}
+    env = clean_env()
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker", "run"],
         stdout=subprocess.PIPE,

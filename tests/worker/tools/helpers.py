@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +14,20 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from tests.worker.broker import connected, depth, unique_topology
+from tests.env import clean_env
+from tests.worker.broker import connected, depth, drain, unique_topology
 from worker.amqp.topology import Topology, declare
+
+__all__ = [
+    "Ran",
+    "bodies",
+    "declared_topology",
+    "drain",
+    "put",
+    "run_tool",
+    "tool_env",
+    "until_depth",
+]
 
 
 @dataclass(frozen=True)
@@ -28,12 +39,7 @@ class Ran:
 
 def tool_env(amqp_url: str, topology: Topology | None = None, **values: str) -> dict[str, str]:
     """The environment of a tool run: no portal or queue settings leak in from outside."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("B24_") and not name.endswith("_QUEUE")
-    }
-    env["AMQP_URL"] = amqp_url
+    env = clean_env(AMQP_URL=amqp_url)
     if topology is not None:
         env["UPDATE_QUEUE"] = topology.update_queue
         env["RESULT_QUEUE"] = topology.result_queue
@@ -68,18 +74,6 @@ async def declared_topology(
     async with connected(amqp_url, topology) as connection:
         await declare(connection, topology)
         yield topology, connection
-
-
-async def drain(connection: AbstractRobustConnection, queue: str) -> list[AbstractIncomingMessage]:
-    """Every message in `queue`, in order, acked (the queue is left empty)."""
-    channel = await connection.channel()
-    source = await channel.get_queue(queue)
-    got = []
-    while (message := await source.get(fail=False)) is not None:
-        await message.ack()
-        got.append(message)
-    await channel.close()
-    return got
 
 
 async def put(

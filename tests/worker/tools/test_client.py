@@ -8,9 +8,9 @@ import pytest
 
 from sandbox.testing import RunningSandbox
 from schemas import CommandValidationError, FailureEvent, SuccessEvent
-from tests.worker.broker import connected, depth
+from tests.worker.broker import connected, drain
 from tests.worker.e2e import force_error, running_worker, settings_for, stored
-from tests.worker.tools.helpers import declared_topology, drain
+from tests.worker.tools.helpers import declared_topology
 from worker.client import UpdateClient
 from worker.tools.broker import BrokerUnavailableError, ToolError
 
@@ -29,8 +29,8 @@ async def test_each_update_gets_its_own_outcome(amqp_url: str, portal: RunningSa
         outcomes = await asyncio.gather(
             *(client.update(2, n, {"title": f"Title {n}"}, timeout_s=30) for n in (1, 2, 999, 4, 5))
         )
-        dead = await depth(broker, settings.DEAD_LETTER_QUEUE)
-        results = await depth(broker, settings.RESULT_QUEUE)
+        dead = len(await drain(broker, settings.DEAD_LETTER_QUEUE))
+        results = len(await drain(broker, settings.RESULT_QUEUE))
     by_id = {outcome.id: outcome for outcome in outcomes}
     assert [outcome.id for outcome in outcomes] == [1, 2, 999, 4, 5]
     for n in (1, 2, 5):
@@ -56,7 +56,7 @@ async def test_a_bad_command_raises_and_is_never_sent(amqp_url: str) -> None:
             await client.update(2, 1, {"opened": 1})
         with pytest.raises(CommandValidationError):
             await client.update(2, 0, {"title": "id 0 is no item"})
-        assert await depth(broker, topology.update_queue) == 0
+        assert await drain(broker, topology.update_queue) == []
 
 
 async def test_no_outcome_in_time_raises_and_leaves_the_command_queued(amqp_url: str) -> None:
