@@ -4,8 +4,8 @@ The request answers 200 even when commands fail: their errors go to
 ``result_error``. ``halt=1`` stops at the first failure. Commands past the
 limit each get ``ERROR_BATCH_LENGTH_EXCEEDED``; ``batch`` inside ``batch`` is
 refused. Each command runs through the same pipeline as a single call (its
-own operating-time charge and ``time`` block), but the bucket counts the
-whole batch once.
+own ``time`` block), but the bucket counts the whole batch once; what its
+operating time is charged to is the pipeline's choice (``batch_charging``).
 """
 
 from __future__ import annotations

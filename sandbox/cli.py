@@ -12,12 +12,13 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 from sandbox.app import create_app
 from sandbox.config import (
     DEFAULT_CUSTOM_FIELDS,
     DEFAULT_WEBHOOK_CODE,
+    BatchCharging,
     CustomFieldSpec,
     SandboxConfig,
 )
@@ -50,6 +51,18 @@ def _opt(
     parser.add_argument(f"--{name}", type=kind, default=value, help=f"{text} ({shown})")
 
 
+def _choice(
+    parser: argparse.ArgumentParser, name: str, choices: tuple[str, ...], default: str, text: str
+) -> None:
+    raw = _env(name)
+    value = raw.strip().lower() if raw is not None else default
+    if value not in choices:
+        parser.error(f"SANDBOX_{name.upper().replace('-', '_')} must be one of {choices}")
+    parser.add_argument(
+        f"--{name}", choices=choices, default=value, help=f"{text} (default {value})"
+    )
+
+
 def _flag(parser: argparse.ArgumentParser, name: str, text: str) -> None:
     raw = _env(name)
     default = raw is not None and raw.strip().lower() in _TRUE
@@ -78,6 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "operating-cost",
         "METHOD=SECONDS cost of one method, or METHOD=LOW-HIGH drawn per call from "
         "--random-seed (repeatable)",
+    )
+    _choice(
+        parser,
+        "batch-charging",
+        get_args(BatchCharging),
+        _D.batch_charging,
+        "what a batch's operating time is charged to: nested (each command to its own "
+        "method) or batch (the whole batch to the method batch)",
     )
     _flag(parser, "no-limits", "switch both limits off")
     _opt(parser, "seed", int, _D.seed_items, "items made per entity type at start")
@@ -124,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         operating_cost_s=args.operating_cost_s,
         operating_costs=tuple(_cost(t) for t in args.operating_cost),
         limits_enabled=not args.no_limits,
+        batch_charging=args.batch_charging,
         seed_items=args.seed,
         spa_types=tuple(int(t) for t in args.spa_types.split(",") if t.strip()),
         custom_fields=custom if args.no_default_custom_fields else DEFAULT_CUSTOM_FIELDS + custom,
@@ -160,6 +182,7 @@ def announce(config: SandboxConfig, out: TextIO, cert_file: str | None = None) -
         else (
             f"{config.rate_burst} burst, {config.rate_per_second}/s; "
             f"{config.operating_limit_s:g} s per {config.operating_window_s:g} s"
+            + ("; a batch charged to the method batch" if config.batch_charging == "batch" else "")
         )
     )
     print(f"  limits:      {limits}", file=out, flush=True)

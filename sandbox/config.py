@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from sandbox.limits.cost import OperatingCost
 
@@ -10,11 +11,17 @@ __all__ = [
     "CUSTOM_FIELD_TYPES",
     "DEFAULT_CUSTOM_FIELDS",
     "DEFAULT_WEBHOOK_CODE",
+    "BatchCharging",
     "CustomFieldSpec",
     "SandboxConfig",
 ]
 
 DEFAULT_WEBHOOK_CODE = "sandboxwebhook01"
+
+# What a batch's operating time is charged to. The official limits page: each nested
+# command to its own method ("nested"). A field report from an official SDK's
+# maintainers: the batch as a whole, to the method `batch` ("batch").
+BatchCharging = Literal["nested", "batch"]
 
 CUSTOM_FIELD_TYPES = frozenset(
     {"string", "integer", "double", "boolean", "date", "datetime", "file", "money", "url"}
@@ -95,6 +102,7 @@ class SandboxConfig:
     operating_costs: tuple[tuple[str, float | OperatingCost], ...] = ()
     operating_min_charge_s: float = 0.1
     limits_enabled: bool = True
+    batch_charging: BatchCharging = "nested"
     batch_max_commands: int = 50
     list_page_size: int = 50
     # data
@@ -117,6 +125,13 @@ class SandboxConfig:
     cert_file: str | None = None
     key_file: str | None = None
     access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_charging not in get_args(BatchCharging):
+            raise ValueError(
+                f"batch_charging must be one of {get_args(BatchCharging)}, "
+                f"not {self.batch_charging!r}"
+            )
 
     def cost_of(self, method: str) -> OperatingCost:
         """The operating seconds one call of ``method`` is charged (a range when it varies)."""

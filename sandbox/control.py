@@ -55,6 +55,7 @@ async def summary(request: Request) -> Response:
                 "window_s": config.operating_window_s,
                 "cost_s": config.operating_cost_s,
                 "costs": {m: str(config.cost_of(m)) for m, _ in config.operating_costs},
+                "batch_charging": config.batch_charging,
             },
         }
     )

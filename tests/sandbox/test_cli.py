@@ -64,6 +64,21 @@ def test_an_operating_cost_may_be_a_range_drawn_per_call() -> None:
         parse(["--operating-cost=crm.item.update=slow"])
 
 
+def test_batch_charging_is_nested_unless_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse([]).batch_charging == "nested"
+    assert parse(["--batch-charging=batch"]).batch_charging == "batch"
+    monkeypatch.setenv("SANDBOX_BATCH_CHARGING", "batch")
+    assert parse([]).batch_charging == "batch"
+    assert parse(["--batch-charging", "nested"]).batch_charging == "nested"
+    with pytest.raises(SystemExit):
+        parse(["--batch-charging=method"])
+    with pytest.raises(ValueError, match="batch_charging"):
+        SandboxConfig(batch_charging="method")  # type: ignore[arg-type]
+    out = io.StringIO()
+    announce(SandboxConfig(batch_charging="batch"), out)
+    assert "a batch charged to the method batch" in out.getvalue()
+
+
 def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDBOX_RATE_BURST", "250")
     monkeypatch.setenv("SANDBOX_NO_LIMITS", "true")

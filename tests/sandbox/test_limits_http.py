@@ -159,3 +159,93 @@ def test_a_cost_range_draws_each_update_s_cost_and_repeats_after_a_reset(
     varying.reset()
     again = varying.call("batch", {"cmd": cmd}).json()["result"]["result_time"]
     assert [again[f"u{i}"]["processing"] for i in range(30)] == costs, "the seed repeats a run"
+
+
+# A batch charged as a whole (--batch-charging batch) -------------------------------------
+
+WHOLE = SandboxConfig(
+    seed_items=2, operating_costs=(("crm.item.update", 100.0),), batch_charging="batch"
+)
+
+
+@pytest.fixture(scope="module")
+def whole(clock: ManualClock) -> Iterator[SandboxClient]:
+    with serve_in_thread(WHOLE, clock=clock) as portal:
+        client = SandboxClient(portal)
+        yield client
+        client.close()
+
+
+def updates(count: int, start: int = 0) -> dict[str, str]:
+    return {
+        f"u{i}": f"crm.item.update?entityTypeId=2&id=1&fields[title]=t{i}"
+        for i in range(start, start + count)
+    }
+
+
+def test_a_batch_charged_as_a_whole_reports_the_batch_s_running_total_in_every_entry(
+    whole: SandboxClient, clock: ManualClock
+) -> None:
+    whole.reset()
+    first = whole.call("batch", {"cmd": updates(3)}).json()
+    times = first["result"]["result_time"]
+    assert [times[f"u{i}"]["operating"] for i in range(3)] == [300.0] * 3
+    reset_at = clock.time() // 60 * 60 + 600
+    assert {times[f"u{i}"]["operating_reset_at"] for i in range(3)} == {reset_at}
+    assert [times[f"u{i}"]["processing"] for i in range(3)] == [100.0] * 3, "each its own cost"
+    assert first["time"]["operating"] == 300.0, "the outer batch is charged"
+    second = whole.call("batch", {"cmd": updates(2, start=3)}).json()["result"]["result_time"]
+    assert [second[f"u{i}"]["operating"] for i in range(3, 5)] == [500.0, 500.0]
+    charged = whole.counters()["operating_charged_s"]
+    assert charged == {"webhook:1:batch": 500.0}, "nothing charged to crm.item.update"
+
+
+def test_a_batch_charged_as_a_whole_is_refused_whole_once_batch_is_over_the_limit(
+    whole: SandboxClient, clock: ManualClock
+) -> None:
+    whole.reset()
+    full = whole.call("batch", {"cmd": updates(4)}).json()["result"]
+    assert full["result_error"] == []
+    assert whole.call("batch", {"cmd": updates(1)}).status_code == 200  # 400 s: not over yet
+    refused = whole.call("batch", {"cmd": updates(3)})
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "OPERATION_TIME_LIMIT"
+    assert whole.item(2, 1)["title"] == "t0", "a refused batch runs none of its commands"
+    single = update(whole, "single")
+    assert single.status_code == 200, "a single call is charged to its own method"
+    assert single.json()["time"]["operating"] == 100.0
+    counters = whole.counters()
+    assert counters["operation_limit_rejections"] == 1
+    assert counters["operating_charged_s"] == {
+        "webhook:1:batch": 500.0,
+        "webhook:1:crm.item.update": 100.0,
+    }
+    clock.advance(600)
+    assert whole.call("batch", {"cmd": updates(1)}).status_code == 200
+
+
+def test_a_batch_charged_as_a_whole_is_charged_once_what_its_commands_cost_together(
+    clock: ManualClock,
+) -> None:
+    cheap = SandboxConfig(
+        seed_items=2, operating_costs=(("crm.item.update", 0.06),), batch_charging="batch"
+    )
+    with serve_in_thread(cheap, clock=clock) as portal:
+        client = SandboxClient(portal)
+        try:
+            lone = client.call("batch", {"cmd": updates(1)}).json()["result"]["result_time"]
+            assert lone["u0"]["operating"] == 0.0, "0.06 s is under the charging floor"
+            pair = client.call("batch", {"cmd": updates(2)}).json()["result"]["result_time"]
+            assert [pair["u0"]["operating"], pair["u1"]["operating"]] == [0.12, 0.12]
+        finally:
+            client.close()
+
+
+def test_a_batch_charged_as_a_whole_runs_while_its_commands_method_is_blocked(
+    whole: SandboxClient,
+) -> None:
+    whole.reset()
+    assert [update(whole, str(n)).status_code for n in range(6)][-1] == 429
+    result = whole.call("batch", {"cmd": updates(2)}).json()["result"]
+    assert result["result_error"] == []
+    assert result["result_time"]["u1"]["operating"] == 200.0
