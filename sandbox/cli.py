@@ -20,6 +20,7 @@ from sandbox.config import (
     DEFAULT_WEBHOOK_CODE,
     BatchCharging,
     CustomFieldSpec,
+    FmIds,
     SandboxConfig,
 )
 from sandbox.limits import OperatingCost
@@ -106,6 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _many(parser, "custom-field", "ENTITY:CODE:TYPE[:multiple][:required] (repeatable)")
     _flag(parser, "no-default-custom-fields", "only the custom fields given with --custom-field")
     _opt(parser, "utc-offset", str, _D.utc_offset, "the portal's time zone offset")
+    _choice(
+        parser,
+        "fm-ids",
+        get_args(FmIds),
+        _D.fm_ids,
+        "what crm.item.update does with an existing fm entry's id: honoured (updates "
+        "that entry) or ignored (adds the value again as a new entry)",
+    )
     _opt(parser, "latency-ms", float, _D.latency_ms, "added to every REST request")
     _opt(parser, "error-rate", float, _D.error_rate, "share of requests answered 500")
     _opt(parser, "random-seed", int, None, "seed of the fault injector's randomness")
@@ -150,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         spa_types=tuple(int(t) for t in args.spa_types.split(",") if t.strip()),
         custom_fields=custom if args.no_default_custom_fields else DEFAULT_CUSTOM_FIELDS + custom,
         utc_offset=args.utc_offset,
+        fm_ids=args.fm_ids,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
         random_seed=args.random_seed,

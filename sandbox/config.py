@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_WEBHOOK_CODE",
     "BatchCharging",
     "CustomFieldSpec",
+    "FmIds",
     "SandboxConfig",
 ]
 
@@ -22,6 +23,10 @@ DEFAULT_WEBHOOK_CODE = "sandboxwebhook01"
 # command to its own method ("nested"). A field report from an official SDK's
 # maintainers: the batch as a whole, to the method `batch` ("batch").
 BatchCharging = Literal["nested", "batch"]
+# What crm.item.update does with an existing fm entry's id. The reference: the entry is
+# updated ("honoured"). A field report from a live portal: the id is ignored and the
+# value added again as a new entry ("ignored").
+FmIds = Literal["honoured", "ignored"]
 
 CUSTOM_FIELD_TYPES = frozenset(
     {"string", "integer", "double", "boolean", "date", "datetime", "file", "money", "url"}
@@ -110,6 +115,7 @@ class SandboxConfig:
     spa_types: tuple[int, ...] = (1032,)
     custom_fields: tuple[CustomFieldSpec, ...] = DEFAULT_CUSTOM_FIELDS
     utc_offset: str = "+03:00"
+    fm_ids: FmIds = "honoured"
     # faults at start (all can be changed at run time over /_sandbox/faults)
     latency_ms: float = 0.0
     error_rate: float = 0.0
@@ -132,6 +138,8 @@ class SandboxConfig:
                 f"batch_charging must be one of {get_args(BatchCharging)}, "
                 f"not {self.batch_charging!r}"
             )
+        if self.fm_ids not in get_args(FmIds):
+            raise ValueError(f"fm_ids must be one of {get_args(FmIds)}, not {self.fm_ids!r}")
 
     def cost_of(self, method: str) -> OperatingCost:
         """The operating seconds one call of ``method`` is charged (a range when it varies)."""

@@ -49,6 +49,7 @@ async def summary(request: Request) -> Response:
             "entity_types": {t: s.entity.title for t, s in state.schemas.items()},
             "items": {t: state.store.count(t) for t in state.schemas},
             "limits_enabled": state.limits_enabled,
+            "fm_ids": config.fm_ids,
             "rate": {"burst": config.rate_burst, "per_second": config.rate_per_second},
             "operating": {
                 "limit_s": config.operating_limit_s,

@@ -32,6 +32,7 @@ class WriteContext:
     now: float
     original_names: bool = False
     forbidden_stages: frozenset[str] = frozenset()
+    fm_ids_honoured: bool = True
 
 
 def _read(
@@ -51,7 +52,10 @@ def _read(
             category = coerce(f, value, ctx.tz)
         elif f.type == "crm_multifield":
             changes[f.name] = apply_fm(
-                value, (current or {}).get(f.name) or [], ctx.store.next_fm_id
+                value,
+                (current or {}).get(f.name) or [],
+                ctx.store.next_fm_id,
+                ids_honoured=ctx.fm_ids_honoured,
             )
         elif f.type == "file":
             changes[f.name] = apply_file(f, value, (current or {}).get(f.name))

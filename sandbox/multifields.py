@@ -4,6 +4,12 @@ Keys ``n0``, ``n1``... (or entries without an id) add entries; a numeric key or
 an ``id`` inside the entry updates that entry; an existing id with
 ``value: ""`` deletes it. ``typeId`` is required even to delete: an entry
 without a known one is ignored. Entries not mentioned are kept.
+
+A field report from a live portal says ``crm.item.update`` ignored an existing
+entry's id and added the value again. With ``ids_honoured=False`` an entry
+with an existing id and a value is added as a new entry (the one it names is
+kept as it was); a deletion (an existing id with ``value: ""``) still deletes
+that entry by its id, as nothing reported otherwise.
 """
 
 from __future__ import annotations
@@ -34,7 +40,11 @@ def _target_id(key: str | None, entry: dict[str, Any]) -> int | None:
 
 
 def apply_fm(
-    value: Any, current: list[dict[str, Any]], new_id: Callable[[], int]
+    value: Any,
+    current: list[dict[str, Any]],
+    new_id: Callable[[], int],
+    *,
+    ids_honoured: bool = True,
 ) -> list[dict[str, Any]]:
     """The entries after applying ``value``; ``new_id`` hands out ids for added entries."""
     entries = [dict(e) for e in current]
@@ -47,6 +57,8 @@ def apply_fm(
         text = "" if text is None else str(text)
         target = _target_id(key, entry)
         existing = by_id.get(target) if target is not None else None
+        if existing is not None and not ids_honoured and text != "":
+            existing = None  # the id is ignored: the value is added as a new entry
         if existing is not None and existing["typeId"] == type_id:
             if text == "":
                 entries.remove(existing)

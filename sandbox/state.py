@@ -58,6 +58,7 @@ class PortalState:
             now=self.clock.time(),
             original_names=original_names,
             forbidden_stages=frozenset(self.faults.forbidden_stages),
+            fm_ids_honoured=self.config.fm_ids == "honoured",
         )
 
     def seed(self, per_type: int) -> int:

@@ -79,6 +79,17 @@ def test_batch_charging_is_nested_unless_chosen(monkeypatch: pytest.MonkeyPatch)
     assert "a batch charged to the method batch" in out.getvalue()
 
 
+def test_fm_ids_are_honoured_unless_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse([]).fm_ids == "honoured"
+    assert parse(["--fm-ids=ignored"]).fm_ids == "ignored"
+    monkeypatch.setenv("SANDBOX_FM_IDS", "ignored")
+    assert parse([]).fm_ids == "ignored"
+    with pytest.raises(SystemExit):
+        parse(["--fm-ids=sometimes"])
+    with pytest.raises(ValueError, match="fm_ids"):
+        SandboxConfig(fm_ids="sometimes")  # type: ignore[arg-type]
+
+
 def test_environment_variables_are_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDBOX_RATE_BURST", "250")
     monkeypatch.setenv("SANDBOX_NO_LIMITS", "true")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sandbox.clock import ManualClock
+from sandbox.config import SandboxConfig
+from sandbox.testing import serve_in_thread
 from tests.sandbox.client import SandboxClient
 
 pytestmark = pytest.mark.sandbox
@@ -201,6 +204,44 @@ def test_fm_empty_value_deletes_and_needs_type_id(b24: SandboxClient) -> None:
 def test_fm_over_form_encoding(b24: SandboxClient) -> None:
     after = fm_update(b24, {"n0": {"typeId": "EMAIL", "value": "form@example.com"}}, form=True)
     assert after[-1]["value"] == "form@example.com"
+
+
+@pytest.fixture(scope="module")
+def ids_ignored() -> Iterator[SandboxClient]:
+    """A portal whose crm.item.update ignores existing fm entry ids (--fm-ids ignored)."""
+    config = SandboxConfig(seed_items=1, limits_enabled=False, fm_ids="ignored")
+    with serve_in_thread(config) as portal:
+        client = SandboxClient(portal)
+        yield client
+        client.close()
+
+
+def test_fm_ids_ignored_an_existing_id_with_a_value_adds_the_value_again(
+    ids_ignored: SandboxClient,
+) -> None:
+    ids_ignored.reset()
+    phone, email = ids_ignored.item(CONTACT, 1)["fm"]
+    after = fm_update(ids_ignored, {str(phone["id"]): {"typeId": "PHONE", "value": "+100"}})
+    assert after[:2] == [phone, email], "the entry the id names is kept as it was"
+    assert [(e["typeId"], e["value"]) for e in after[2:]] == [("PHONE", "+100")]
+    assert after[2]["id"] not in (phone["id"], email["id"])
+    again = [{"id": phone["id"], "typeId": "PHONE", "valueType": "WORK", "value": "+100"}]
+    assert [e["value"] for e in fm_update(ids_ignored, again)] == [
+        phone["value"],
+        email["value"],
+        "+100",
+        "+100",
+    ], "sent twice, the value is there twice"
+
+
+def test_fm_ids_ignored_an_existing_id_with_an_empty_value_still_deletes_that_entry(
+    ids_ignored: SandboxClient,
+) -> None:
+    ids_ignored.reset()
+    phone, email = ids_ignored.item(CONTACT, 1)["fm"]
+    assert fm_update(ids_ignored, {str(phone["id"]): {"typeId": "PHONE", "value": ""}}) == [email]
+    summary = ids_ignored.http.get(ids_ignored.portal.control_url + "/").json()
+    assert summary["fm_ids"] == "ignored"
 
 
 def b64(text: str) -> str:
