@@ -38,7 +38,7 @@ from schemas.entities import (
 )
 from schemas.entity_types import EntityKind, describe_entity_types, entity_kind, is_smart_process
 from schemas.errors import CommandValidationError
-from schemas.multifield import FORM_TAGS, adds_entries
+from schemas.multifield import FORM_TAGS, may_add_entries
 from schemas.values import ItemId, YesNo
 
 __all__ = [
@@ -86,9 +86,10 @@ class UpdateCommand(BaseModel):
     @property
     def is_idempotent(self) -> bool:
         """False when applying the command twice could do more than applying it once:
-        fm entries added with nN keys, or a file uploaded."""
+        an fm entry with a value (an addition; or an entry id, which a portal may ignore
+        and add the value again), or a file uploaded. fm deletions alone are idempotent."""
         fm = getattr(self.fields, "fm", None)
-        if fm and adds_entries(fm):
+        if fm and may_add_entries(fm):
             return False
         return not any(_uploads_file(value) for value in self.fields_to_send().values())
 

@@ -4,6 +4,9 @@ The reference sends them as an object keyed by entry id (update or, with an
 empty value, delete that entry) or by `nN` (add an entry); a list of entries,
 each with an optional `id`, is accepted too. `typeId` is required on every
 entry, even to delete, because the portal looks entries up by type.
+
+Whether an entry id is honoured is disputed (a live portal was reported to add
+the value again), so every entry with a value may add one (`may_add_entries`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-__all__ = ["FORM_TAGS", "MULTIFIELD_TYPES", "Multifield", "MultifieldEntry", "adds_entries"]
+__all__ = ["FORM_TAGS", "MULTIFIELD_TYPES", "Multifield", "MultifieldEntry", "may_add_entries"]
 
 MULTIFIELD_TYPES = ("PHONE", "EMAIL", "WEB", "IM", "LINK")
 _KEY = re.compile(r"^(?:[1-9][0-9]{0,9}|n[0-9]{1,4})$")
@@ -84,8 +87,13 @@ Multifield = Annotated[
 ]
 
 
-def adds_entries(fm: dict[str, MultifieldEntry] | list[MultifieldEntry]) -> bool:
-    """True when applying `fm` twice would add its new entries twice."""
-    if isinstance(fm, dict):
-        return any(key.startswith("n") for key in fm)
-    return any(entry.id is None for entry in fm)
+def may_add_entries(fm: dict[str, MultifieldEntry] | list[MultifieldEntry]) -> bool:
+    """True when applying `fm` twice could leave an entry there twice: any entry with a value.
+
+    An `nN` key or an entry without an id adds one. An entry id with a value
+    updates that entry by the reference, but a live portal was reported to
+    ignore the id and add the value again, so it counts as an addition too.
+    Only deletions (an empty value) are certainly harmless to repeat.
+    """
+    entries = fm.values() if isinstance(fm, dict) else fm
+    return any(entry.value != "" for entry in entries)

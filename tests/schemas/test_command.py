@@ -244,10 +244,33 @@ def test_fm_object_form_update_add_and_delete() -> None:
 
 
 def test_fm_list_form_and_idempotency() -> None:
-    updates = [{"id": 15, "typeId": "PHONE", "valueType": "WORK", "value": "+1"}]
-    assert parse_command(command(1, fm=updates)).is_idempotent
     adds = [{"typeId": "PHONE", "valueType": "WORK", "value": "+1"}]
     assert not parse_command(command(1, fm=adds)).is_idempotent
+
+
+PHONE_15 = {"typeId": "PHONE", "valueType": "WORK", "value": "+1"}
+DELETE_15 = {"typeId": "PHONE", "value": ""}
+
+
+@pytest.mark.parametrize(
+    ("fm", "idempotent"),
+    [
+        # an entry id with a value: a portal may ignore the id and add the value again
+        ({"15": PHONE_15}, False),
+        ([{"id": 15, **PHONE_15}], False),
+        ({"n0": PHONE_15}, False),
+        ([PHONE_15], False),
+        # deletions alone: repeating one deletes nothing more
+        ({"15": DELETE_15}, True),
+        ([{"id": 15, **DELETE_15}], True),
+        ({"15": DELETE_15, "16": {"typeId": "EMAIL", "value": ""}}, True),
+        ({"15": DELETE_15, "16": {**PHONE_15, "typeId": "EMAIL"}}, False),
+        ({}, True),
+        (None, True),
+    ],
+)
+def test_fm_is_idempotent_only_when_it_deletes(fm: Any, idempotent: bool) -> None:
+    assert parse_command(command(3, fm=fm)).is_idempotent is idempotent
 
 
 @pytest.mark.parametrize(

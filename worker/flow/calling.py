@@ -159,8 +159,8 @@ def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision
                 ErrorClass.IN_DOUBT,
                 code or "ERROR",
                 f"the portal answered {code or 'an error'} ({description}) after taking the "
-                "request in, and the command is not idempotent (it adds fm entries or uploads "
-                "files): it was not sent again; check the item before replaying it",
+                "request in, and the command is not idempotent (its fm values may be added again, "
+                "or it uploads files): it was not sent again; check the item before replaying it",
             )
         return Retry(f"{code or 'error'}: {description}")
     return Failed(verdict.error_class or ErrorClass.UNKNOWN, code, description)
@@ -174,8 +174,8 @@ def _doubt(job: Job, what: str, maybe_sent: bool) -> Decision:
             ErrorClass.IN_DOUBT,
             what,
             "the call failed after the request may have reached the portal, and the command "
-            "is not idempotent (it adds fm entries or uploads files): it was not sent again; "
-            "check the item before replaying it",
+            "is not idempotent (its fm values may be added again, or it uploads files): it was "
+            "not sent again; check the item before replaying it",
         )
     return Retry(f"{what}: {TRANSPORT.error_class}")
 
