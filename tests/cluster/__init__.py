@@ -1,0 +1,1 @@
+"""A RabbitMQ cluster started on this machine for tests: see harness.py."""
