@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,11 +89,15 @@ class Portal:
 
 
 @contextmanager
-def sandbox_process(*, seed_items: int, latency_ms: int = 0) -> Iterator[Portal]:
-    """The sandbox with limits off on a free port, answering before this yields."""
+def sandbox_process(
+    *, seed_items: int, latency_ms: int = 0, options: Sequence[str] = ()
+) -> Iterator[Portal]:
+    """The sandbox with limits off on a free port, answering before this yields;
+    ``options`` are more of its command-line options."""
     port = free_port()
     command = [sys.executable, "-m", "worker", "sandbox", "--port", str(port)]
     command += ["--seed", str(seed_items), "--no-limits", "--latency-ms", str(latency_ms)]
+    command += options
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -189,13 +193,14 @@ class WorkerRun:
     def log(self) -> JsonLog:
         return self.logs[-1]
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        """One more worker; ``env`` is added to the run's environment for it alone."""
         path = self.log_dir / f"worker-{len(self.processes) + 1}.log"
         with path.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker", "run"],
                 cwd=ROOT,
-                env=self.env,
+                env=self.env | env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )

@@ -1,11 +1,17 @@
 """How calls are authorised: an inbound webhook, or an OAuth application.
 
 A webhook's credential is part of the URL; OAuth sends ``auth=<access token>``
-with each call and renews the token at the token endpoint when the portal
-answers ``expired_token``. Renewal is single-flight: however many calls see
-the expiry at once, one refresh request is made and all of them wait for it.
-Each refresh rotates the refresh token, which is saved to the ``TokenStore``
-before anything else uses it.
+with each call and renews the token when the portal answers ``expired_token``.
+
+Renewal is single-flight in a process (however many calls see the expiry at
+once, they wait for one renewal) and takes turns across replicas through the
+``TokenStore``: the store is read first (another replica may have renewed
+already: its access token is taken), then the store's lock is held, the
+store read again, and only then is the stored refresh token sent to the
+token endpoint. The rotated refresh token is saved under a version check
+before the lock is let go. ``invalid_grant`` first means somebody rotated
+the token: the store is read again and its newer token used; only a stored
+token that is itself refused stops the portal for an operator.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from worker.bitrix.errors import NoAnswerError, TokenRenewalError, UnexpectedAnswerError
-from worker.bitrix.tokens import StoredToken, TokenStore, fingerprint
+from worker.bitrix.tokens import StoredToken, TokenStore, fingerprint, version_of
 from worker.bitrix.transport import describe_failure
 
 __all__ = ["Auth", "OAuthAuth", "WebhookAuth"]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/([0-9]+)/[^/]+/?$")
 _REFRESH = "oauth token refresh"
+_ROTATED_MEANWHILE = 3  # refusals followed by a newer stored token, before giving up
 
 
 class Auth(Protocol):
@@ -92,10 +99,10 @@ class WebhookAuth:
 class OAuthAuth:
     """An OAuth application's access token, renewed with a rotating refresh token.
 
-    At the first call the store is read: a stored refresh token descending
-    from ``refresh_token`` is newer and is used; otherwise ``refresh_token``
-    starts a new lineage. ``on_new_secret`` is told every token received (to
-    mask it in logs) before the token is used anywhere.
+    A stored refresh token descending from ``refresh_token`` is newer and is
+    used; otherwise ``refresh_token`` starts a new lineage. ``on_new_secret``
+    is told every token received or read (to mask it in logs) before the
+    token is used anywhere.
     """
 
     def __init__(
@@ -123,10 +130,10 @@ class OAuthAuth:
         self._store = store
         self._on_new_secret = on_new_secret or (lambda _secret: None)
         self._clock = clock
-        self._refresh_token: str | None = None  # None until the store was read
         self._access: str | None = None
         self._inflight: asyncio.Future[str] | None = None
         self.refreshes = 0  # refresh requests made, for metrics
+        self.lost_saves = 0  # refreshed tokens not saved: a newer one was stored meanwhile
 
     def __repr__(self) -> str:
         return f"OAuthAuth({self._where!r}, client_id={self._client_id!r})"
@@ -147,7 +154,7 @@ class OAuthAuth:
         if self._access is not None and self._access != stale:
             return self._access  # another call has already renewed it
         if self._inflight is None:
-            task = asyncio.ensure_future(self._renew())
+            task = asyncio.ensure_future(self._renew(stale))
             self._inflight = task
             task.add_done_callback(self._finished)
         # shield: a caller being cancelled must not cancel the refresh the others wait for
@@ -158,18 +165,73 @@ class OAuthAuth:
         if not task.cancelled():
             task.exception()  # retrieved here too, in case every waiter was cancelled
 
-    async def _current_refresh_token(self) -> str:
-        if self._refresh_token is None:
-            stored = await self._store.load()
-            if stored is not None and stored.origin == self._origin:
-                self._refresh_token = stored.refresh_token
-                self._on_new_secret(stored.refresh_token)
-            else:
-                self._refresh_token = self._configured
-        return self._refresh_token
+    async def _renew(self, stale: str | None) -> str:
+        stored = await self._read()
+        if (taken := self._take(stored, stale)) is not None:
+            return taken  # another replica renewed it
+        async with self._store.hold():
+            stored = await self._read()
+            if (taken := self._take(stored, stale)) is not None:
+                return taken  # renewed while this one waited for the lock
+            return await self._refresh_under_lock(stored)
 
-    async def _renew(self) -> str:
-        refresh_token = await self._current_refresh_token()
+    async def _read(self) -> StoredToken | None:
+        """The stored token, its secrets masked before anything can print them."""
+        stored = await self._store.load()
+        if stored is not None:
+            self._on_new_secret(stored.refresh_token)
+            if stored.access_token is not None:
+                self._on_new_secret(stored.access_token)
+        return stored
+
+    def _take(self, stored: StoredToken | None, stale: str | None) -> str | None:
+        """The stored access token if it is of this lineage and not the one that expired."""
+        if stored is None or stored.origin != self._origin or stored.access_token is None:
+            return None
+        if stored.access_token in (stale, self._access):
+            return None
+        self._access = stored.access_token
+        return self._access
+
+    def _refresh_token_in(self, stored: StoredToken | None) -> str:
+        if stored is not None and stored.origin == self._origin:
+            return stored.refresh_token
+        return self._configured  # nothing stored yet, or a newly configured lineage
+
+    async def _refresh_under_lock(self, stored: StoredToken | None) -> str:
+        refresh_token = self._refresh_token_in(stored)
+        for tries_left in reversed(range(_ROTATED_MEANWHILE)):
+            try:
+                access, rotated = await self._grant(refresh_token)
+                break
+            except TokenRenewalError:
+                # Somebody else may have rotated it (a holder whose lock ran out):
+                # refused for good only when the stored token is the one refused.
+                stored = await self._read()
+                newer = self._refresh_token_in(stored)
+                if newer == refresh_token or not tries_left:
+                    raise
+                if (taken := self._take(stored, None)) is not None:
+                    return taken
+                refresh_token = newer
+        # The old refresh token is dead now: switch in memory first, so that even if
+        # saving fails (and that failure is raised) the calls can go on.
+        self._access = access
+        renewed = StoredToken(
+            refresh_token=rotated,
+            origin=self._origin,
+            saved_at=self._clock(),
+            version=version_of(stored) + 1,
+            access_token=access,
+        )
+        if not await self._store.save(renewed):
+            # A newer token was saved while this holder stalled past its lock: that one
+            # is the lineage's head; this access token still works until it expires.
+            self.lost_saves += 1
+        return access
+
+    async def _grant(self, refresh_token: str) -> tuple[str, str]:
+        """Send ``refresh_token`` to the token endpoint: the new access and refresh tokens."""
         form = {
             "grant_type": "refresh_token",
             "client_id": self._client_id,
@@ -190,16 +252,9 @@ class OAuthAuth:
         if failure is not None:
             raise failure
         access, rotated = self._read_grant(response)
-        # The old refresh token is dead now: switch in memory first, so that even if
-        # saving fails (and that failure is raised) the calls can go on.
         self._on_new_secret(access)
         self._on_new_secret(rotated)
-        self._refresh_token = rotated
-        self._access = access
-        await self._store.save(
-            StoredToken(refresh_token=rotated, origin=self._origin, saved_at=self._clock())
-        )
-        return access
+        return access, rotated
 
     def _read_grant(self, response: httpx.Response) -> tuple[str, str]:
         status = response.status_code

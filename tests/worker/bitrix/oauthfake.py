@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from worker.bitrix import OAuthAuth, StoredToken
+from worker.bitrix.tokens import version_of
 
 PORTAL_URL = "https://portal.example"
 TOKEN_URL = "https://oauth.example/oauth/token/"
@@ -22,15 +24,32 @@ FIRST_REFRESH = "refreshtoken0000"
 
 @dataclass
 class MemoryStore:
+    """A store several `OAuthAuth` can share, as replicas share Redis."""
+
     stored: StoredToken | None = None
     saves: list[StoredToken] = field(default_factory=list)
+    refused: list[StoredToken] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    holds: int = 0
 
     async def load(self) -> StoredToken | None:
+        await asyncio.sleep(0)
         return self.stored
 
-    async def save(self, token: StoredToken) -> None:
+    async def save(self, token: StoredToken) -> bool:
+        await asyncio.sleep(0)
+        if version_of(self.stored) != token.version - 1:
+            self.refused.append(token)
+            return False
         self.stored = token
         self.saves.append(token)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        async with self.lock:
+            self.holds += 1
+            yield
 
 
 @dataclass

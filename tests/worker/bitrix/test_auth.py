@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
+import httpx
 import pytest
 
 from tests.worker.bitrix.oauthfake import (
@@ -61,7 +63,11 @@ async def test_the_first_call_renews_the_configured_token_and_sends_the_access_t
     assert portal.calls == ["accesstoken0001"]
     assert store.saves == [
         StoredToken(
-            refresh_token="refreshtoken0001", origin=fingerprint(FIRST_REFRESH), saved_at=1000.0
+            refresh_token="refreshtoken0001",
+            origin=fingerprint(FIRST_REFRESH),
+            saved_at=1000.0,
+            version=1,
+            access_token="accesstoken0001",
         )
     ]
     assert seen == ["accesstoken0001", "refreshtoken0001"]
@@ -145,3 +151,76 @@ async def test_a_cancelled_caller_does_not_cancel_the_refresh_others_wait_for() 
     assert answer.result == {"ok": True}
     assert first.cancelled()
     assert len(portal.refresh_forms) == 1
+
+
+# Replicas: several OAuthAuth of one application sharing one store ---------------------------
+
+
+async def test_replicas_seeing_one_expiry_make_one_refresh_and_share_its_access_token() -> None:
+    portal, store = OAuthPortal(), MemoryStore()
+    replicas = [BitrixClient(http=h, auth=a) for h, a in (portal.auth(store) for _ in range(3))]
+    await asyncio.gather(*(r.call("crm.item.get", {"id": 0}) for r in replicas))
+    assert len(portal.refresh_forms) == 1  # the second and third took the stored access token
+    portal.expire()
+    answers = await asyncio.gather(
+        *(r.call("crm.item.get", {"id": i}) for i in range(10) for r in replicas)
+    )
+    assert {str(a.result) for a in answers} == {"{'ok': True}"}
+    assert len(portal.refresh_forms) == 2  # one renewal for all three
+    assert [s.version for s in store.saves] == [1, 2]
+    assert store.stored is not None
+    assert store.stored.access_token == portal.access
+
+
+async def test_an_invalid_grant_after_another_replica_rotated_uses_the_newer_stored_token() -> None:
+    portal, store = OAuthPortal(), MemoryStore()
+    http, auth = portal.auth(store)
+    client = BitrixClient(http=http, auth=auth)
+    await client.call("crm.item.get", {"id": 0})
+    portal.expire()
+
+    async def rotated_meanwhile(request: httpx.Request) -> httpx.Response:
+        if str(request.url).startswith(TOKEN_URL) and len(portal.refresh_forms) == 1:
+            # Another replica, whose lock ran out, rotated the token meanwhile and saved
+            # the new one: the token this request carries is dead.
+            portal.refresh_tokens = {"rotatedelsewhere"}
+            assert store.stored is not None
+            store.stored = dataclasses.replace(
+                store.stored, refresh_token="rotatedelsewhere", version=2, access_token=None
+            )
+        return await portal.handler(request)
+
+    http2, auth2 = portal.auth(store, handler=rotated_meanwhile)
+    answer = await BitrixClient(http=http2, auth=auth2).call("crm.item.get", {"id": 1})
+    assert answer.result == {"ok": True}
+    used = [form["refresh_token"] for form in portal.refresh_forms]
+    assert used == [FIRST_REFRESH, "refreshtoken0001", "rotatedelsewhere"]
+    assert store.stored is not None
+    assert (store.stored.refresh_token, store.stored.version) == ("refreshtoken0003", 3)
+
+
+async def test_a_holder_that_stalled_past_its_lock_does_not_overwrite_the_newer_token() -> None:
+    portal, store = OAuthPortal(), MemoryStore()
+    newer = StoredToken("savedmeanwhile", fingerprint(FIRST_REFRESH), 2000.0, version=1)
+
+    async def stall(request: httpx.Request) -> httpx.Response:
+        answer = await portal.handler(request)
+        store.stored = newer  # saved by the next holder while this one stalled
+        return answer
+
+    http, auth = portal.auth(store, handler=stall)
+    answer = await BitrixClient(http=http, auth=auth).call("crm.item.get", {"id": 1})
+    assert answer.result == {"ok": True}  # its own access token still works
+    assert store.stored == newer
+    assert [t.refresh_token for t in store.refused] == ["refreshtoken0001"]
+    assert auth.lost_saves == 1
+
+
+async def test_the_stored_token_refused_too_stops_with_one_request_per_token() -> None:
+    stored = StoredToken("revokedtoken01", fingerprint(FIRST_REFRESH), 5.0, version=4)
+    portal, store = OAuthPortal(refresh_tokens=set()), MemoryStore(stored)
+    http, auth = portal.auth(store)
+    with pytest.raises(TokenRenewalError, match="invalid_grant"):
+        await BitrixClient(http=http, auth=auth).call("crm.item.get", {"id": 1})
+    assert [form["refresh_token"] for form in portal.refresh_forms] == ["revokedtoken01"]
+    assert store.saves == []

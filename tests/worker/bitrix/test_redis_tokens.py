@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,10 +30,48 @@ async def test_a_saved_token_is_loaded_by_another_store(redis: Redis) -> None:
     key = f"test:{uuid.uuid4().hex}"
     first, second = RedisTokenStore(redis, key=key), RedisTokenStore(redis, key=key)
     assert await first.load() is None
-    token = StoredToken(refresh_token="rotated-refresh-1", origin="abc", saved_at=1.5)
-    await first.save(token)
+    token = StoredToken("rotated-refresh-1", "abc", saved_at=1.5, version=1, access_token="a1")
+    assert await first.save(token)
     assert await second.load() == token
     await redis.delete(key)
+
+
+async def test_a_save_naming_an_older_version_is_refused_and_changes_nothing(redis: Redis) -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    store = RedisTokenStore(redis, key=key)
+    head = StoredToken("rotated-refresh-2", "abc", saved_at=2.0, version=2)
+    assert not await store.save(head)  # nothing stored: only version 1 may be saved
+    assert await store.save(dataclasses.replace(head, version=1))
+    assert await store.save(head)
+    stalled = StoredToken("stalled-holder", "abc", saved_at=3.0, version=2)
+    assert not await store.save(stalled)
+    assert await store.load() == head
+    await redis.delete(key)
+
+
+async def test_the_refresh_lock_has_one_holder_and_expires_if_its_holder_stalls(
+    redis: Redis,
+) -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    first = RedisTokenStore(redis, key=key, lock_ttl_s=0.5)
+    second = RedisTokenStore(redis, key=key, lock_ttl_s=0.5)
+    order: list[str] = []
+
+    async def hold(store: RedisTokenStore, name: str, seconds: float) -> None:
+        async with store.hold():
+            order.append(f"{name} in")
+            await asyncio.sleep(seconds)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold(first, "a", 0.1), hold(second, "b", 0.1))
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    order.clear()
+    # A holder stalled past the lock's time: the next one gets in meanwhile.
+    stalled = asyncio.ensure_future(hold(first, "a", 1.0))
+    await asyncio.sleep(0.05)
+    await hold(second, "b", 0.7)
+    await stalled
+    assert order == ["a in", "b in", "a out", "b out"]
 
 
 async def test_an_unreadable_value_says_how_to_start_again(redis: Redis) -> None:
