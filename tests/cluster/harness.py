@@ -3,11 +3,12 @@
 Every node runs the installed RabbitMQ under its own name, ports, config file, enabled
 plugins file, data, logs and pid file, all under one base directory, and with an Erlang
 cookie of its own: the machine's broker (rabbit@localhost on 5672) and its files are
-never read, written or reached. The cookie is what makes that sure: a CLI call that
-named the machine's node by mistake could not authenticate to it.
+never read, written or reached (the nodes share only epmd on 4369, as every Erlang
+node on a machine does). The cookie is what makes that sure: a CLI call that named the
+machine's node by mistake could not authenticate to it.
 
-    cluster = Cluster(base_port=5681).up()  # b24c5681, b24c5682, b24c5683 @localhost
-    cluster.url                                # every node's AMQP URL, comma-joined
+    cluster = Cluster(base_port=5681).up()     # b24c5681, b24c5682, b24c5683 @localhost
+    cluster.urls                               # each node's AMQP URL (cluster.url: joined)
     cluster.stop_node(cluster.leader_of("q"))  # a quorum queue's leader, gracefully
     cluster.start_node(i)                      # back in the cluster, accepting AMQP
     cluster.down()                             # every process gone, every file removed
@@ -220,7 +221,8 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        """Every node's URL, comma-joined (the form a multi-host AMQP_URL takes)."""
+        """Every node's URL, comma-joined, for a client that takes several. The worker's
+        AMQP_URL takes one: give it one of `urls`."""
         return ",".join(self.urls)
 
     @property
