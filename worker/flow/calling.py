@@ -1,17 +1,19 @@
 """Calling the portal for a group of jobs and deciding what each answer means.
 
-One call carries the group: a `batch` (halt=0) when there are several jobs, a
-single JSON call otherwise. The limiter is asked first and waited out; its
-waits and the portal's rate-limit answers never count as attempts. Each job
-gets a Decision: an Outcome to settle, `Again` (send it once more, no attempt
-used), or `PortalDown` (a portal-wide state: the job is handed back).
+One call carries the group: a `batch` (halt=0) when there are several jobs, or
+when the limiter's leave was given for a batch (`Leave.as_batch`: the portal
+charges whole batches to an account of their own), a single JSON call
+otherwise. The limiter is asked first and waited out; its waits and the
+portal's rate-limit answers never count as attempts. Each job gets a Decision:
+an Outcome to settle, `Again` (send it once more, no attempt used), or
+`PortalDown` (a portal-wide state: the job is handed back).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from schemas.events import ErrorClass
 from worker.bitrix import (
@@ -32,6 +34,9 @@ from worker.limiter import CallLimiter, Leave, OperatingReport
 __all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown"]
 
 METHOD = "crm.item.update"
+
+# What an error answered: a single call, a whole batch, or one command inside a batch.
+Refused = Literal["call", "batch", "command"]
 
 
 @dataclass(frozen=True)
@@ -66,22 +71,25 @@ class Caller:
     async def send(self, jobs: list[Job], leave: Leave) -> list[tuple[Job, Decision]]:
         """Send the jobs in one call; give the leave back with what the portal reported."""
         reports: list[OperatingReport] = []
+        as_batch = len(jobs) > 1 or leave.as_batch
         self._observer.waited(leave.waited_s)
         self._observer.sending(len(jobs))
         started = time.perf_counter()
         try:
-            return await self._call(jobs, reports)
+            return await self._call(jobs, reports, as_batch=as_batch)
         finally:
             duration = time.perf_counter() - started
             self._observer.answered(duration)
-            await self._limiter.settle(leave, reports, duration_s=duration)
-            self._observer.budget_left(METHOD, await self._limiter.remaining_s())
+            account = await self._limiter.settle(
+                leave, reports, duration_s=duration, batch=as_batch
+            )
+            self._observer.budget_left(account, await self._limiter.remaining_s(account))
 
     async def _call(
-        self, jobs: list[Job], reports: list[OperatingReport]
+        self, jobs: list[Job], reports: list[OperatingReport], *, as_batch: bool
     ) -> list[tuple[Job, Decision]]:
         try:
-            if len(jobs) == 1:
+            if not as_batch:
                 answers = {"c0": await self._client.call(METHOD, jobs[0].params)}
             else:
                 batch = await self._client.batch(
@@ -90,8 +98,9 @@ class Caller:
                 answers = dict(batch.commands)
         except PortalError as exc:
             seen: set[str] = set()
+            scope: Refused = "batch" if as_batch else "call"
             return [
-                (job, await self._answer(job, exc.code, exc.status, exc.description, seen))
+                (job, await self._answer(job, exc.code, exc.status, exc.description, seen, scope))
                 for job in jobs
             ]
         except TokenRenewalError:
@@ -111,14 +120,24 @@ class Caller:
         return decisions
 
     async def _answer(
-        self, job: Job, code: str, status: int | None, description: str, limited: set[str]
+        self,
+        job: Job,
+        code: str,
+        status: int | None,
+        description: str,
+        limited: set[str],
+        scope: Refused,
     ) -> Decision:
-        """The decision for an error; a rate limit is reported to the limiter once per call."""
+        """The decision for an error; a rate limit is reported to the limiter once per call.
+
+        ``scope`` is what the error answered: a single call, a whole batch, or
+        one command inside a batch.
+        """
         verdict = classify(code, status)
         if verdict.kind == "rate_limit":
             if code not in limited:
                 limited.add(code)
-                await self._rate_limited(code)
+                await self._rate_limited(code, scope)
             return Again(code)
         job.attempts += 1
         return _decide(job, verdict, code, description)
@@ -136,14 +155,14 @@ class Caller:
         # A command in a batch has no HTTP status; the free-plan ACCESS_DENIED is
         # told from the item-rights one by its description.
         status = 403 if code == "ACCESS_DENIED" and "commercial plan" in description else None
-        return await self._answer(job, code, status, description, limited)
+        return await self._answer(job, code, status, description, limited, "command")
 
-    async def _rate_limited(self, code: str) -> None:
+    async def _rate_limited(self, code: str, scope: Refused) -> None:
         self._observer.rate_limited(code)
         if code == "QUERY_LIMIT_EXCEEDED":
             await self._limiter.query_limited()
         elif code == "OPERATION_TIME_LIMIT":
-            await self._limiter.time_limited()
+            await self._limiter.time_limited(scope)
 
 
 def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision:

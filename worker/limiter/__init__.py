@@ -10,6 +10,11 @@ rate-limit answers are fed back so the next wait is longer. One call goes:
     await budget.settle(lease, reports, duration_s=...)  # in a finally; [] if nothing ran
     # 429 OPERATION_TIME_LIMIT (top level or in result_error): budget.on_blocked(...)
 
+`CallLimiter` does this for one method's calls, and picks the account (the
+method the portal charges) for each: a single call's own method; a batch's
+commands' method, or ``batch`` once answers show the portal charges a batch as
+a whole (``charging``: the sources disagree, so it is read from the answers).
+
 State lives in a backend: in the process by default, or in Redis, shared by
 every worker serving the portal:
 

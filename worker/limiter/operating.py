@@ -1,14 +1,23 @@
 """The operating-time budget: a method stops before the portal's limit, resumes as baskets free.
 
 Bitrix24 blocks a method (429 ``OPERATION_TIME_LIMIT``) once its summed server
-time in a ten-basket sliding window exceeds the limit. The budget learns the
+time in a ten-basket sliding window exceeds the limit. The budget keeps one
+account per method the portal charges (``crm.item.update``; ``batch`` when the
+portal charges a batch as a whole, see ``charging``). For each it learns the
 cost of one command from the ``operating`` totals the portal reports, keeps a
 model of the baskets (``ledger.Baskets``), reserves the expected cost of calls
 in flight, and admits a call only when its expected cost fits. When it does
 not, the call waits until enough old baskets have dropped out.
 
-Until a method's cost is known, and after a 429, only one call of that method
-is in flight at a time, so the first reports teach the cost before more is spent.
+A call's reports are read as the portal charged them: one per command, each
+its method's running total after that command (a single call, or a batch
+charged per command: the cost is the growth from one to the next), or, for a
+batch charged as a whole, one running total after the whole call (``together``:
+the cost is the growth since the account's last report, spread over the
+commands).
+
+Until an account's cost is known, and after a 429, only one call of it is in
+flight at a time, so the first reports teach the cost before more is spent.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.limiter.backends import MemoryBackend, StateBackend
+from worker.limiter.charging import Evidence
 from worker.limiter.clock import Clock, sleep_or_wake
 from worker.limiter.cost import learn
 from worker.limiter.ledger import BASKETS, Baskets
@@ -53,6 +63,9 @@ class MethodState:
     resync: bool = False
     last_reset_at: float | None = None
     in_flight: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # The account a batch of this method's commands is charged to, as answers showed
+    # it (``charging``); None until one did.
+    batch_charged_to: str | None = None
 
     def reserved_s(self) -> float:
         return sum(seconds for seconds, _ in self.in_flight.values())
@@ -124,23 +137,52 @@ class OperatingBudget:
         return Lease(lease_id, method, count, reserved, waited)
 
     async def settle(
-        self, lease: Lease, reports: Sequence[OperatingReport], *, duration_s: float | None = None
+        self,
+        lease: Lease,
+        reports: Sequence[OperatingReport],
+        *,
+        duration_s: float | None = None,
+        together: bool = False,
     ) -> None:
         """The call answered: release its reservation and learn from what the portal reported.
 
-        ``reports`` are the ``time`` blocks of the commands of ``lease.method``
-        that ran, in command order (one for a single call; each ``result_time``
-        entry of a batch); empty when nothing ran. ``duration_s`` is the
-        request's server (or wall) time, which sizes later calls for the cut-off.
+        ``reports`` are the ``time`` blocks of the commands charged to
+        ``lease.method`` that ran, in command order (one for a single call; each
+        ``result_time`` entry of a batch); empty when nothing ran. ``together``:
+        they all carry one running total, the whole call's (a batch charged as
+        a whole). ``duration_s`` is the request's server (or wall) time, which
+        sizes later calls for the cut-off.
         """
         await self._backend.modify(
-            lease.method, lambda s: self._fold(s, lease, reports, duration_s)
+            lease.method, lambda s: self._fold(s, lease, reports, duration_s, together)
         )
         self._settled.pop(lease.method, asyncio.Event()).set()
 
-    async def observe(self, method: str, reports: Sequence[OperatingReport]) -> None:
-        """Learn from a call of ``method`` made without a lease."""
-        await self.settle(Lease("", method, len(reports), 0.0, 0.0), reports)
+    async def observe(
+        self,
+        method: str,
+        reports: Sequence[OperatingReport],
+        *,
+        duration_s: float | None = None,
+        together: bool = False,
+    ) -> None:
+        """Learn from a call charged to ``method`` made without a lease of ``method``."""
+        lease = Lease("", method, len(reports), 0.0, 0.0)
+        await self.settle(lease, reports, duration_s=duration_s, together=together)
+
+    async def batch_account(self, method: str) -> str:
+        """The account a batch of ``method``'s commands is charged to, as far as answers showed;
+        ``method`` itself (the official rule) until one did."""
+        return await self._backend.modify(method, self._batch_account) or method
+
+    async def learn_batch_account(self, method: str, evidence: Evidence) -> str:
+        """Keep what an answer showed a batch of ``method``'s commands was charged to;
+        returns the account now believed.
+
+        An answer that is not sure never overrides a sure one that said
+        ``method``: per-command charging with cheap commands looks the same.
+        """
+        return await self._backend.modify(method, lambda s: self._keep_account(s, method, evidence))
 
     async def on_blocked(self, method: str, *, reset_at: float | None) -> None:
         """A 429 OPERATION_TIME_LIMIT came back: pause ``method`` until ``reset_at``.
@@ -215,11 +257,17 @@ class OperatingBudget:
         lease: Lease,
         reports: Sequence[OperatingReport],
         duration_s: float | None,
+        together: bool,
     ) -> tuple[MethodState, None]:
         state = self._fresh(state)
         now = self._clock.time()
         state.in_flight.pop(lease.id, None)
-        # A lone report's growth is its command's cost only if nothing else of the method
+        # Reports of a batch charged as a whole are one total: the growth it shows is
+        # spread over the commands that ran.
+        per = len(reports) if together else 1
+        if together:
+            reports = reports[-1:]
+        # A lone report's growth is its commands' cost only if nothing else of the method
         # ran since the last report, no basket dropped out, and the report is not stale.
         alone = len(reports) == 1 and not state.in_flight and not state.resync
         alone = alone and state.last_reset_at is not None
@@ -229,10 +277,10 @@ class OperatingBudget:
             same_window = report.reset_at == state.last_reset_at
             difference = self._reconcile(state, now, report)
             if report.operating is None:
-                state.baskets.charge(now, state.cost_s or self._prior)
+                state.baskets.charge(now, per * (state.cost_s or self._prior))
             elif previous is None:
                 if alone and same_window and difference > -1e-9:
-                    steps.append(difference)
+                    steps.append(difference / per)
             elif previous.operating is not None and previous.reset_at == report.reset_at:
                 steps.append(report.operating - previous.operating)
             previous = report
@@ -240,7 +288,7 @@ class OperatingBudget:
                 state.last_reset_at = report.reset_at
         if steps:
             state.cost_s = learn(state.cost_s, sum(steps) / len(steps))
-        ran = len(reports) or lease.commands
+        ran = per * len(reports) or lease.commands
         if duration_s is not None and duration_s >= 0 and ran > 0:
             state.server_s = learn(state.server_s, duration_s / ran)
         return state, None
@@ -265,6 +313,18 @@ class OperatingBudget:
         state.paused_until = max(state.paused_until, until)
         state.resync = True
         return state, None
+
+    def _batch_account(self, state: MethodState | None) -> tuple[MethodState, str | None]:
+        state = self._fresh(state)
+        return state, state.batch_charged_to
+
+    def _keep_account(
+        self, state: MethodState | None, method: str, evidence: Evidence
+    ) -> tuple[MethodState, str]:
+        state = self._fresh(state)
+        if evidence.sure or state.batch_charged_to != method:
+            state.batch_charged_to = evidence.account
+        return state, state.batch_charged_to or method
 
     def _size(self, state: MethodState | None, wanted: int) -> tuple[MethodState, int]:
         state = self._fresh(state)

@@ -116,6 +116,7 @@ def _encode_method(state: MethodState) -> bytes:
             "resync": state.resync,
             "last_reset_at": _optional(state.last_reset_at),
             "in_flight": {k: [_float(s), _float(u)] for k, (s, u) in state.in_flight.items()},
+            "batch_charged_to": state.batch_charged_to,
         }
     )
 
@@ -139,7 +140,15 @@ def _decode_method(raw: bytes) -> MethodState:
         resync=resync,
         last_reset_at=_read_optional(fields["last_reset_at"]),
         in_flight={str(k): (_read(s), _read(u)) for k, (s, u) in fields["in_flight"].items()},
+        # absent from state written before batches could be charged as a whole
+        batch_charged_to=_read_account(fields.get("batch_charged_to")),
     )
+
+
+def _read_account(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("batch_charged_to is not a method name")
+    return value
 
 
 PACER_STATE: Codec[PacerState] = Codec("pacer", _encode_pacer, _decode_pacer)

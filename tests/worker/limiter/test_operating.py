@@ -205,6 +205,20 @@ async def test_a_stale_report_does_not_hide_newer_charges(
     assert await budget.remaining_s(UPDATE) == pytest.approx(10.0)
 
 
+async def test_a_batch_charged_as_a_whole_teaches_its_growth_spread_over_its_commands(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    budget = make_budget(clock, make_backend)
+    reset_at = clock.time() + 60.0
+    first = await budget.acquire("batch", 10)
+    await budget.settle(first, [OperatingReport(2.0, reset_at)] * 10, together=True)
+    assert await budget.cost_s("batch") is None  # the first total may hold older charges
+    second = await budget.acquire("batch", 5)
+    await budget.settle(second, [OperatingReport(3.5, reset_at)] * 5, together=True)
+    assert await budget.cost_s("batch") == pytest.approx(0.3)  # 1.5 s over 5 commands
+    assert await budget.remaining_s("batch") == pytest.approx(12.0 - 3.5)
+
+
 async def test_free_commands_are_never_held_back(
     clock: FakeClock, make_backend: BackendFactory
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,6 +41,7 @@ method_states = st.builds(
     resync=st.booleans(),
     last_reset_at=optional_times,
     in_flight=st.dictionaries(st.text(), st.tuples(times, times)),
+    batch_charged_to=st.none() | st.text(),
 )
 
 
@@ -58,6 +60,12 @@ def test_infinities_are_kept_where_json_has_none() -> None:
     assert METHOD_STATE.decode(METHOD_STATE.encode(fresh)).paused_until == -math.inf
     assert PACER_STATE.decode(PACER_STATE.encode(PacerState())).cut_at == -math.inf
     assert b'"-inf"' in PACER_STATE.encode(PacerState())
+
+
+def test_a_method_state_stored_before_batch_charging_was_kept_reads_back() -> None:
+    stored = orjson.loads(METHOD_STATE.encode(MethodState(Baskets(6.0))))
+    del stored["batch_charged_to"]
+    assert METHOD_STATE.decode(orjson.dumps(stored)).batch_charged_to is None
 
 
 @pytest.mark.parametrize(
