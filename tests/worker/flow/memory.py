@@ -36,11 +36,11 @@ from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.publishing import RefusedError, UnroutableError
 from worker.amqp.topology import Topology
 from worker.flow.breaker import Breaker
-from worker.flow.calling import Decision
+from worker.flow.calling import Calls, Decision
 from worker.flow.jobs import Job
 from worker.flow.observer import QuietObserver
 from worker.flow.outcomes import Outcomes, Settled
-from worker.flow.pipeline import Pipeline
+from worker.flow.pipeline import Admission, Pipeline
 from worker.limiter import Lease, Leave
 
 TOPOLOGY = Topology(
@@ -221,7 +221,11 @@ class MemoryFlow:
         room: int = 50,
         max_attempts: int = 5,
         probe: Callable[[], Awaitable[str | None]] | None = None,
+        limiter: Admission | None = None,
+        caller: Calls | None = None,
     ) -> None:
+        """``limiter`` and ``caller`` replace the scripted ones (a real `CallLimiter`
+        and `Caller` against a portal, say); ``handler`` and ``room`` then go unused."""
         self.channel = MemoryChannel()
         self.publisher = MemoryPublisher()
         self.limiter = ScriptedLimiter(room=room)
@@ -240,8 +244,8 @@ class MemoryFlow:
                 max_attempts=max_attempts,
                 observer=self.observer,
             ),
-            limiter=self.limiter,
-            caller=self.caller,
+            limiter=limiter or self.limiter,
+            caller=caller or self.caller,
             breaker=Breaker(probe=self._probed, first_pause_s=0.001, max_pause_s=0.001),
             consumption=self.consumption,
             observer=self.observer,
