@@ -28,7 +28,7 @@ def _docker_runs() -> bool:
     return shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock")
 
 
-def _ci() -> bool:
+def in_ci() -> bool:
     """CI is on when CI is set to anything but an empty, false or 0 value."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -98,7 +98,7 @@ def amqp_url() -> Iterator[str]:
             yield f"amqp://guest:guest@{host}:{port}/"
         return
     message = f"no AMQP broker answers at AMQP_URL and no Docker engine runs ({url.split('@')[-1]})"
-    if _ci():
+    if in_ci():
         pytest.fail(message + "; .ci/run should have started one")
     pytest.skip(message)
 
@@ -110,7 +110,7 @@ def broker_control(amqp_url: str) -> BrokerControl:
     needs it is skipped, or fails in CI."""
     control = _CONTROL[0]
     if control.run is None:
-        if _ci():
+        if in_ci():
             pytest.fail(control.why_not)
         pytest.skip(control.why_not)
     return control
@@ -130,7 +130,7 @@ def redis_url() -> str:
     if answered:
         return url
     message = f"no Redis answers at {parts.hostname}:{parts.port}"
-    if _ci():
+    if in_ci():
         pytest.fail(message + "; .ci/run should have started one")
     pytest.skip(message)
 

@@ -23,6 +23,7 @@ from schemas.wire import (
     PORTAL_HEADER,
     is_portal_key,
 )
+from worker.amqp.nodes import split_nodes
 from worker.amqp.topology import Topology
 
 __all__ = [
@@ -89,7 +90,7 @@ class Settings(BaseSettings):
     # Broker
     AMQP_URL: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="RabbitMQ connection URL",
+        description="RabbitMQ connection URL; a cluster's nodes as a comma-separated list",
     )
     UPDATE_QUEUE: str = Field(default=DEFAULT_UPDATE_QUEUE, description="commands to apply")
     RESULT_QUEUE: str = Field(
@@ -188,6 +189,11 @@ class Settings(BaseSettings):
     DRAIN_TIMEOUT_S: Annotated[float, Field(ge=0)] = Field(
         default=30.0, description="on SIGTERM, time to finish what is in flight"
     )
+
+    @model_validator(mode="after")
+    def _broker(self) -> Settings:
+        split_nodes(self.AMQP_URL.get_secret_value())
+        return self
 
     @model_validator(mode="after")
     def _one_portal(self) -> Settings:
@@ -321,8 +327,9 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret string the settings hold, for the log mask."""
         found = []
-        for url in (self.AMQP_URL, self.LIMITER_URL):
-            password = urlsplit(url.get_secret_value()).password
+        urls = [*self.AMQP_URL.get_secret_value().split(","), self.LIMITER_URL.get_secret_value()]
+        for url in urls:
+            password = urlsplit(url.strip()).password
             if password:
                 found.append(password)
         for portal in self.portals().values():
@@ -353,7 +360,9 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password or webhook code."""
+    """The URL without its password or webhook code (each URL of a comma-separated list)."""
+    if "," in url:
+        return ",".join(redact_url(one.strip()) for one in url.split(","))
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:

@@ -97,8 +97,7 @@ class RedisTokenStore:
             ) from None
         if not taken:
             raise TokenRenewalError(
-                f"the refresh lock {self._key}:refresh-lock stayed taken for "
-                f"{self._lock_ttl_s:g} s"
+                f"the refresh lock {self._key}:refresh-lock stayed taken for {self._lock_ttl_s:g} s"
             )
         try:
             yield

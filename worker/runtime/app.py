@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
 from worker.amqp.consumer import Consumers
+from worker.amqp.nodes import connect_nodes
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare
 from worker.bitrix import make_http_client
@@ -121,7 +122,11 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
-        self.connection = await aio_pika.connect_robust(s.AMQP_URL.get_secret_value())
+        self.connection = connection = await connect_nodes(s.AMQP_URL.get_secret_value())
+        log.info("broker.connected", node=connection.node)
+        connection.reconnect_callbacks.add(
+            lambda *_: log.info("broker.connected", node=connection.node)
+        )
         self.readiness.connection = self.connection
         await declare(self.connection, self.topology)
         publish_channel = await self.connection.channel(

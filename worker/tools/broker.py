@@ -29,6 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from schemas.wire import item_routing_key, shard_queue
+from worker.amqp.nodes import connect_any
 from worker.settings import redact_url
 
 __all__ = [
@@ -64,7 +65,7 @@ async def connect(amqp_url: str, *, timeout_s: float = 10.0) -> AbstractConnecti
     """A plain (not robust) connection: a tool that loses it stops and says so."""
     where = redact_url(amqp_url)
     try:
-        return await aio_pika.connect(amqp_url, timeout=timeout_s)
+        return await connect_any(amqp_url, timeout_s=timeout_s)
     except aiormq.exceptions.ProbableAuthenticationError:
         raise BrokerUnavailableError(
             f"the broker at {where} refused the user or password in AMQP_URL"

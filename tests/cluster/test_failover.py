@@ -1,0 +1,189 @@
+"""The worker on a 3-node RabbitMQ cluster losing a node mid-run.
+
+AMQP_URL lists the three nodes. 5,000 commands are published, and once the
+worker has ended some of them a node is stopped: the one the worker is
+connected to, or (in the second case) the one leading the update queue while
+the worker is connected elsewhere. The node is started again later. Every
+message id must end with one distinct terminal outcome (a second event for an
+id is a duplicate with the same outcome; at most PREFETCH of them per node
+lost), nothing may be left on any queue, and the worker must consume again
+within 10 s of the node going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from tests.cluster.harness import Cluster, installed
+from tests.conftest import in_ci
+from tests.reliability.processes import (
+    JsonLog,
+    WorkerRun,
+    sandbox_process,
+    stamp,
+    worker_env,
+    worker_run,
+)
+from tests.worker.broker import drain, unique_topology
+from worker.amqp.topology import Topology, declare
+
+pytestmark = [
+    pytest.mark.cluster,
+    # In CI a machine without RabbitMQ fails these tests rather than skipping them.
+    pytest.mark.skipif(
+        not installed() and not in_ci(), reason="RabbitMQ (rabbitmq-server) is not installed"
+    ),
+]
+
+COMMANDS = 5000
+PREFETCH = 100
+STOP_AFTER = 1000  # commands ended before the node is stopped
+DOWN_FOR_S = 5.0
+RESUME_WITHIN_S = 10.0
+
+
+async def _publish(url: str, queue: str) -> list[str]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        ids = []
+        for number in range(COMMANDS):
+            message_id = f"cluster-{number}"
+            body = {"entityTypeId": 2, "id": number + 1, "fields": {"title": message_id}}
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    json.dumps(body).encode(),
+                    content_type="application/json",
+                    message_id=message_id,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queue,
+            )
+            ids.append(message_id)
+    return ids
+
+
+def _connected_node(log: JsonLog, cluster: Cluster) -> int:
+    log.read()
+    lines = log.events("broker.connected")
+    assert lines, log.text()[-2000:]
+    return cluster.node_of_port(int(str(lines[-1]["node"]).rsplit(":", 1)[1]))
+
+
+async def _until_ended(run: WorkerRun, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(_settled(run)) < count:
+        assert run.current.poll() is None, run.log.text()[-3000:]
+        assert time.monotonic() < deadline, f"{len(_settled(run))} of {count} ended"
+        await asyncio.sleep(0.1)
+
+
+def _first_after(run: WorkerRun, gone_at: float, *, reconnect: bool) -> float | None:
+    """When the first command ended after the node was gone (and, with ``reconnect``,
+    after the worker's next connection); None while none has."""
+    settled = _settled(run)
+    since = gone_at
+    if reconnect:
+        connected = [stamp(r) for r in run.log.events("broker.connected")]
+        if len(connected) < 2:
+            return None
+        since = min(since, connected[-1])
+    later = [stamp(r) for r in settled if stamp(r) > since]
+    return min(later) if later else None
+
+
+def _settled(run: WorkerRun) -> list[dict[str, Any]]:
+    run.read_logs()
+    return run.log.settled()
+
+
+async def _everything_on(
+    connection: AbstractRobustConnection, topology: Topology
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The events (taken), and the commands still waiting anywhere (counted by taking)."""
+    events = [json.loads(m.body) for m in await drain(connection, topology.result_queue)]
+    events += [json.loads(m.body) for m in await drain(connection, topology.dead_letter_queue)]
+    names = [topology.update_queue, topology.retry_queue, topology.poison_queue]
+    names += [topology.tier_queue(delay) for delay in topology.retry_delays_s]
+    left = {name: len(await drain(connection, name)) for name in names}
+    return events, {name: count for name, count in left.items() if count}
+
+
+@pytest.mark.parametrize("lost", ["the-workers-node", "the-queue-leader"])
+async def test_a_node_lost_mid_run_loses_nothing_and_the_worker_consumes_again(
+    cluster: Cluster, lost: str, tmp_path: Path
+) -> None:
+    topology = unique_topology()
+    # Declared through node 0 once the cluster formed: node 0 leads the queues and every
+    # node holds a replica. The worker connects to node 0 first, or, when the case is
+    # the leader's loss, to node 1 first (so its own connection survives).
+    declarer = await aio_pika.connect_robust(cluster.urls[0])
+    async with declarer:
+        await declare(declarer, topology)
+    order = [0, 1, 2] if lost == "the-workers-node" else [1, 2, 0]
+    amqp_url = ",".join(cluster.urls[i] for i in order)
+    with sandbox_process(seed_items=COMMANDS) as portal:
+        env = worker_env(
+            amqp_url,
+            portal.webhook_url,
+            topology,
+            PREFETCH=str(PREFETCH),
+            BATCH_SIZE="10",
+            B24_RATE_BURST="5",
+            B24_RATE_PER_SECOND="25",
+        )
+        with worker_run(env, tmp_path) as run:
+            run.start()
+            sent = await _publish(cluster.urls[2], topology.update_queue)
+            await _until_ended(run, STOP_AFTER, timeout_s=60)
+            worker_node = _connected_node(run.log, cluster)
+            if lost == "the-workers-node":
+                victim = worker_node
+            else:
+                victim = await asyncio.to_thread(cluster.leader_of, topology.update_queue)
+                assert victim != worker_node
+            stopping_at = time.time()
+            await asyncio.to_thread(cluster.stop_node, victim)
+            # The worker consumes again: a command ends after the node went away (after
+            # the worker's new connection, when it was the worker's node), counted from
+            # the moment the node was told to stop.
+            gone_at = time.time()
+            deadline = time.monotonic() + RESUME_WITHIN_S + 5
+            while (resumed := _first_after(run, gone_at, reconnect=victim == worker_node)) is None:
+                assert time.monotonic() < deadline, run.log.text()[-3000:]
+                await asyncio.sleep(0.1)
+            resumed_after = resumed - stopping_at
+            await asyncio.sleep(DOWN_FOR_S)
+            await asyncio.to_thread(cluster.start_node, victim)
+            await _until_ended(run, len(sent), timeout_s=180)
+            assert run.current.poll() is None
+            if lost == "the-workers-node":
+                assert _connected_node(run.log, cluster) != victim
+        collector = await aio_pika.connect_robust(cluster.urls[2])
+        async with collector:
+            events, left = await _everything_on(collector, topology)
+            channel = await collector.channel()
+            for name in topology.queues():
+                await channel.queue_delete(name)
+
+    print(f"{lost}: consumed again {resumed_after:.1f} s after node {victim} was told to stop")
+    assert resumed_after <= RESUME_WITHIN_S
+    assert left == {}
+    outcomes: dict[str, set[str]] = {}
+    for event in events:
+        outcomes.setdefault(event["messageId"], set()).add(event["status"])
+    assert set(outcomes) == set(sent)  # every command ended
+    assert {m: s for m, s in outcomes.items() if len(s) > 1} == {}  # one outcome each
+    assert set().union(*outcomes.values()) == {"succeeded"}
+    duplicates = sum(Counter(event["messageId"] for event in events).values()) - len(sent)
+    print(f"{lost}: {duplicates} duplicates")
+    assert duplicates <= PREFETCH
