@@ -132,3 +132,21 @@ def test_readme_documents_every_variable_with_its_default() -> None:
         shown = rows[name].lower()
         expected = str(default).lower()
         assert shown == expected or shown == expected.removesuffix(".0"), (name, shown, expected)
+
+
+def test_amqp_url_may_list_a_clusters_nodes_and_each_password_is_a_secret() -> None:
+    nodes = "amqp://u:pw-one@rmq-0:5672/, amqp://u:pw-two@rmq-1:5672/"
+    settings = Settings(AMQP_URL=nodes)
+    assert {"pw-one", "pw-two"} <= set(settings.secrets())
+    shown = str(settings.describe()["AMQP_URL"])
+    assert shown == "amqp://u:***@rmq-0:5672/,amqp://u:***@rmq-1:5672/"
+
+
+def test_an_amqp_url_list_with_a_bad_entry_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://u:secretpw@rmq-0/,rmq-1:5672")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "entry 2 of AMQP_URL" in str(caught.value)
+    assert "secretpw" not in str(caught.value)
