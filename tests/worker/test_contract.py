@@ -10,10 +10,14 @@ from typing import Any
 import jsonschema
 import pytest
 
+from sandbox.config import SandboxConfig
+from sandbox.testing import running_sandbox
 from schemas import CommandValidationError, SuccessEvent, parse_command
 from schemas.asyncapi import EVOLUTION_RULE, asyncapi_document
 from schemas.events import CONTRACT_VERSION, FailureEvent
 from schemas.wire import PORTAL_HEADER, item_routing_key
+from tests.worker.broker import connected, publish, take
+from tests.worker.e2e import events, force_error, running_worker, settings_for
 from worker.amqp.topology import Topology
 from worker.settings import ConfigError, Settings, load_settings
 from worker.tools.replies import parse_event
@@ -160,3 +164,45 @@ def test_an_error_class_added_later_is_accepted_by_the_schema_and_the_readers() 
     parsed = parse_event(json.dumps(failure("portal_gone")).encode())
     assert isinstance(parsed, FailureEvent)
     assert parsed.error.error_class == "portal_gone"
+
+
+async def test_every_event_the_worker_publishes_matches_its_schema(amqp_url: str) -> None:
+    """A success, and failures of each kind, as a running worker publishes them."""
+    config = SandboxConfig(seed_items=5, limits_enabled=False)
+    async with running_sandbox(config) as portal:
+        force_error(portal, "INTERNAL_SERVER_ERROR", item_id=3)
+        settings = settings_for(amqp_url, portal, MAX_ATTEMPTS=1)
+        commands: list[tuple[bytes | dict[str, Any], str]] = [
+            ({"entityTypeId": 2, "id": 1, "fields": {"title": "x", "Title": "y"}}, "ok"),
+            ({"entityTypeId": 2, "id": 1, "fields": {"opened": 1}}, "validation"),
+            (b"not json", "unreadable"),
+            ({"entityTypeId": 2, "id": 999999, "fields": {"title": "x"}}, "not-found"),
+            ({"entityTypeId": 2, "id": 3, "fields": {"title": "x"}}, "transient"),
+        ]
+        async with (
+            running_worker(settings) as worker,
+            connected(amqp_url, worker.topology) as broker,
+        ):
+            for body, message_id in commands:
+                content_type = "application/json" if isinstance(body, dict) else "text/plain"
+                await publish(
+                    broker,
+                    settings.UPDATE_QUEUE,
+                    body,
+                    message_id=message_id,
+                    content_type=content_type,
+                )
+            succeeded = events(await take(broker, settings.RESULT_QUEUE, 1))
+            failed = events(await take(broker, settings.DEAD_LETTER_QUEUE, len(commands) - 1))
+    assert [event["messageId"] for event in succeeded] == ["ok"]
+    assert _validator("SuccessEvent").is_valid(succeeded[0]), succeeded[0]
+    classes = {event["messageId"]: event["error"]["class"] for event in failed}
+    assert classes == {
+        "validation": "validation",
+        "unreadable": "validation",
+        "not-found": "not_found",
+        "transient": "transient",
+    }
+    for event in failed:
+        errors = [e.message for e in _validator("FailureEvent").iter_errors(event)]
+        assert errors == [], event
