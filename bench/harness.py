@@ -351,13 +351,16 @@ def wait_for(
     return workers
 
 
-def write_results(name: str, lines: list[str]) -> Path:
-    """Print the figures and keep them in bench/results/<name>.txt with the time of the run."""
+def write_results(name: str, lines: list[str], *, append: bool = False) -> Path:
+    """Print the figures and keep them in bench/results/<name>.txt with the time of the run
+    (after what the file holds when ``append``, in place of it otherwise)."""
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     path = results / f"{name}.txt"
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     text = "\n".join([f"# {name}, run {stamp} on {os.cpu_count()} cores", *lines]) + "\n"
+    if append and path.exists():
+        text = path.read_text() + "\n" + text
     path.write_text(text)
     print(text, end="")
     return path
