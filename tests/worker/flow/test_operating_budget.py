@@ -119,6 +119,13 @@ class Run:
                 await asyncio.sleep(0.001)
         await sampler
 
+    async def until_settled(self, count: int, *, within_s: float) -> None:
+        """Let time run until ``count`` commands are settled; fail after ``within_s``."""
+        while len(self.flow.observer.ends) < count:
+            assert self.clock.monotonic() < within_s, "not settled in time"
+            if not await self.clock.advance_to_next():
+                await asyncio.sleep(0.001)
+
     async def _sample(self, count: int) -> None:
         for window in range(1, count + 1):
             await self.clock.sleep(window * WINDOW_S - self.clock.monotonic())
@@ -150,11 +157,11 @@ async def worker_against(config: SandboxConfig) -> AsyncIterator[Run]:
             await flow.pipeline.drain()
 
 
-def portal_config(charging: BatchCharging) -> SandboxConfig:
+def portal_config(charging: BatchCharging, *, limit_s: float = LIMIT_S) -> SandboxConfig:
     return SandboxConfig(
         seed_items=ITEMS,
         spa_types=(),
-        operating_limit_s=LIMIT_S,
+        operating_limit_s=limit_s,
         operating_window_s=WINDOW_S,
         operating_costs=(("crm.item.update", COST_S),),
         operating_cost_s=0.05,  # crm.item.fields and the rest: under the charging floor
@@ -206,3 +213,24 @@ async def test_single_calls_among_batches_use_the_budget_without_a_429(
     assert run.flow.events("dead") == []
     assert min(batches) >= 0.95, batches
     assert max(batches + singles) <= 1.0, (batches, singles)
+
+
+@pytest.mark.parametrize("charging", ["nested", "batch"])
+async def test_a_portal_stricter_than_the_setting_refuses_calls_that_go_again_without_attempts(
+    charging: BatchCharging,
+) -> None:
+    """The portal allows a third of what the worker was told: its 429s (for commands inside
+    a batch, or for whole batches) pause the account, and every command goes again."""
+    async with worker_against(portal_config(charging, limit_s=LIMIT_S / 3)) as run:
+        sent = commands(100)
+        for message_id, command in sent:
+            await run.flow.deliver(command, message_id=message_id)
+        await run.until_settled(len(sent), within_s=10 * WINDOW_S)
+    events = run.flow.events("results")
+    assert run.rejections > 0
+    assert sorted(e["messageId"] for e in events) == sorted(m for m, _ in sent)
+    assert {e["attempts"] for e in events} == {1}
+    counters = run.portal.state.counters
+    assert counters.saves == len(sent), "each applied once"
+    if charging == "batch":
+        assert counters.errors["OPERATION_TIME_LIMIT"] == run.rejections, "whole batches"
