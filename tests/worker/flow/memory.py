@@ -14,7 +14,9 @@ or a portal.
 The pipeline, the batcher, the ordering gate, the outcomes, the breaker and the
 acknowledger are the worker's own; the limiter, the caller (the portal), the
 publisher (the broker's confirms), the channel (the broker's side of acks) and
-the probe are fakes.
+the probe are fakes. The worker's own limiter and caller can be put in their
+place (``MemoryFlow(..., limiter=..., caller=...)``), as
+``test_operating_budget.py`` does against the sandbox.
 """
 
 from __future__ import annotations
