@@ -351,15 +351,17 @@ def wait_for(
     return workers
 
 
-def write_results(name: str, lines: list[str], *, append: bool = False) -> Path:
-    """Print the figures and keep them in bench/results/<name>.txt with the time of the run
-    (after what the file holds when ``append``, in place of it otherwise)."""
+def write_results(name: str, lines: list[str]) -> Path:
+    """Print the figures and add them to bench/results/<name>.txt with the time of the run.
+
+    A results file keeps every run, oldest first: a figure quoted in README or
+    BENCHMARKS.md stays traceable after the benchmark runs again."""
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     path = results / f"{name}.txt"
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     text = "\n".join([f"# {name}, run {stamp} on {os.cpu_count()} cores", *lines]) + "\n"
-    if append and path.exists():
+    if path.exists():
         text = path.read_text() + "\n" + text
     path.write_text(text)
     print(text, end="")

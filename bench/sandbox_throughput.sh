@@ -6,7 +6,7 @@
 # sandbox started here is stopped by its PID on exit.
 #
 # Usage: bench/sandbox_throughput.sh [seconds] [connections]
-# The summary is also written to bench/results/sandbox_throughput.txt.
+# The summary is also added to bench/results/sandbox_throughput.txt (every run kept).
 # Needs wrk (Debian: apt-get install -y wrk).
 set -euo pipefail
 
@@ -46,7 +46,7 @@ if [ -n "$NON2XX" ]; then echo "non-2xx responses: ${NON2XX}" >&2; exit 1; fi
 SAVES="$(curl -fs "http://127.0.0.1:${PORT}/_sandbox/counters" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["saves"])')"
 echo "items saved by the sandbox: ${SAVES}"
 
-# The summary goes to bench/results like every other benchmark's figures.
+# The summary is added to bench/results like every other benchmark's figures (each run kept).
 LATENCY="$(echo "$OUT" | awk '/^ +(50|99)%/ {printf "%s p%s, ", $2, substr($1, 1, length($1) - 1)}')"
 mkdir -p bench/results
 {
@@ -54,4 +54,4 @@ mkdir -p bench/results
   echo "crm.item.update JSON posts, each changing an item; sandbox pinned to one core, wrk (${CONNECTIONS} connections, ${DURATION} s) on the other"
   echo "load average ${LOAD_BEFORE} (1, 5, 15 min) at the start"
   echo "requests/s: ${RPS}; latency ${LATENCY%, }; non-2xx: ${NON2XX:-0}; items saved: ${SAVES}"
-} > bench/results/sandbox_throughput.txt
+} >> bench/results/sandbox_throughput.txt

@@ -410,7 +410,7 @@ def main() -> int:
         "--batch-charging",
         choices=["nested", "batch"],
         default="nested",
-        help="what the sandbox charges a batch's operating time to (batch: appends the results)",
+        help="what the sandbox charges a batch's operating time to",
     )
     args = parser.parse_args()
     name = args.scenario
@@ -459,7 +459,7 @@ def main() -> int:
     if threshold and scenario.cpu_bound:
         lines.insert(1, f"experiment: the worker's gc thresholds set to {threshold}")
         profiled += "-gc" + threshold.replace(",", "_")
-    write_results(f"worker_pacing-{name}{profiled}", lines, append=charging != "nested")
+    write_results(f"worker_pacing-{name}{profiled}", lines)
     return 0 if complete else 1
 
 
