@@ -33,7 +33,7 @@ from tests.reliability.processes import (
     worker_env,
     worker_run,
 )
-from tests.worker.broker import drain, unique_topology
+from tests.worker.broker import drain, publish_all, unique_topology
 from worker.amqp.topology import Topology, declare
 
 pytestmark = [
@@ -52,24 +52,14 @@ RESUME_WITHIN_S = 10.0
 
 
 async def _publish(url: str, queue: str) -> list[str]:
-    connection = await aio_pika.connect(url)
+    commands = [
+        (f"cluster-{n}", {"entityTypeId": 2, "id": n + 1, "fields": {"title": f"cluster-{n}"}})
+        for n in range(COMMANDS)
+    ]
+    connection = await aio_pika.connect_robust(url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        ids = []
-        for number in range(COMMANDS):
-            message_id = f"cluster-{number}"
-            body = {"entityTypeId": 2, "id": number + 1, "fields": {"title": message_id}}
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    json.dumps(body).encode(),
-                    content_type="application/json",
-                    message_id=message_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=queue,
-            )
-            ids.append(message_id)
-    return ids
+        await publish_all(connection, queue, commands)
+    return [message_id for message_id, _ in commands]
 
 
 def _connected_node(log: JsonLog, cluster: Cluster) -> int:

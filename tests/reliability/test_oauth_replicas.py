@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from sandbox.config import SandboxConfig
 from tests.reliability.processes import free_port, sandbox_process, worker_env, worker_run
-from tests.worker.broker import connected, drain, unique_topology
+from tests.worker.broker import connected, drain, publish_all, unique_topology
 from worker.bitrix.tokens import StoredToken
 
 pytestmark = pytest.mark.redis
@@ -126,27 +126,21 @@ async def test_three_replicas_of_one_oauth_application_stay_ready_and_apply_ever
 
 async def _steady_traffic(broker: aio_pika.abc.AbstractRobustConnection, queue: str) -> list[str]:
     """PER_SECOND commands a second for TRAFFIC_S, each a new title for one of ITEMS deals."""
-    channel = await broker.channel()
     sent: list[str] = []
     start = time.monotonic()
-    total = int(TRAFFIC_S * PER_SECOND)
-    for number in range(total):
-        due = start + number / PER_SECOND
-        if (wait := due - time.monotonic()) > 0:
+    for second in range(int(TRAFFIC_S)):
+        if (wait := start + second - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        message_id = f"replicas-{number}"
-        body = {"entityTypeId": 2, "id": number % ITEMS + 1, "fields": {"title": message_id}}
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                json.dumps(body).encode(),
-                content_type="application/json",
-                message_id=message_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=queue,
-        )
-        sent.append(message_id)
-    await channel.close()
+        numbers = range(second * PER_SECOND, (second + 1) * PER_SECOND)
+        commands = [
+            (
+                f"replicas-{n}",
+                {"entityTypeId": 2, "id": n % ITEMS + 1, "fields": {"title": f"t{n}"}},
+            )
+            for n in numbers
+        ]
+        await publish_all(broker, queue, commands)
+        sent += [message_id for message_id, _ in commands]
     return sent
 
 

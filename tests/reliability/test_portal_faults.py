@@ -22,14 +22,13 @@ from contextlib import asynccontextmanager
 from itertools import chain, zip_longest
 from typing import Any
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from sandbox.clock import ManualClock
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected
+from tests.worker.broker import connected, publish_all
 from tests.worker.e2e import control, eventually, running_worker, settings_for
 from worker.runtime.app import Worker
 from worker.settings import Settings
@@ -95,23 +94,6 @@ def photo_uploads(item_ids: Iterable[int], tag: str) -> list[Command]:
 def interleave(*groups: list[Command]) -> list[Command]:
     """One of each in turn, so calls carry both kinds."""
     return [c for c in chain.from_iterable(zip_longest(*groups)) if c is not None]
-
-
-async def publish_all(
-    broker: AbstractRobustConnection, queue: str, commands: list[Command]
-) -> None:
-    channel = await broker.channel()  # publisher confirms: each publish is confirmed
-    for message_id, body in commands:
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                json.dumps(body).encode(),
-                content_type="application/json",
-                message_id=message_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=queue,
-        )
-    await channel.close()
 
 
 # Outcomes ------------------------------------------------------------------------------------

@@ -50,11 +50,11 @@ from worker.flow import calling
 
 call = calling.Caller._call
 
-async def exploding(self, jobs, reports):
+async def exploding(self, jobs, *args, **kwargs):
     if any(b"explode" in job.message.body for job in jobs):
         where = os.environ.get("B24_WEBHOOK_URL") or os.environ["B24_CLIENT_SECRET"]
         raise RuntimeError(f"cannot call {where} via {os.environ['AMQP_URL']}")
-    return await call(self, jobs, reports)
+    return await call(self, jobs, *args, **kwargs)
 
 calling.Caller._call = exploding
 from worker.cli import main

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,6 +51,26 @@ async def publish(
         aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
         routing_key=queue,
     )
+    await channel.close()
+
+
+async def publish_all(
+    connection: AbstractRobustConnection,
+    queue: str,
+    commands: Iterable[tuple[str, dict[str, Any]]],
+) -> None:
+    """Publish (message id, command) pairs in order on one channel, each confirmed."""
+    channel = await connection.channel(publisher_confirms=True)
+    for message_id, command in commands:
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(command).encode(),
+                content_type="application/json",
+                message_id=message_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=queue,
+        )
     await channel.close()
 
 

@@ -23,14 +23,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractRobustConnection
 
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.worker.broker import connected, depth, drain, publish, take, unique_topology
+from tests.worker.broker import (
+    connected,
+    depth,
+    drain,
+    publish,
+    publish_all,
+    take,
+    unique_topology,
+)
 from tests.worker.e2e import control, events, process_env, running_worker, settings_for
 from worker.amqp.topology import Topology, declare
 
@@ -111,24 +117,6 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20
         await asyncio.sleep(0.05)
 
 
-async def publish_many(
-    broker: AbstractRobustConnection, queue: str, commands: list[tuple[str, dict[str, Any]]]
-) -> None:
-    """Publish (message id, command) pairs on one confirming channel, in order."""
-    channel = await broker.channel(publisher_confirms=True)
-    for message_id, command in commands:
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                json.dumps(command).encode(),
-                content_type="application/json",
-                message_id=message_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=queue,
-        )
-    await channel.close()
-
-
 # 1. SIGTERM in the middle of a busy run -------------------------------------------------
 
 COMMANDS = 300
@@ -143,7 +131,7 @@ async def test_sigterm_mid_run_drains_and_a_second_worker_finishes_without_loss(
     commands = [(f"m-{i}", deal(i, title=f"run-{i}")) for i in range(1, COMMANDS + 1)]
     async with running_sandbox(config) as portal, connected(amqp_url, topology) as broker:
         await declare(broker, topology)
-        await publish_many(broker, topology.update_queue, commands)
+        await publish_all(broker, topology.update_queue, commands)
         env = worker_env(amqp_url, portal, topology, BATCH_SIZE=str(BATCH_SIZE))
         log_path = tmp_path / "first-worker.log"
         with worker_process(env, log_path) as first:
