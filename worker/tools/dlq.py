@@ -10,7 +10,8 @@ replay  sends the original command of each matching letter back to
         confirmed. Letters that do not match stay, in their order. Stopped at
         any point, a letter is in the dead-letter queue, on UPDATE_QUEUE, or,
         when the stop falls between the confirm and the ack, on both (a
-        duplicate the worker applies twice; commands are idempotent updates).
+        duplicate the worker applies twice: harmless for most updates, while a
+        command that sets fm values or uploads a file could add them twice).
 """
 
 from __future__ import annotations
