@@ -1,0 +1,239 @@
+"""Ten portals through one deployment: does each reach its own limit, whatever its neighbours do?
+
+    python bench/tenants.py blocked   # one portal answers OVERLOAD_LIMIT for its first 25 s
+    python bench/tenants.py open      # the same portals, none blocked
+    python bench/tenants.py all       # both
+
+    --workers N   worker processes (1)
+
+Ten sandbox portals, each a process on a port of its own (the worker keys a
+portal's limits by its host and port): eight healthy (burst 10, 2 requests/s,
+2,500 commands each), one slow (burst 5, 1/s, 500) and one more (burst 10,
+2/s, 500) that in ``blocked`` answers OVERLOAD_LIMIT until 25 s after the
+worker starts. Nine are in B24_PORTALS, one is the portal of the single-portal
+variables; BATCH_SIZE 50, every other setting at its default. All commands are
+queued before the worker starts, interleaved round-robin by portal with the
+x-b24-portal header. The clock starts when the worker process is started.
+
+A portal's ideal is (ceil(N / 50) - burst) / rate seconds and its share is
+ideal / (time of its last outcome). Printed per portal: its share, its
+requests (batch calls), its failure events and its QUERY_LIMIT_EXCEEDED.
+
+Targets (exit status 1 when missed): every healthy portal at least 0.95 of its
+ideal, the slow one at least 0.90; the blocked one with no failure event and
+every command succeeded; no QUERY_LIMIT_EXCEEDED anywhere; one distinct
+outcome per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    Sandbox,
+    WorkerProcess,
+    delete_queues,
+    drain,
+    publish,
+    queue_names,
+    wait_for,
+    worker_env,
+    write_results,
+)
+from usage import load_average
+
+PORTAL_HEADER = "x-b24-portal"
+BATCH = 50
+BLOCKED_FOR_S = 25.0
+
+
+@dataclass(frozen=True)
+class Tenant:
+    key: str
+    kind: str  # healthy, slow or blocked
+    burst: int
+    rate: float
+    commands: int
+
+    def ideal_s(self) -> float:
+        return max(0, math.ceil(self.commands / BATCH) - self.burst) / self.rate
+
+    def target(self) -> float | None:
+        return {"healthy": 0.95, "slow": 0.90}.get(self.kind)
+
+
+TENANTS = [
+    *(Tenant(f"healthy{n}", "healthy", 10, 2.0, 2500) for n in range(1, 9)),
+    Tenant("slow", "slow", 5, 1.0, 500),
+    Tenant("blocked", "blocked", 10, 2.0, 500),
+]
+
+
+def run(name: str, *, workers: int) -> tuple[list[str], bool]:
+    block = name == "blocked"
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    sandboxes = {
+        t.key: Sandbox(
+            [
+                "--seed",
+                str(t.commands),
+                "--spa-types",
+                "",
+                "--rate-burst",
+                str(t.burst),
+                "--rate-per-second",
+                str(t.rate),
+                # Under the portal's 0.1 s charging floor: the request bucket alone binds.
+                "--operating-cost-s",
+                "0.05",
+            ]
+        )
+        for t in TENANTS
+    }
+    processes: list[WorkerProcess] = []
+    unblock: threading.Timer | None = None
+    try:
+        # Round-robin by portal; message ids m1, m2, ... in this order (harness.publish).
+        owner: list[str] = []
+        commands: list[tuple[dict[str, Any], dict[str, str]]] = []
+        longest = max(t.commands for t in TENANTS)
+        for i in range(1, longest + 1):
+            for t in TENANTS:
+                if i <= t.commands:
+                    body = {"entityTypeId": 2, "id": i, "fields": {"title": f"{t.key} {i}"}}
+                    headers = {} if t is TENANTS[0] else {PORTAL_HEADER: t.key}
+                    commands.append((body, headers))
+                    owner.append(t.key)
+        total = asyncio.run(publish(f"{prefix}update", commands))
+        if block:
+            _faults(sandboxes["blocked"], overload=True)
+        first, *others = TENANTS
+        settings = {
+            "BATCH_SIZE": str(BATCH),
+            "B24_PORTAL_KEY": first.key,
+            "B24_DEFAULT_PORTAL": first.key,
+            "B24_WEBHOOK_URL": sandboxes[first.key].webhook_url,
+            "B24_RATE_BURST": str(first.burst),
+            "B24_RATE_PER_SECOND": str(first.rate),
+            "B24_PORTALS": json.dumps(
+                {
+                    t.key: {
+                        "webhook_url": sandboxes[t.key].webhook_url,
+                        "rate_burst": t.burst,
+                        "rate_per_second": t.rate,
+                    }
+                    for t in others
+                }
+            ),
+        }
+        env = worker_env(prefix, **settings)
+        load = load_average()
+        start = time.time()
+        processes = [WorkerProcess(env) for _ in range(workers)]
+        if block:
+            unblock = threading.Timer(
+                BLOCKED_FOR_S, _faults, (sandboxes["blocked"],), {"overload": False}
+            )
+            unblock.start()
+        wait_for(processes, total)
+        exits = [w.stop() for w in processes]
+        for w in processes:
+            w.log.read()
+        events = asyncio.run(drain(f"{prefix}result")) + asyncio.run(drain(f"{prefix}dead"))
+        counters = {key: sandbox.counters() for key, sandbox in sandboxes.items()}
+    finally:
+        if unblock is not None:
+            unblock.cancel()
+        for w in processes:
+            if w.process.poll() is None:
+                w.process.kill()
+        for sandbox in sandboxes.values():
+            sandbox.stop()
+        asyncio.run(delete_queues(queue_names(prefix)))
+
+    outcomes: dict[str, set[str]] = {}
+    for event in events:
+        outcomes.setdefault(str(event["messageId"]), set()).add(str(event["status"]))
+    counts = Counter(str(event["messageId"]) for event in events)
+    ended = {f"m{n}" for n in range(1, total + 1)} <= set(outcomes)
+    distinct = all(len(statuses) == 1 for statuses in outcomes.values())
+    failed = Counter(
+        owner[int(message_id[1:]) - 1]
+        for message_id, statuses in outcomes.items()
+        if "failed" in statuses
+    )
+    lines = [
+        f"scenario: {name}; {workers} worker process(es); {len(TENANTS)} portals, one sandbox "
+        f"process each; BATCH_SIZE {BATCH}; commands interleaved by portal; clock from the "
+        "worker process's start",
+        f"{load} at the start",
+        f"commands: {total}; every one ended: {'yes' if ended else 'NO'}; one distinct "
+        f"outcome each: {'yes' if distinct else 'NO'}; duplicates "
+        f"{sum(counts.values()) - len(counts)}; worker exit codes {exits}",
+    ]
+    ok = ended and distinct
+    shares: dict[str, list[float]] = {}
+    for t in TENANTS:
+        ends = [s for w in processes for s in w.log.ended_by_portal.get(t.key, [])]
+        elapsed = max(ends) - start if ends else math.nan
+        c = counters[t.key]
+        share = t.ideal_s() / elapsed if elapsed > 0 else math.nan
+        shares.setdefault(t.kind, []).append(share)
+        line = (
+            f"portal {t.key} ({t.kind}; burst {t.burst}, {t.rate:g}/s, {t.commands} commands): "
+            f"last outcome at {elapsed:.2f} s; ideal {t.ideal_s():.2f} s"
+        )
+        if t.kind != "blocked":
+            line += f"; share {share:.2f}"
+        line += (
+            f"; {c['requests']} requests; {failed.get(t.key, 0)} failure events; "
+            f"{c['query_limit_rejections']} QUERY_LIMIT_EXCEEDED"
+        )
+        lines.append(line)
+        ok = ok and c["query_limit_rejections"] == 0 and not failed.get(t.key, 0)
+        target = t.target()
+        if target is not None:
+            ok = ok and share >= target
+    for kind, values in shares.items():
+        if kind != "blocked":
+            lines.append(f"{kind} portals: share min {min(values):.2f}, max {max(values):.2f}")
+    lines.append(f"targets met: {'yes' if ok else 'NO'}")
+    lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
+    return lines, ok
+
+
+def _faults(sandbox: Sandbox, **faults: Any) -> None:
+    httpx.patch(f"{sandbox.base_url}/_sandbox/faults", json=faults, timeout=10).raise_for_status()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=["blocked", "open", "all"])
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    names = ["blocked", "open"] if args.scenario == "all" else [args.scenario]
+    all_ok = True
+    for name in names:
+        lines, ok = run(name, workers=args.workers)
+        suffix = "" if args.workers == 1 else f"-{args.workers}workers"
+        write_results(f"tenants-{name}{suffix}", lines)
+        all_ok = all_ok and ok
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
