@@ -100,6 +100,25 @@ class Sandbox:
         self.stop()
 
 
+def paced_sandbox(*, commands: int, burst: int, rate: float) -> Sandbox:
+    """A sandbox portal seeded with ``commands`` deals, whose request bucket alone binds."""
+    return Sandbox(
+        [
+            "--seed",
+            str(commands),
+            "--spa-types",
+            "",
+            "--rate-burst",
+            str(burst),
+            "--rate-per-second",
+            str(rate),
+            # Under the portal's 0.1 s charging floor: the request bucket alone binds.
+            "--operating-cost-s",
+            "0.05",
+        ]
+    )
+
+
 def queue_names(prefix: str, delays: Iterable[int] = (5, 30, 120, 600)) -> list[str]:
     """The queues a worker with UPDATE_QUEUE ``<prefix>update`` declares."""
     names = ["update", "update.poison", "update.retry", "result", "dead"]

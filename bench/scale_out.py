@@ -34,11 +34,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     REDIS_URL,
-    Sandbox,
     WorkerProcess,
     deals,
     delete_queues,
     drain,
+    paced_sandbox,
     publish,
     queue_names,
     wait_for,
@@ -74,22 +74,7 @@ def run(
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     total = sum(p.commands for p in portals)
     sandboxes = {
-        p.key: Sandbox(
-            [
-                "--seed",
-                str(p.commands),
-                "--spa-types",
-                "",
-                "--rate-burst",
-                str(p.burst),
-                "--rate-per-second",
-                str(p.rate),
-                # Under the portal's 0.1 s charging floor: the request bucket alone binds.
-                "--operating-cost-s",
-                "0.05",
-            ]
-        )
-        for p in portals
+        p.key: paced_sandbox(commands=p.commands, burst=p.burst, rate=p.rate) for p in portals
     }
     processes: list[WorkerProcess] = []
     try:

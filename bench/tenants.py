@@ -48,6 +48,7 @@ from harness import (
     WorkerProcess,
     delete_queues,
     drain,
+    paced_sandbox,
     publish,
     queue_names,
     wait_for,
@@ -87,22 +88,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
     block = name == "blocked"
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     sandboxes = {
-        t.key: Sandbox(
-            [
-                "--seed",
-                str(t.commands),
-                "--spa-types",
-                "",
-                "--rate-burst",
-                str(t.burst),
-                "--rate-per-second",
-                str(t.rate),
-                # Under the portal's 0.1 s charging floor: the request bucket alone binds.
-                "--operating-cost-s",
-                "0.05",
-            ]
-        )
-        for t in TENANTS
+        t.key: paced_sandbox(commands=t.commands, burst=t.burst, rate=t.rate) for t in TENANTS
     }
     processes: list[WorkerProcess] = []
     unblock: threading.Timer | None = None
