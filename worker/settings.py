@@ -8,9 +8,12 @@ and never printed: `Settings.describe()` is the safe view for logs.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import tomllib
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -167,6 +170,11 @@ class Settings(BaseSettings):
         description='more portals, as JSON: {"<key>": {"webhook_url": ...}}; chosen by the '
         f"{PORTAL_HEADER} header",
     )
+    B24_PORTALS_FILE: str = Field(
+        default="",
+        description="more portals from a file: the same object as B24_PORTALS, in JSON "
+        "(.json) or TOML (.toml), for more portals than an environment variable holds",
+    )
     B24_PORTAL_KEY: str = Field(
         default="default",
         description="the key of the portal set by B24_WEBHOOK_URL or the OAuth variables",
@@ -189,6 +197,16 @@ class Settings(BaseSettings):
     DRAIN_TIMEOUT_S: Annotated[float, Field(ge=0)] = Field(
         default=30.0, description="on SIGTERM, time to finish what is in flight"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _portals_file(cls, data: Any) -> Any:
+        """B24_PORTALS_FILE read into B24_PORTALS (setting both is refused)."""
+        if not isinstance(data, dict) or not data.get("B24_PORTALS_FILE"):
+            return data
+        if data.get("B24_PORTALS"):
+            raise ValueError("set B24_PORTALS or B24_PORTALS_FILE, not both")
+        return {**data, "B24_PORTALS": read_portals_file(str(data["B24_PORTALS_FILE"]))}
 
     @model_validator(mode="after")
     def _broker(self) -> Settings:
@@ -431,6 +449,27 @@ def _describe_portal(c: PortalConfig) -> dict[str, object]:
         else:
             shown[name] = value
     return shown
+
+
+def read_portals_file(path: str) -> dict[str, Any]:
+    """The portals object of a JSON (.json) or TOML (.toml) file; ValueError naming the
+    file and what is wrong, never its content (it holds credentials)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ValueError(f"B24_PORTALS_FILE {path}: name a .json or a .toml file")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"B24_PORTALS_FILE {path}: cannot read it ({exc.strerror})") from None
+    try:
+        loaded = tomllib.loads(raw.decode()) if suffix == ".toml" else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        kind = "TOML" if suffix == ".toml" else "JSON"
+        raise ValueError(f"B24_PORTALS_FILE {path}: not valid {kind}{where}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"B24_PORTALS_FILE {path}: expected an object of portals by key")
+    return loaded
 
 
 def load_settings() -> Settings:

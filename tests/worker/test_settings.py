@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,71 @@ def test_an_amqp_url_list_with_a_bad_entry_is_refused_naming_it(
         load_settings()
     assert "entry 2 of AMQP_URL" in str(caught.value)
     assert "secretpw" not in str(caught.value)
+
+
+PORTAL_WEBHOOK = "https://{key}.example.com/rest/1/code{n:012d}/"
+
+
+def _portal_entries(count: int) -> dict[str, dict[str, str]]:
+    return {f"p{n}": {"webhook_url": PORTAL_WEBHOOK.format(key=f"p{n}", n=n)} for n in range(count)}
+
+
+def test_portals_come_from_a_json_or_a_toml_file(tmp_path: Path) -> None:
+    entries = _portal_entries(2)
+    json_file = tmp_path / "portals.json"
+    json_file.write_text(json.dumps(entries))
+    toml_file = tmp_path / "portals.toml"
+    toml_file.write_text(
+        "".join(f'[{key}]\nwebhook_url = "{e["webhook_url"]}"\n' for key, e in entries.items())
+    )
+    for path in (json_file, toml_file):
+        settings = Settings(B24_PORTALS_FILE=str(path))
+        assert sorted(settings.portals()) == ["p0", "p1"]
+        assert "code000000000001" in settings.secrets()
+        assert "code000000000001" not in json.dumps(settings.describe())
+
+
+def test_a_thousand_portals_load_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "portals.json"
+    path.write_text(json.dumps(_portal_entries(1000)))
+    assert len(path.read_bytes()) > 64 * 1024  # more than fits comfortably in one variable
+    assert len(Settings(B24_PORTALS_FILE=str(path)).portals()) == 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("portals.json", '{"p0": {"webhook_url": "https://x/rest/1/secretcode0001/"', "at line 1"),
+        (
+            "portals.toml",
+            'p0 = {webhook_url = "https://x/rest/1/secretcode0001/"',
+            "not valid TOML",
+        ),
+        ("portals.json", '["https://x/rest/1/secretcode0001/"]', "an object of portals"),
+        ("portals.yaml", "p0: {}", "a .json or a .toml file"),
+        ("absent.json", None, "cannot read it"),
+    ],
+)
+def test_a_portals_file_that_cannot_be_used_is_named_without_its_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: str | None, message: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("B24_PORTALS_FILE", str(path))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "secretcode0001" not in str(caught.value)
+
+
+def test_b24_portals_and_a_portals_file_together_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "portals.json"
+    path.write_text(json.dumps(_portal_entries(1)))
+    monkeypatch.setenv("B24_PORTALS_FILE", str(path))
+    monkeypatch.setenv("B24_PORTALS", json.dumps(_portal_entries(1)))
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings()
