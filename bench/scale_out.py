@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.wire import PORTAL_HEADER
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     REDIS_URL,
@@ -45,8 +47,6 @@ from harness import (
     worker_env,
     write_results,
 )
-
-PORTAL_HEADER = "x-b24-portal"
 
 
 @dataclass(frozen=True)

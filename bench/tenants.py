@@ -42,6 +42,8 @@ from typing import Any
 
 import httpx
 
+from schemas.wire import PORTAL_HEADER
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     Sandbox,
@@ -57,7 +59,6 @@ from harness import (
 )
 from usage import load_average
 
-PORTAL_HEADER = "x-b24-portal"
 BATCH = 50
 BLOCKED_FOR_S = 25.0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from schemas.events import ErrorClass
 from worker.bitrix import (
@@ -29,14 +29,11 @@ from worker.flow.classify import TRANSPORT, Verdict, classify
 from worker.flow.jobs import Job
 from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
-from worker.limiter import CallLimiter, Leave, OperatingReport
+from worker.limiter import CallLimiter, Leave, OperatingReport, Refused
 
 __all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown"]
 
 METHOD = "crm.item.update"
-
-# What an error answered: a single call, a whole batch, or one command inside a batch.
-Refused = Literal["call", "batch", "command"]
 
 
 @dataclass(frozen=True)

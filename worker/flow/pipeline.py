@@ -229,9 +229,7 @@ class Pipeline:
                 # The group formed as the portal went down or the drain began: the
                 # jobs wait again (a drain leaves them to the connection's close).
                 await self._limiter.release(leave)
-                if not self._draining:
-                    for job in jobs:
-                        self._batcher.add(job)
+                self._again(jobs)
                 return
             try:
                 decisions = await self._caller.send(jobs, leave)
@@ -250,17 +248,22 @@ class Pipeline:
     async def _decided(self, job: Job, decision: Decision) -> None:
         match decision:
             case Again():
-                if not self._draining:  # draining: it goes back with the connection
-                    self._batcher.add(job)
+                self._again([job])
             case PortalDown(state=state, code=code):
                 # The job keeps its item and goes again once the portal answers.
-                if not self._draining:
-                    self._batcher.add(job)
+                self._again([job])
                 await self.pause(state, code)
             case Succeeded() | Failed() | Retry() | HandBack():
                 await self._settle(job, decision)
             case _:
                 assert_never(decision)
+
+    def _again(self, jobs: list[Job]) -> None:
+        """Back to the batcher, still holding their items; draining, they stay unacked
+        and go back with the connection."""
+        if not self._draining:
+            for job in jobs:
+                self._batcher.add(job)
 
     async def _settle(self, job: Job, outcome: Outcome, *, holds_item: bool = True) -> None:
         settled = await self._outcomes.settle(job, outcome)

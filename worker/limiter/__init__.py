@@ -23,7 +23,7 @@ every worker serving the portal:
 
 from worker.limiter.backends import Availability, Codec, MemoryBackend, RedisBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
-from worker.limiter.calls import CallLimiter, Leave
+from worker.limiter.calls import CallLimiter, Leave, Refused
 from worker.limiter.clock import Clock, FakeClock, SystemClock
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
@@ -47,6 +47,7 @@ __all__ = [
     "OperatingReport",
     "PacerState",
     "RedisBackend",
+    "Refused",
     "RequestPacer",
     "SharedBackends",
     "StateBackend",

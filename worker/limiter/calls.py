@@ -26,7 +26,10 @@ from worker.limiter.charging import BATCH, Evidence, read_batch
 from worker.limiter.operating import Lease, OperatingBudget
 from worker.limiter.report import OperatingReport
 
-__all__ = ["CallLimiter", "Leave"]
+__all__ = ["CallLimiter", "Leave", "Refused"]
+
+# What a 429 answered: a single call, a whole batch, or one command inside a batch.
+Refused = Literal["call", "batch", "command"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class CallLimiter:
         """The portal answered 503 QUERY_LIMIT_EXCEEDED: the bucket is fuller than thought."""
         await self._pacer.on_rate_limited()
 
-    async def time_limited(self, scope: Literal["call", "batch", "command"] = "call") -> None:
+    async def time_limited(self, scope: Refused = "call") -> None:
         """The portal answered 429 OPERATION_TIME_LIMIT: the account waits for its baskets.
 
         ``scope`` is what was refused: a single ``call`` (its method), a whole

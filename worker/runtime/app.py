@@ -123,10 +123,12 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         self.connection = connection = await connect_nodes(s.AMQP_URL.get_secret_value())
-        log.info("broker.connected", node=connection.node)
-        connection.reconnect_callbacks.add(
-            lambda *_: log.info("broker.connected", node=connection.node)
-        )
+
+        def connected(*_: object) -> None:
+            log.info("broker.connected", node=connection.node)
+
+        connected()
+        connection.reconnect_callbacks.add(connected)
         self.readiness.connection = self.connection
         await declare(self.connection, self.topology)
         publish_channel = await self.connection.channel(

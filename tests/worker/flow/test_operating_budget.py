@@ -27,6 +27,7 @@ import pytest
 from sandbox.config import BatchCharging, SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.flow.memory import MemoryFlow, deal
+from tests.worker.limiter.tracking import InFlight
 from worker.bitrix import BatchAnswer, BitrixClient, CommandAnswer, WebhookAuth, make_http_client
 from worker.flow.calling import METHOD, Caller, Decision
 from worker.flow.jobs import Job
@@ -58,39 +59,16 @@ class CountingClient(BitrixClient):
 
     def __init__(self, *, http: httpx.AsyncClient, auth: WebhookAuth) -> None:
         super().__init__(http=http, auth=auth)
-        self._out = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
+        self.busy = self._in_flight.busy
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
-        self._sent()
-        try:
+        async with self._in_flight.counted():
             return await super().call(method, params)
-        finally:
-            self._answered()
 
     async def batch(self, commands: Any, *, halt: bool = False) -> BatchAnswer:
-        self._sent()
-        try:
+        async with self._in_flight.counted():
             return await super().batch(commands, halt=halt)
-        finally:
-            self._answered()
-
-    def _sent(self) -> None:
-        self._out += 1
-        self._idle.clear()
-
-    def _answered(self) -> None:
-        self._out -= 1
-        if not self._out:
-            self._idle.set()
-
-    async def busy(self) -> bool:
-        """Wait until no request is on its way; whether one was."""
-        if self._idle.is_set():
-            return False
-        await self._idle.wait()
-        return True
 
 
 @dataclass
