@@ -136,7 +136,9 @@ def asyncapi_document() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "b24-update-worker",
-            "version": f"{CONTRACT_VERSION}.0.0",
+            # The minor part counts what was added under the evolution rule (1: the
+            # events' optional `portal`, and the portal queues' exchange).
+            "version": f"{CONTRACT_VERSION}.1.0",
             "description": (
                 "Bitrix24 crm.item.update commands applied from a RabbitMQ queue. Producers "
                 "publish commands to the work queue (the default exchange, routing key = the "
@@ -184,6 +186,32 @@ def asyncapi_document() -> dict[str, Any]:
                     }
                 },
             },
+            "portalUpdates": {
+                "address": update,
+                "description": (
+                    "With several portals configured (and SHARDS 0), the entry point is also "
+                    "an exchange of this name, of type headers, in front of one quorum queue "
+                    "per portal, <UPDATE_QUEUE>.portal.<key>, each with a single active "
+                    "consumer: the x-b24-portal header picks the queue. A command without "
+                    "the header, or for a portal the worker does not serve, goes through the "
+                    "alternate exchange <UPDATE_QUEUE>.unrouted to the queue of this name. "
+                    "Publishing straight to that queue still works, without the portals' "
+                    "separate queues."
+                ),
+                "messages": {"UpdateCommand": {"$ref": "#/components/messages/UpdateCommand"}},
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {
+                            "name": update,
+                            "type": "headers",
+                            "durable": True,
+                            "autoDelete": False,
+                        },
+                        "bindingVersion": _AMQP_BINDING,
+                    }
+                },
+            },
             "results": _queue_channel(
                 result, "Success events of commands without reply_to.", ["SuccessEvent"]
             ),
@@ -215,6 +243,17 @@ def asyncapi_document() -> dict[str, Any]:
                 "summary": "The same, with SHARDS > 0: commands come through the exchange.",
                 "channel": {"$ref": "#/channels/shardedUpdates"},
                 "messages": [{"$ref": "#/channels/shardedUpdates/messages/UpdateCommand"}],
+                "reply": {
+                    "address": {"location": "$message.header#/reply_to"},
+                    "channel": {"$ref": "#/channels/replies"},
+                },
+            },
+            "applyPortalUpdate": {
+                "action": "receive",
+                "summary": "The same, with several portals: commands come through the "
+                "headers exchange, each portal's to its own queue.",
+                "channel": {"$ref": "#/channels/portalUpdates"},
+                "messages": [{"$ref": "#/channels/portalUpdates/messages/UpdateCommand"}],
                 "reply": {
                     "address": {"location": "$message.header#/reply_to"},
                     "channel": {"$ref": "#/channels/replies"},

@@ -50,6 +50,12 @@ class _Event(BaseModel):
     entityTypeId: int | None
     id: int | None
     attempts: Annotated[int, Field(ge=0)]
+    portal: str | None = Field(
+        default=None,
+        description="the key of the portal the command was for (its x-b24-portal header, "
+        "or the worker's default portal); null when it named none the worker serves. "
+        "Item 351 of two portals is told apart by it",
+    )
 
     def to_json(self) -> bytes:
         """The event as published: JSON with the contract's field names."""

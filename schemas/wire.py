@@ -7,8 +7,10 @@ name or a naming rule is written once. Pure values and functions, no I/O.
     headers the worker sets         ATTEMPTS_HEADER, ASSIGNED_ID_HEADER (retry copies)
     headers the broker sets         DELIVERY_COUNT_HEADER (quorum queues), DEATH_HEADER
     routing key of a command        item_routing_key (the entry exchange, with SHARDS > 0)
-    queue names                     derived from UPDATE_QUEUE: shard_queue, poison_queue,
-                                    retry_queue, tier_queue
+    queue names                     derived from UPDATE_QUEUE: shard_queue, portal_queue,
+                                    poison_queue, retry_queue, tier_queue
+    exchange names                  UPDATE_QUEUE itself (SHARDS > 0, or portal queues),
+                                    unrouted_exchange
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ __all__ = [
     "is_portal_key",
     "item_routing_key",
     "poison_queue",
+    "portal_queue",
     "retry_queue",
     "shard_queue",
     "tier_queue",
+    "unrouted_exchange",
 ]
 
 # The portal a command is for: a key of the worker's configuration. Credentials
@@ -83,6 +87,17 @@ def item_routing_key(portal: str | None, entity_type_id: int, item_id: int) -> s
 def shard_queue(update_queue: str, index: int) -> str:
     """Shard ``index`` behind the exchange UPDATE_QUEUE (SHARDS > 0)."""
     return f"{update_queue}.shard.{index}"
+
+
+def portal_queue(update_queue: str, portal: str) -> str:
+    """The queue of one portal's commands, behind the headers exchange UPDATE_QUEUE."""
+    return f"{update_queue}.portal.{portal}"
+
+
+def unrouted_exchange(update_queue: str) -> str:
+    """Where the headers exchange UPDATE_QUEUE sends a command no portal queue takes
+    (no x-b24-portal header, or a portal without a queue): on to the queue UPDATE_QUEUE."""
+    return f"{update_queue}.unrouted"
 
 
 def poison_queue(update_queue: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ __all__ = [
     "redact_url",
 ]
 
+# A portal queue's prefetch: the full batches its bucket lets go in PORTAL_PACE_S,
+# and never fewer than twice the calls one lane may have out at once (those out,
+# and the next ones filling while they are: a burst leaves full).
+PORTAL_PACE_S = 2.0
+PORTAL_CALLS_AHEAD = 8
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
 
 
@@ -186,6 +192,16 @@ class Settings(BaseSettings):
         default=0,
         description="shard queues behind a consistent-hash exchange, for order across "
         "replicas; 0: one queue",
+    )
+    PORTAL_QUEUES: bool = Field(
+        default=True,
+        description="with B24_PORTALS (and SHARDS=0), a queue per portal behind a headers "
+        "exchange, so no portal waits for another",
+    )
+    PORTAL_PREFETCH: Annotated[int, Field(ge=0, le=5000)] = Field(
+        default=0,
+        description="deliveries of one portal's queue the worker holds at most; 0: what the "
+        "portal's pace takes in 2 s, at least 8 full batches",
     )
 
     # Operations
@@ -340,7 +356,25 @@ class Settings(BaseSettings):
             dead_letter_queue=self.DEAD_LETTER_QUEUE,
             retry_delays_s=delays or (5,),
             shards=self.SHARDS,
+            portals=tuple(sorted(self.portals())) if self.portal_queues else (),
         )
+
+    @property
+    def portal_queues(self) -> bool:
+        """Each portal has a queue of its own: several portals, PORTAL_QUEUES, no SHARDS."""
+        return self.PORTAL_QUEUES and bool(self.B24_PORTALS) and not self.SHARDS
+
+    def portal_prefetch(self, portal: Portal) -> int:
+        """Deliveries of ``portal``'s queue held at most: PORTAL_PREFETCH, or its pace's.
+
+        Enough for a full batch each time the portal's bucket lets a call go over
+        the next 2 s, and for the calls a lane has out at once; no more, so the rest
+        waits on the broker, where it holds no other portal back.
+        """
+        if self.PORTAL_PREFETCH:
+            return self.PORTAL_PREFETCH
+        calls = max(PORTAL_CALLS_AHEAD, math.ceil(portal.rate_per_second * PORTAL_PACE_S))
+        return min(5000, calls * self.BATCH_SIZE)
 
     def secrets(self) -> list[str]:
         """Every secret string the settings hold, for the log mask."""

@@ -66,6 +66,6 @@ def test_the_readiness_reasons_are_the_worker_s_own() -> None:
     source = (ROOT / "worker" / "runtime" / "readiness.py").read_text()
     (row,) = [line for line in doc().splitlines() if line.startswith("| `/readyz` |")]
     reasons = re.findall(r"`([a-z][a-z :]+)(?:<state>)?`", row.split("`reason`:", 1)[1])
-    assert len(reasons) == 4, reasons
+    assert len(reasons) == 3, reasons
     for reason in reasons:
         assert f'"{reason}' in source, reason

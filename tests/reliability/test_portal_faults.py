@@ -199,7 +199,7 @@ def check_titles(
 
 
 def metric(worker: Worker, name: str, **labels: str) -> float:
-    return worker.metrics.registry.get_sample_value(name, labels or None) or 0.0
+    return worker.metrics.total(name, **labels)
 
 
 def idle(worker: Worker) -> bool:
@@ -211,14 +211,7 @@ def idle(worker: Worker) -> bool:
 
 def published(worker: Worker) -> int:
     """The success and failure events the worker published, as its own counters say."""
-    failed = sum(
-        sample.value
-        for family in worker.metrics.registry.collect()
-        if family.name == "b24_failed"
-        for sample in family.samples
-        if sample.name == "b24_failed_total"
-    )
-    return int(metric(worker, "b24_succeeded_total") + failed)
+    return int(metric(worker, "b24_succeeded_total") + metric(worker, "b24_failed_total"))
 
 
 def portal_with(**options: Any) -> SandboxConfig:

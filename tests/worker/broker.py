@@ -27,7 +27,8 @@ def unique_topology(retry_delays_s: tuple[int, ...] = (1, 2)) -> Topology:
 
 @asynccontextmanager
 async def connected(amqp_url: str, topology: Topology) -> AsyncIterator[AbstractRobustConnection]:
-    """A connection; every queue of the topology is deleted afterwards."""
+    """A connection; every queue of the topology (and its exchanges, with portal
+    queues) is deleted afterwards."""
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         yield connection
@@ -35,6 +36,9 @@ async def connected(amqp_url: str, topology: Topology) -> AsyncIterator[Abstract
         channel = await connection.channel()
         for name in topology.queues():
             await channel.queue_delete(name)
+        if topology.portals:
+            await channel.exchange_delete(topology.update_queue)
+            await channel.exchange_delete(topology.unrouted_exchange)
         await connection.close()
 
 

@@ -96,6 +96,7 @@ async def test_an_unknown_portal_is_a_validation_failure_and_nothing_is_called(
         [event] = events(await take(broker, settings.DEAD_LETTER_QUEUE, 1))
         after = requests_to(north) + requests_to(south)
     assert event["messageId"] == "m-west"
+    assert event["portal"] is None  # a portal the worker does not serve
     assert (event["error"]["class"], event["error"]["code"]) == ("validation", "VALIDATION")
     assert "'west' is not a configured portal" in event["error"]["description"]
     assert "north, south" in event["error"]["description"]

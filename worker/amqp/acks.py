@@ -45,6 +45,11 @@ class _Channel:
     # which closes the channel for it.
     outbox: list[tuple[int, bool]] = field(default_factory=list)
     writer: asyncio.Task[None] | None = None
+    last_written: float = -math.inf  # the event loop's time of its last ack frame written
+
+
+# How long after its last ack a channel is left open before it is closed.
+ACK_GRACE_S = 0.5
 
 
 class Acks:
@@ -99,6 +104,34 @@ class Acks:
         while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
 
+    async def landed(
+        self, channel: AbstractChannel | None = None, *, grace_s: float = ACK_GRACE_S
+    ) -> None:
+        """Flush (one channel's acks, or all), then wait until ``grace_s`` has passed
+        since the last ack written (on that channel).
+
+        Before a channel is closed: a quorum queue can lose acks that reach it
+        just before their channel closes (the broker stashes them while it is
+        busy and drops the stash with the channel: rabbitmq-server issue 10327),
+        and those deliveries would come again. One channel's flush waits for its
+        own frames only: the other channels' acks never stop flowing while their
+        portals are busy.
+        """
+        if channel is None:
+            await self.flush()
+            last = self.last_written
+        else:
+            state = self._channels.get(channel)
+            if state is None:
+                return
+            if not channel.is_closed:
+                self._send(channel, state)
+            while state.writer is not None:
+                await asyncio.gather(state.writer, return_exceptions=True)
+            last = state.last_written
+        since = asyncio.get_running_loop().time() - last
+        await asyncio.sleep(max(0.0, grace_s - since))
+
     def _send_all(self) -> None:
         self._flush = None
         for channel, state in list(self._channels.items()):
@@ -140,7 +173,7 @@ class Acks:
             while state.outbox:
                 tag, multiple = state.outbox.pop(0)
                 await channel.basic_ack(tag, multiple=multiple)
-                self.last_written = asyncio.get_running_loop().time()
+                self.last_written = state.last_written = asyncio.get_running_loop().time()
         except Exception as exc:  # the channel closed under us: the broker redelivers
             state.outbox.clear()
             log.warning(

@@ -11,7 +11,13 @@ again on the new channel, as it does when the server cancels a consumer (its
 queue was deleted and declared again, for example).
 
 Consumption is held back while any portal holds it (`hold`, `release`: a
-portal-wide state), and stopped for good on shutdown (`stop`). Neither cancels
+portal-wide state), and stopped for good on shutdown (`stop`). With portal
+queues, a portal that holds consumption holds back only its own: its queue's
+channel is closed once the acks written on it have landed (`Acks.landed`), which
+gives what the worker held of that portal back to its queue, in delivery order,
+and a new channel consumes it again on `release`; the shared UPDATE_QUEUE is held
+back only for the portal it serves (the default portal's commands without the
+header). Retry copies and the poison queue are never held for one portal. Neither cancels
 a consumer: each holds back what its queue delivers meanwhile (unacknowledged,
 not handed on), and hands it on, in queue order, on `release` (`queue_order`);
 on shutdown the connection's close gives it back to the queue. A cancel would
@@ -49,7 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiormq
@@ -69,6 +75,8 @@ log = structlog.get_logger("worker.amqp.consumer")
 # How long a worker alone takes to claim every shard; workers starting within it
 # share them out.
 CLAIM_WINDOW_S = 2.0
+# Channels opened side by side for a deployment's portal queues.
+_OPENING_CHANNELS = 16
 
 
 @dataclass
@@ -85,6 +93,8 @@ class _Feed:
     # While paused (shards only): deliveries kept back from the pipeline, in order.
     held: list[DeliveredMessage] | None = None
     leftover: bool = False  # UPDATE_QUEUE from before SHARDS: dropped once it is deleted
+    portal: str | None = None  # the portal whose queue this is (portal queues)
+    given_back: bool = False  # its channel closed while the portal is down
 
 
 class Consumers:
@@ -96,9 +106,13 @@ class Consumers:
         prefetch: int,
         handle: Callable[[Delivery, Source], Awaitable[None]],
         acks: Acks,
+        portal_prefetch: Mapping[str, int] | None = None,
+        shared_portal: str | None = None,
         claim_window_s: float = CLAIM_WINDOW_S,
         rng: random.Random | None = None,
     ) -> None:
+        """``portal_prefetch``: each portal queue's prefetch, by portal (portal queues);
+        ``shared_portal``: the portal whose hold holds back UPDATE_QUEUE there."""
         self._connection = connection
         self._acks = acks
         self._handle = handle
@@ -108,6 +122,21 @@ class Consumers:
         work = max(1, prefetch // topology.shards) if sharded else prefetch
         side = max(10, prefetch // 4)
         self._feeds = [_Feed("update", name, work, sharded) for name in topology.work_queues]
+        if topology.portals:
+            prefetch_of = portal_prefetch or {}
+            self._feeds = [_Feed("update", topology.update_queue, prefetch, False)]
+            self._feeds += [
+                _Feed(
+                    "update",
+                    topology.portal_queue(key),
+                    prefetch_of.get(key, prefetch),
+                    True,
+                    portal=key,
+                )
+                for key in topology.portals
+            ]
+        self._by_portal = {feed.portal: feed for feed in self._feeds if feed.portal}
+        self._shared_portal = shared_portal
         self._feeds.append(_Feed("retry", topology.retry_queue, side, False))
         self._feeds.append(_Feed("poison", topology.poison_queue, side, False))
         self._poison_queue = topology.poison_queue
@@ -132,7 +161,7 @@ class Consumers:
         return [feed for feed in self._feeds if feed.sharded]
 
     async def open(self) -> None:
-        if self._shards and await self._exists(self._leftover.queue):
+        if self._shards and not self._by_portal and await self._exists(self._leftover.queue):
             log.warning(
                 "consumer.unsharded_queue",
                 queue=self._leftover.queue,
@@ -140,20 +169,39 @@ class Consumers:
                 "across workers: point producers at the exchange of that name",
             )
             self._feeds.insert(len(self._shards), self._leftover)
-        for feed in self._feeds:
-            channel = await self._connection.channel(publisher_confirms=False)
-            await channel.set_qos(prefetch_count=feed.prefetch)
-            await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
-            check_channel(await channel.get_underlay_channel())
-            feed.channel = channel
+        others = [feed for feed in self._feeds if feed.portal is None]
+        for feed in others:
+            await self._open(feed)
+            # A missing queue fails here, clearly.
+            await _ensure(feed)
+        # A deployment may serve a thousand portals: their channels open side by side.
+        portals = [feed for feed in self._feeds if feed.portal is not None]
+        await asyncio.gather(
+            *(
+                self._open_each(portals[start::_OPENING_CHANNELS])
+                for start in range(min(_OPENING_CHANNELS, len(portals)))
+            )
+        )
+
+    async def _open_each(self, feeds: Sequence[_Feed]) -> None:
+        for feed in feeds:
+            await self._open(feed)
+
+    async def _open(self, feed: _Feed) -> None:
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=feed.prefetch)
+        check_channel(await channel.get_underlay_channel())
+        feed.channel = channel
 
     async def start(self) -> None:
         async with self._lock:
             # The poison queue first: other workers count this one by its consumer there.
-            for feed in reversed(self._feeds):
+            poison = self._feeds[-1]
+            await self._consume(poison)
+            await self._claim(self._shards)
+            for feed in reversed(self._feeds[:-1]):
                 if not feed.sharded:
                     await self._consume(feed)
-            await self._claim(self._shards)
         self.consuming = True
         log.info("consumer.started", queues=[feed.queue for feed in self._feeds])
 
@@ -163,7 +211,6 @@ class Consumers:
             for feed in self._feeds:
                 if feed.source not in keep and feed.held is None:
                     feed.held = []
-        self.consuming = False
         log.info("consumer.paused")
 
     async def resume(self) -> None:
@@ -174,11 +221,18 @@ class Consumers:
             await self._claim([feed for feed in self._shards if feed.registered is None])
             for feed in self._feeds:
                 await self._release(feed)
-        self.consuming = True
         log.info("consumer.resumed")
 
     async def hold(self, holder: str) -> None:
-        """Stop taking deliveries while ``holder`` (a portal that is down) holds them back."""
+        """Stop taking deliveries while ``holder`` (a portal that is down) holds them back.
+
+        With portal queues, only the holder's own: its queue's deliveries go back
+        to the queue, and UPDATE_QUEUE is held back when it is the shared portal.
+        Without, every queue but the poison queue holds back what comes.
+        """
+        if self._by_portal:
+            await self._hold_portal(holder)
+            return
         first = not self._holders
         self._holders.add(holder)
         if first:
@@ -189,12 +243,50 @@ class Consumers:
         if holder not in self._holders:
             return
         self._holders.discard(holder)
-        if not self._holders and not self._stopped:
+        if self._by_portal:
+            await self._release_portal(holder)
+        elif not self._holders and not self._stopped:
             await self.resume()
+
+    async def _hold_portal(self, portal: str) -> None:
+        self._holders.add(portal)
+        async with self._lock:
+            feed = self._by_portal.get(portal)
+            if feed is not None and not feed.given_back:
+                feed.given_back = True
+                await self._give_back(feed)
+            if portal == self._shared_portal:
+                shared = self._feeds[0]
+                if shared.held is None:
+                    shared.held = []
+        log.info("consumer.portal_held", portal=portal)
+
+    async def _release_portal(self, portal: str) -> None:
+        if self._stopped:
+            return
+        async with self._lock:
+            feed = self._by_portal.get(portal)
+            if feed is not None and feed.given_back:
+                await self._open(feed)
+                await self._consume(feed)
+                feed.given_back = False
+            if portal == self._shared_portal:
+                await self._release(self._feeds[0])
+        log.info("consumer.portal_released", portal=portal)
+
+    async def _give_back(self, feed: _Feed) -> None:
+        """Close the feed's channel once its acks have landed: the broker puts what it
+        held back at the head of its queue, in delivery order."""
+        channel, feed.channel, feed.registered = feed.channel, None, None
+        if channel is None or channel.is_closed:
+            return
+        await self._acks.landed(await channel.get_underlay_channel())
+        await channel.close()
 
     async def stop(self) -> None:
         """Take no more deliveries (shutting down); what is held stays held."""
         self._stopped = True
+        self.consuming = False
         await self.pause(keep=())
 
     async def close(self) -> None:
@@ -242,30 +334,17 @@ class Consumers:
         feed.held = None
 
     async def _claim(self, feeds: Sequence[_Feed]) -> None:
-        """Register on these shard queues: first, one at a time, on those no worker
+        """Register on these single-active-consumer queues: first on those no worker
         consumes, up to this worker's share; then on the rest, to wait in line."""
         if not feeds:
             return
-        step_s = self._claim_window_s / len(self._shards)
-        claimed: list[str] = []
-        in_line: list[_Feed] = []
-        left_free = False
         channel = await self._connection.channel(publisher_confirms=False)
         try:
             probe = await channel.get_underlay_channel()
-            for feed in self._rng.sample(list(feeds), len(feeds)):
-                if claimed:
-                    await asyncio.sleep(step_s)
-                if await _consumer_count(probe, feed.queue) != 0:
-                    in_line.append(feed)
-                elif len(claimed) >= _share(
-                    len(self._shards), await _consumer_count(probe, self._poison_queue)
-                ):
-                    in_line.append(feed)
-                    left_free = True
-                else:
-                    await self._consume(feed)
-                    claimed.append(feed.queue)
+            if self._by_portal:
+                claimed, in_line, left_free = await self._claim_at_once(probe, feeds)
+            else:
+                claimed, in_line, left_free = await self._claim_one_by_one(probe, feeds)
         finally:
             if not channel.is_closed:
                 await channel.close()
@@ -275,6 +354,45 @@ class Consumers:
         for feed in in_line:
             await self._consume(feed)
         log.info("consumer.shards", claimed=claimed, in_line=[feed.queue for feed in in_line])
+
+    async def _claim_one_by_one(
+        self, probe: aiormq.abc.AbstractChannel, feeds: Sequence[_Feed]
+    ) -> tuple[list[str], list[_Feed], bool]:
+        """Shards: one at a time with a pause between, so that workers starting
+        together share them out. Returns what was claimed, what waits in line, and
+        whether some were left free for the others."""
+        step_s = self._claim_window_s / len(self._shards)
+        claimed: list[str] = []
+        in_line: list[_Feed] = []
+        left_free = False
+        for feed in self._rng.sample(list(feeds), len(feeds)):
+            if claimed:
+                await asyncio.sleep(step_s)
+            if await _consumer_count(probe, feed.queue) != 0:
+                in_line.append(feed)
+            elif len(claimed) >= _share(
+                len(self._shards), await _consumer_count(probe, self._poison_queue)
+            ):
+                in_line.append(feed)
+                left_free = True
+            else:
+                await self._consume(feed)
+                claimed.append(feed.queue)
+        return claimed, in_line, left_free
+
+    async def _claim_at_once(
+        self, probe: aiormq.abc.AbstractChannel, feeds: Sequence[_Feed]
+    ) -> tuple[list[str], list[_Feed], bool]:
+        """Portal queues: every count first, then every claim together. A portal's
+        pace, not a worker's CPU, bounds its throughput, and once one portal's
+        deliveries flow, each answer of a one-by-one claim would wait behind them."""
+        free = [feed for feed in feeds if await _consumer_count(probe, feed.queue) == 0]
+        share = _share(len(self._shards), await _consumer_count(probe, self._poison_queue))
+        mine = self._rng.sample(free, min(share, len(free)))
+        taken = {id(feed) for feed in mine}
+        await asyncio.gather(*(self._consume(feed) for feed in mine))
+        in_line = [feed for feed in feeds if id(feed) not in taken]
+        return [feed.queue for feed in mine], in_line, len(free) > len(mine)
 
     async def watch_cancellations(self, interval_s: float = 1.0) -> None:
         """Consume again on a channel that was reopened, or whose consumer the server cancelled."""
@@ -336,6 +454,11 @@ class Consumers:
             if not channel.is_closed:
                 await channel.close()
         return True
+
+
+async def _ensure(feed: _Feed) -> None:
+    if feed.channel is not None:
+        await feed.channel.get_queue(feed.queue, ensure=True)
 
 
 def queue_order(held: Sequence[DeliveredMessage]) -> list[DeliveredMessage]:

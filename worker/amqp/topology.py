@@ -34,11 +34,32 @@ until the copy comes back to it or the park expires (twice the delay plus a
 minute); when another worker takes the copy, that one applies it, and the item's
 later commands wait on the parking worker until the park expires. A copy that
 fails again elsewhere can then be overtaken by those later commands.
+
+With portal queues (several portals configured, SHARDS = 0), UPDATE_QUEUE also
+names an exchange, and each portal has a queue of its own:
+
+    UPDATE_QUEUE                  headers exchange, where producers publish; its
+                                  alternate exchange takes what no binding matches
+    <UPDATE_QUEUE>.portal.<key>   bound with x-b24-portal = <key>; like UPDATE_QUEUE
+                                  above, plus `x-single-active-consumer`
+    <UPDATE_QUEUE>.unrouted       fanout exchange, the alternate: on to the queue
+                                  UPDATE_QUEUE (commands without the header, for a
+                                  portal the workers do not serve, or published
+                                  straight to the queue by producers of before)
+
+Each portal's commands wait on the broker in a queue of their own: a worker
+takes from it at the portal's pace and can give back what it holds (by closing
+the queue's channel) while the portal is down, without holding any other
+portal back. One worker at a time consumes a portal's queue, so an item's
+commands keep their order across workers, as with shards. A portal removed from
+the configuration leaves its queue bound: its commands wait there until the
+queue is deleted (README, "Many portals").
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +74,12 @@ __all__ = [
     "DELIVERY_LIMIT",
     "HASH_EXCHANGE_TYPE",
     "HASH_PLUGIN",
+    "PORTAL_EXCHANGE_TYPE",
     "Topology",
     "TopologyError",
     "declare",
     "declare_exchange",
+    "refuse_leftover_portals",
     "refuse_leftover_shard",
 ]
 
@@ -65,6 +88,9 @@ __all__ = [
 DELIVERY_LIMIT = 50
 HASH_EXCHANGE_TYPE = "x-consistent-hash"
 HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+PORTAL_EXCHANGE_TYPE = "headers"
+# Channels that declare a deployment's many portal queues side by side.
+_DECLARING_CHANNELS = 8
 # The binding key of a consistent-hash exchange is the queue's weight on the ring.
 _SHARD_WEIGHT = "1"
 
@@ -81,6 +107,12 @@ class Topology:
     retry_delays_s: tuple[int, ...] = (5, 30, 120, 600)
     delivery_limit: int = DELIVERY_LIMIT
     shards: int = 0
+    # Portals with a queue of their own (empty: none); not together with shards.
+    portals: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.shards and self.portals:
+            raise ValueError("portal queues and shards exclude each other")
 
     @property
     def poison_queue(self) -> str:
@@ -93,17 +125,24 @@ class Topology:
     @property
     def entry_exchange(self) -> str | None:
         """The exchange producers publish to; None when they publish to UPDATE_QUEUE itself."""
-        return self.update_queue if self.shards else None
+        return self.update_queue if self.shards or self.portals else None
+
+    @property
+    def unrouted_exchange(self) -> str:
+        return wire.unrouted_exchange(self.update_queue)
 
     def shard_queue(self, index: int) -> str:
         return wire.shard_queue(self.update_queue, index)
 
+    def portal_queue(self, portal: str) -> str:
+        return wire.portal_queue(self.update_queue, portal)
+
     @property
     def work_queues(self) -> tuple[str, ...]:
-        """The queues commands wait in: the shards, or UPDATE_QUEUE."""
+        """The queues commands wait in: the shards, or UPDATE_QUEUE (and the portals')."""
         if self.shards:
             return tuple(self.shard_queue(index) for index in range(self.shards))
-        return (self.update_queue,)
+        return (self.update_queue, *(self.portal_queue(key) for key in self.portals))
 
     def tier_queue(self, delay_s: int) -> str:
         return wire.tier_queue(self.update_queue, delay_s)
@@ -126,9 +165,11 @@ class Topology:
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-routing-key": self.poison_queue,
         }
-        if self.shards:
-            work["x-single-active-consumer"] = True
         queues: dict[str, dict[str, Any]] = {name: dict(work) for name in self.work_queues}
+        if self.shards or self.portals:
+            for name in self.work_queues:
+                if name != self.update_queue:
+                    queues[name]["x-single-active-consumer"] = True
         queues[self.poison_queue] = dict(quorum)
         queues[self.retry_queue] = {
             **quorum,
@@ -149,17 +190,52 @@ class Topology:
 
 
 async def declare(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare the exchange (with shards) and every queue, then bind the shards.
+    """Declare the exchanges (with shards or portal queues) and every queue, then bind.
 
-    Raises TopologyError naming what differs: a queue or the exchange with other
-    arguments, the consistent-hash exchange missing from the broker, or shard
-    queues left from another SHARDS.
+    Raises TopologyError naming what differs: a queue or an exchange with other
+    arguments, the consistent-hash exchange missing from the broker, or shard or
+    portal queues left from another configuration.
     """
     exchange = topology.entry_exchange
     if exchange is not None:
         await declare_exchange(connection, topology)
-    for name, arguments in topology.queues().items():
+    queues = list(topology.queues().items())
+    # Side by side on a few channels: a deployment may have a thousand portal queues.
+    await _all(
+        _declare_queues(connection, queues[start::_DECLARING_CHANNELS])
+        for start in range(min(_DECLARING_CHANNELS, len(queues)))
+    )
+    if topology.shards:
         async with _channel(connection) as channel:
+            underlay = await channel.get_underlay_channel()
+            for name in topology.work_queues:
+                await underlay.queue_bind(name, topology.update_queue, routing_key=_SHARD_WEIGHT)
+    if topology.portals:
+        async with _channel(connection) as channel:
+            underlay = await channel.get_underlay_channel()
+            await underlay.queue_bind(topology.update_queue, topology.unrouted_exchange)
+        keys = list(topology.portals)
+        await _all(
+            _bind_portals(connection, topology, keys[start::_DECLARING_CHANNELS])
+            for start in range(min(_DECLARING_CHANNELS, len(keys)))
+        )
+    await refuse_leftover_shard(connection, topology)
+    await refuse_leftover_portals(connection, topology)
+
+
+async def _all(steps: Iterable[Awaitable[None]]) -> None:
+    """Run the steps side by side; once every one has ended, raise the first error."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _declare_queues(
+    connection: AbstractConnection, queues: list[tuple[str, dict[str, Any]]]
+) -> None:
+    async with _channel(connection) as channel:
+        for name, arguments in queues:
             try:
                 await channel.declare_queue(name, durable=True, arguments=arguments)
             except aio_pika.exceptions.ChannelPreconditionFailed as exc:
@@ -168,19 +244,31 @@ async def declare(connection: AbstractConnection, topology: Topology) -> None:
                     f"needs ({_reason(exc)}); the worker needs {arguments}. Move its messages "
                     "away and delete it, or point the worker at other queue names"
                 ) from None
-    if exchange is not None:
-        async with _channel(connection) as channel:
-            for name in topology.work_queues:
-                queue = await channel.get_queue(name, ensure=False)
-                await queue.bind(exchange, routing_key=_SHARD_WEIGHT)
-    await refuse_leftover_shard(connection, topology)
+
+
+async def _bind_portals(
+    connection: AbstractConnection, topology: Topology, keys: list[str]
+) -> None:
+    """Each portal queue on its x-b24-portal header."""
+    async with _channel(connection) as channel:
+        underlay = await channel.get_underlay_channel()
+        for key in keys:
+            await underlay.queue_bind(
+                topology.portal_queue(key),
+                topology.update_queue,
+                # "all" would ignore headers named x-...: every binding would match.
+                arguments={"x-match": "all-with-x", wire.PORTAL_HEADER: key},
+            )
 
 
 async def declare_exchange(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare the consistent-hash exchange (SHARDS > 0); TopologyError when the
-    broker lacks the exchange type (it has closed `connection` then) or an
-    exchange of that name differs."""
+    """Declare the consistent-hash exchange (SHARDS > 0), or the portal queues' headers
+    exchange and its alternate; TopologyError when the broker lacks the exchange
+    type (it has closed `connection` then) or an exchange of that name differs."""
     name, shards = topology.update_queue, topology.shards
+    if topology.portals:
+        await _declare_portal_exchanges(connection, topology)
+        return
     try:
         async with _channel(connection) as channel:
             await channel.declare_exchange(name, type=HASH_EXCHANGE_TYPE, durable=True)
@@ -200,6 +288,50 @@ async def declare_exchange(connection: AbstractConnection, topology: Topology) -
             f"needs: enable the {HASH_PLUGIN} plugin on every broker node with "
             f"`rabbitmq-plugins enable {HASH_PLUGIN}` (no restart needed), or set SHARDS=0"
         ) from None
+
+
+async def _declare_portal_exchanges(connection: AbstractConnection, topology: Topology) -> None:
+    name, unrouted = topology.update_queue, topology.unrouted_exchange
+    try:
+        async with _channel(connection) as channel:
+            await channel.declare_exchange(unrouted, type="fanout", durable=True)
+            await channel.declare_exchange(
+                name,
+                type=PORTAL_EXCHANGE_TYPE,
+                durable=True,
+                arguments={"alternate-exchange": unrouted},
+            )
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyError(
+            f"exchange {name!r} or {unrouted!r} already exists with other arguments than this "
+            f"worker needs ({_reason(exc)}); with portal queues {name!r} must be a durable "
+            f"{PORTAL_EXCHANGE_TYPE} exchange whose alternate exchange is {unrouted!r}, a "
+            "durable fanout exchange. Workers with SHARDS > 0 may have made it: delete it "
+            "once their shard queues are empty, or point the worker at another UPDATE_QUEUE"
+        ) from None
+
+
+async def refuse_leftover_portals(connection: AbstractConnection, topology: Topology) -> None:
+    """TopologyError when workers with portal queues declared the exchanges and these
+    workers have none: the headers exchange would still send each portal's commands
+    to a queue no worker of this configuration consumes."""
+    if topology.portals:
+        return
+    unrouted = topology.unrouted_exchange
+    async with _channel(connection) as channel:
+        try:
+            await channel.declare_exchange(unrouted, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return
+    raise TopologyError(
+        f"exchange {unrouted!r} exists: workers serving several portals declared portal "
+        f"queues ({topology.portal_queue('<key>')!r}), and producers publish to the exchange "
+        f"{topology.update_queue!r}, which sends each portal's commands there; these workers "
+        "(one portal, SHARDS > 0, or PORTAL_QUEUES=false) would not consume them. Stop the "
+        "producers, let the workers that made them empty the portal queues, delete those "
+        f"queues and the exchanges {topology.update_queue!r} and {unrouted!r}, then start "
+        "again; or keep the configuration they were made for"
+    )
 
 
 async def refuse_leftover_shard(connection: AbstractConnection, topology: Topology) -> None:

@@ -12,6 +12,7 @@ later commands for its item (README, "Guarantees").
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.flow.jobs import ItemKey, Job
@@ -63,6 +64,22 @@ class OrderingGate:
         lane.active = None
         lane.parked_for = message_id
         lane.parked_until = until
+
+    def extend_park(self, key: ItemKey, message_id: str, *, until: float) -> None:
+        """The copy the item is parked for went round its delay tier again: wait longer."""
+        lane = self._lanes.get(key)
+        if lane is not None and lane.parked_for == message_id:
+            lane.parked_until = max(lane.parked_until, until)
+
+    def discard(self, gone: Callable[[Job], bool]) -> int:
+        """Drop the waiting jobs for which ``gone`` is true (their deliveries went back
+        to the broker); returns how many."""
+        dropped = 0
+        for lane in self._lanes.values():
+            kept = deque(job for job in lane.waiting if not gone(job))
+            dropped += len(lane.waiting) - len(kept)
+            lane.waiting = kept
+        return dropped
 
     def release(self, key: ItemKey) -> Job | None:
         """The active job ended: the next waiting job becomes active and is returned."""

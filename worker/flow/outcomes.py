@@ -105,7 +105,11 @@ class Outcomes:
         max_attempts: int,
         observer: Observer,
         max_message_bytes: int = 1_048_576,
+        portal: str | None = None,
     ) -> None:
+        """``portal``: the key every event of these outcomes names (None: before any
+        portal, such as a command for an unknown one)."""
+        self._portal = portal
         self._publisher = publisher
         self._acks = acks
         self._topology = topology
@@ -159,6 +163,7 @@ class Outcomes:
         event = SuccessEvent(
             messageId=job.message_id,
             correlationId=job.correlation_id,
+            portal=self._portal,
             entityTypeId=command.entityTypeId,
             id=command.id,
             attempts=job.attempts,
@@ -177,6 +182,7 @@ class Outcomes:
         event = FailureEvent(
             messageId=job.message_id,
             correlationId=job.correlation_id,
+            portal=self._portal,
             entityTypeId=command.entityTypeId if command else None,
             id=command.id if command else None,
             attempts=job.attempts,

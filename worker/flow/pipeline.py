@@ -16,12 +16,18 @@ down). A command that must be sent again (a rate limit, a portal-wide answer)
 goes back to the batcher, still holding its item; a command retried through a
 delay tier parks its item until the copy returns.
 
-Nothing is handed back to the broker to wait: what the pipeline holds when its
-portal goes down stays in it, unacknowledged and in order, and goes on when the
-portal answers; a drain leaves it to the connection's close. RabbitMQ gives a
-closed channel's deliveries back in delivery order, but a burst of nacks it may
-give back out of order, and every nack counts towards the delivery limit
-(tests/worker/amqp/test_returns.py).
+Nothing is handed back to the broker one by one: RabbitMQ gives a closed
+channel's deliveries back in delivery order, but a burst of nacks it may give
+back out of order, and every nack counts towards the delivery limit
+(tests/worker/amqp/test_returns.py). When its portal goes down, the pipeline
+lets the calls out end and settle, then asks its consumption to hold: with
+portal queues that closes the portal's channel, which gives its deliveries back
+to the portal's queue in order, and the pipeline forgets the commands it held of
+them; without, they stay in it, unacknowledged and in order. Either way they go
+on when the portal answers. A retry copy that comes back while its portal is
+down goes round its delay tier again, its attempts not counted, so copies never
+fill the retry queue's prefetch that every portal shares. A drain leaves what
+the pipeline holds to the connection's close.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from worker.flow.ordering import OrderingGate
 from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes, Retry, Settled, Succeeded
 from worker.limiter import Leave
 
-__all__ = ["Admission", "Consumption", "Pipeline"]
+__all__ = ["MAX_CALLS_IN_FLIGHT", "Admission", "Consumption", "Pipeline"]
 
 log = structlog.get_logger("worker.flow.pipeline")
 
@@ -164,6 +170,9 @@ class Pipeline:
             # Draining: left unacked; the connection's close gives it back with
             # everything this worker holds, in the order it was delivered.
             return
+        if source == "retry" and self._breaker.is_open:
+            await self._round_again(job)
+            return
         if self._gate.admit(key, job):
             await self._ready(job)
         # Otherwise it waits behind its item's earlier command.
@@ -265,6 +274,15 @@ class Pipeline:
             for job in jobs:
                 self._batcher.add(job)
 
+    async def _round_again(self, job: Job) -> None:
+        """A retry copy while the portal is down: once more through its delay tier,
+        without an attempt, the item still parked for it."""
+        settled = await self._outcomes.settle(job, Retry(f"portal {self._breaker.state}"))
+        key = job.key
+        if settled is Settled.RETRIED and key is not None:
+            delay = self._topology.tier_for(job.attempts)
+            self._gate.extend_park(key, job.message_id, until=time.monotonic() + 2 * delay + 60)
+
     async def _settle(self, job: Job, outcome: Outcome, *, holds_item: bool = True) -> None:
         settled = await self._outcomes.settle(job, outcome)
         key = job.key
@@ -295,12 +313,41 @@ class Pipeline:
             return  # already down: this answer came from a call that was out
         self._sending.clear()
         self._observer.portal_down(state, code)
-        await self._consumption.hold(self.portal)
         self._probing = asyncio.create_task(self._until_up())
 
     async def _until_up(self) -> None:
+        # The calls out end first: what they settled is acked before the hold may
+        # close the channel, and what they did not goes back to the batcher.
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
+        await self._consumption.hold(self.portal)
+        await self._forget_returned()
         await self._breaker.until_up()
         await self.resume()
+
+    async def _forget_returned(self) -> None:
+        """Let go of what the hold gave back to the broker (its channel closed), and
+        send the retry copies held round their delay tier again."""
+        gone = self._gate.discard(_returned)
+        waiting = self._batcher.take_all()
+        copies = [job for job in waiting if job.source == "retry" and not _returned(job)]
+        kept = [job for job in waiting if not _returned(job) and job not in copies]
+        for job in kept:
+            self._batcher.add(job)
+        for job in waiting:
+            if _returned(job):
+                gone += 1
+                key = job.key
+                following = self._gate.release(key) if key is not None else None
+                if following is not None:
+                    await self._ready(following)
+        for job in copies:
+            # It held its item: the item stays parked for it.
+            await self._settle(job, Retry(f"portal {self._breaker.state}"))
+        if gone or copies:
+            log.info(
+                "portal.let_go", portal=self.portal, returned=gone, copies_round_again=len(copies)
+            )
 
     async def resume(self) -> None:
         """The portal answers again: what waited is sent, and deliveries flow (once no
@@ -346,3 +393,8 @@ class Pipeline:
         """Stop probing (the worker is stopping)."""
         if self._probing is not None:
             self._probing.cancel()
+
+
+def _returned(job: Job) -> bool:
+    """The job's delivery went back to the broker with its channel."""
+    return job.message.channel.is_closed

@@ -1,4 +1,10 @@
-"""The worker's Prometheus metrics, in one registry per worker (tests build several)."""
+"""The worker's Prometheus metrics, in one registry per worker (tests build several).
+
+Counters and gauges carry a `portal` label (the portal's key; empty for what
+ends before any portal, such as a command naming an unknown one), bounded by
+the configuration; `remove_portal` drops a portal's series. Histograms carry
+none: a bucket series per portal would multiply the series by the portals.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,22 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.consumed = Counter(
-            "b24_consumed", "deliveries taken from the queues", ["source"], registry=r
+            "b24_consumed", "deliveries taken from the queues", ["source", "portal"], registry=r
         )
-        self.succeeded = Counter("b24_succeeded", "commands the portal applied", registry=r)
+        self.succeeded = Counter(
+            "b24_succeeded", "commands the portal applied", ["portal"], registry=r
+        )
         self.failed = Counter(
-            "b24_failed", "commands ended with a failure event", ["error_class"], registry=r
+            "b24_failed",
+            "commands ended with a failure event",
+            ["error_class", "portal"],
+            registry=r,
         )
-        self.retried = Counter("b24_retried", "commands sent to a delay tier", registry=r)
+        self.retried = Counter(
+            "b24_retried", "commands sent to a delay tier", ["portal"], registry=r
+        )
         self.handed_back = Counter(
-            "b24_handed_back", "deliveries returned to the broker", registry=r
+            "b24_handed_back", "deliveries returned to the broker", ["portal"], registry=r
         )
         self.batch_size = Histogram(
             "b24_batch_size", "commands per call", buckets=(1, 2, 5, 10, 20, 30, 40, 50), registry=r
@@ -31,6 +44,12 @@ class Metrics:
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
             registry=r,
         )
+        self.limiter_waited = Counter(
+            "b24_limiter_waited_seconds",
+            "seconds calls waited for the portal's bucket and budget, in all",
+            ["portal"],
+            registry=r,
+        )
         self.api_latency = Histogram(
             "b24_api_latency_seconds",
             "portal call duration",
@@ -38,26 +57,58 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter(
-            "b24_rate_limited", "rate-limit answers from the portal", ["code"], registry=r
+            "b24_rate_limited", "rate-limit answers from the portal", ["code", "portal"], registry=r
         )
         self.operating_left = Gauge(
             "b24_operating_budget_left_seconds",
             "operating seconds left in the window",
-            ["method"],
+            ["method", "portal"],
+            registry=r,
+        )
+        self.queue_ready = Gauge(
+            "b24_queue_ready",
+            "commands waiting in a work queue, not yet delivered (read every 15 s)",
+            ["queue", "portal"],
             registry=r,
         )
         self.portal_up = Gauge(
-            "b24_portal_up", "1 when the portal answers, 0 when portal-wide down", registry=r
+            "b24_portal_up",
+            "1 when the portal answers, 0 while it is in a portal-wide state",
+            ["portal"],
+            registry=r,
         )
-        self.portal_up.set(1)
-        self._down: set[str] = set()
+        # Each labelled metric with its label names, in the order they were declared.
+        self._labelled: tuple[tuple[Counter | Gauge, tuple[str, ...]], ...] = (
+            (self.consumed, ("source", "portal")),
+            (self.succeeded, ("portal",)),
+            (self.failed, ("error_class", "portal")),
+            (self.retried, ("portal",)),
+            (self.handed_back, ("portal",)),
+            (self.limiter_waited, ("portal",)),
+            (self.rate_limited, ("code", "portal")),
+            (self.operating_left, ("method", "portal")),
+            (self.queue_ready, ("queue", "portal")),
+            (self.portal_up, ("portal",)),
+        )
 
-    def portal_went_down(self, portal: str) -> None:
-        self._down.add(portal)
-        self.portal_up.set(0)
+    def remove_portal(self, portal: str) -> None:
+        """Drop every series of ``portal`` (its lane is gone)."""
+        for metric, names in self._labelled:
+            seen = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("portal") == portal
+            }
+            for values in seen:
+                metric.remove(*values)
 
-    def portal_came_up(self, portal: str) -> None:
-        """``portal_up`` goes back to 1 once no portal of the worker is down."""
-        self._down.discard(portal)
-        if not self._down:
-            self.portal_up.set(1)
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples ``name`` (``b24_succeeded_total``) whose labels
+        include ``labels``, over every other label."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )

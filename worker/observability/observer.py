@@ -25,22 +25,26 @@ class MetricsObserver:
     def __init__(self, metrics: Metrics, *, portal: str | None) -> None:
         self._metrics = metrics
         self._portal = portal
+        self._label = portal or ""
         self._log = log.bind(portal=portal)
+        if portal is not None:
+            metrics.portal_up.labels(portal).set(1)
 
     def consumed(self, source: Source) -> None:
-        self._metrics.consumed.labels(source).inc()
+        self._metrics.consumed.labels(source, self._label).inc()
 
     def settled(self, job: Job, settled: Settled) -> None:
         m = self._metrics
         match settled:
             case Settled.SUCCEEDED:
-                m.succeeded.inc()
+                m.succeeded.labels(self._label).inc()
             case Settled.FAILED:
-                m.failed.labels(job.failure.value if job.failure else "unknown").inc()
+                error_class = job.failure.value if job.failure else "unknown"
+                m.failed.labels(error_class, self._label).inc()
             case Settled.RETRIED:
-                m.retried.inc()
+                m.retried.labels(self._label).inc()
             case Settled.HANDED_BACK:
-                m.handed_back.inc()
+                m.handed_back.labels(self._label).inc()
             case Settled.CRASHED:
                 pass  # logged where it crashed; the broker delivers it again
         log.info(
@@ -54,6 +58,7 @@ class MetricsObserver:
 
     def waited(self, seconds: float) -> None:
         self._metrics.limiter_wait.observe(seconds)
+        self._metrics.limiter_waited.labels(self._label).inc(seconds)
 
     def sending(self, commands: int) -> None:
         self._metrics.batch_size.observe(commands)
@@ -62,11 +67,11 @@ class MetricsObserver:
         self._metrics.api_latency.observe(seconds)
 
     def rate_limited(self, code: str) -> None:
-        self._metrics.rate_limited.labels(code).inc()
+        self._metrics.rate_limited.labels(code, self._label).inc()
         self._log.warning("call.rate_limited", code=code, note="the command waits and goes again")
 
     def budget_left(self, method: str, seconds: float) -> None:
-        self._metrics.operating_left.labels(method).set(seconds)
+        self._metrics.operating_left.labels(method, self._label).set(seconds)
 
     def portal_down(self, state: str, code: str) -> None:
         self._log.error(
@@ -75,7 +80,7 @@ class MetricsObserver:
             code=code,
             note="sending and consuming stop; commands wait in order until the portal answers",
         )
-        self._metrics.portal_went_down(self._portal or "")
+        self._metrics.portal_up.labels(self._label).set(0)
 
     def portal_up(self) -> None:
-        self._metrics.portal_came_up(self._portal or "")
+        self._metrics.portal_up.labels(self._label).set(1)

@@ -15,17 +15,18 @@ import signal
 from typing import TypeVar
 
 import aio_pika
+import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import Redis
 
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
+from worker.amqp.backlog import ready_counts
 from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import connect_nodes
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare
-from worker.bitrix import make_http_client
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
@@ -53,8 +54,8 @@ _T = TypeVar("_T")
 COLLECTOR_THRESHOLDS = (20_000, 20, 20)
 
 
-# How long after its last ack the drain lets the broker apply it before closing.
-ACK_GRACE_S = 0.5
+# How often the work queues' backlog is read for /metrics.
+BACKLOG_EVERY_S = 15.0
 
 
 def tune_collector() -> None:
@@ -97,7 +98,9 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
-        self._http = make_http_client(timeout_s=settings.B24_TIMEOUT_S)
+        # One TLS context for every lane's client: loading the CA bundle is the
+        # costly part of a client, and a deployment may serve a thousand portals.
+        self._tls = httpx.create_ssl_context()
         limiter_url = settings.LIMITER_URL.get_secret_value()
         self._redis: Redis | None = Redis.from_url(limiter_url) if limiter_url else None
 
@@ -156,6 +159,8 @@ class Worker:
             prefetch=s.PREFETCH,
             handle=router.accept,
             acks=self.acks,
+            portal_prefetch={key: s.portal_prefetch(p) for key, p in s.portals().items()},
+            shared_portal=s.B24_DEFAULT_PORTAL,
         )
         self.readiness.consumers = self._consumers
         for key, portal in s.portals().items():
@@ -166,7 +171,7 @@ class Worker:
                 acks=self.acks,
                 consumption=self._consumers,
                 topology=self.topology,
-                http=self._http,
+                tls=self._tls,
                 metrics=self.metrics,
                 mask=self.mask,
                 redis=self._redis,
@@ -177,6 +182,7 @@ class Worker:
         for lane in self.lanes.values():
             self._tasks.append(asyncio.create_task(lane.pipeline.run()))
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
+        self._tasks.append(asyncio.create_task(self._watch_backlog()))
         if s.HTTP_PORT:
             self._health = HealthServer(
                 port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.readiness.reason
@@ -184,6 +190,20 @@ class Worker:
             await self._health.start()
         tune_collector()
         await self.consumers.start()
+
+    async def _watch_backlog(self) -> None:
+        """Keep `b24_queue_ready` current: each work queue's waiting commands."""
+        topology, connection = self.topology, _started(self.connection)
+        portal_of = {topology.portal_queue(key): key for key in topology.portals}
+        while True:
+            try:
+                counts = await ready_counts(connection, topology.work_queues)
+            except Exception as exc:  # reconnecting: read again next time
+                log.debug("backlog.unread", error=type(exc).__name__)
+            else:
+                for queue, ready in counts.items():
+                    self.metrics.queue_ready.labels(queue, portal_of.get(queue, "")).set(ready)
+            await asyncio.sleep(BACKLOG_EVERY_S)
 
     async def drain(self) -> None:
         """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
@@ -209,13 +229,8 @@ class Worker:
                     "worker.drain_timeout",
                     note="calls still out; their commands go back to the queue unsettled",
                 )
-            await self.acks.flush()
-            # A quorum queue can lose acks that reach it just before their channel
-            # closes (the broker stashes them while it is busy and drops the stash
-            # with the channel: rabbitmq-server issue 10327); those deliveries would
-            # come again. A moment after the last ack lets it apply them first.
-            since = asyncio.get_running_loop().time() - self.acks.last_written
-            await asyncio.sleep(max(0.0, ACK_GRACE_S - since))
+            # A moment after the last ack lets the broker apply it before the close.
+            await self.acks.landed()
         for task in self._tasks:
             task.cancel()
         # The broker before the portal client: a call still out must not end, as
@@ -226,7 +241,6 @@ class Worker:
             await lane.close()
         if self._health is not None:
             await self._health.stop()
-        await self._http.aclose()
         if self._redis is not None:
             await self._redis.aclose()
 

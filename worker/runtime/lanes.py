@@ -1,5 +1,9 @@
 """One portal's lane: its client, limiter, breaker, definitions and pipeline.
 
+Each lane has an HTTP connection pool of its own, as many connections as it
+has calls out at most (and one for a probe or a token refresh): a slow portal,
+whose answers take up to B24_TIMEOUT_S, holds only its own connections.
+
 `build_lane` makes a lane from a `Portal` of the settings. With a Redis (the
 LIMITER_URL), the request bucket, the operating budget and the field
 definitions are shared, under the portal's host, by every replica serving it.
@@ -7,6 +11,7 @@ definitions are shared, under the portal's host, by every replica serving it.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +26,7 @@ from worker.bitrix import (
     BitrixClient,
     CommandAnswer,
     PortalError,
+    make_http_client,
 )
 from worker.credentials import build_auth
 from worker.flow.breaker import Breaker
@@ -28,7 +34,7 @@ from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
 from worker.flow.definitions import FieldDefinitions, RedisDefinitionsCache
 from worker.flow.outcomes import Outcomes
-from worker.flow.pipeline import Consumption, Pipeline
+from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT, Consumption, Pipeline
 from worker.limiter import (
     CallLimiter,
     OperatingBudget,
@@ -56,11 +62,13 @@ class Lane:
     portal: Portal
     pipeline: Pipeline
     definitions: FieldDefinitions
+    http: httpx.AsyncClient
     limiter: SharedBackends | None = None  # None: the limiter's state is in this process
 
     async def close(self) -> None:
         await self.pipeline.close()
         await self.definitions.close()
+        await self.http.aclose()
 
 
 def build_lane(
@@ -71,7 +79,7 @@ def build_lane(
     acks: Acks,
     consumption: Consumption,
     topology: Topology,
-    http: httpx.AsyncClient,
+    tls: ssl.SSLContext,
     metrics: Metrics,
     mask: SecretMask | None = None,
     redis: Redis | None = None,
@@ -79,6 +87,9 @@ def build_lane(
     """The lane of ``portal``: its pipeline settles through the worker's one
     ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down."""
     observer = MetricsObserver(metrics, portal=portal.key)
+    http = make_http_client(
+        timeout_s=settings.B24_TIMEOUT_S, max_connections=MAX_CALLS_IN_FLIGHT + 1, verify=tls
+    )
     clock = SystemClock()
     # With LIMITER_URL the bucket and the budget live in Redis under the portal's
     # host: every replica (and every deployment) serving the portal shares them.
@@ -128,6 +139,7 @@ def build_lane(
             max_attempts=settings.MAX_ATTEMPTS,
             observer=observer,
             max_message_bytes=settings.MAX_MESSAGE_BYTES,
+            portal=portal.key,
         ),
         limiter=limiter,
         caller=Caller(client=client, limiter=limiter, observer=observer),
@@ -140,7 +152,7 @@ def build_lane(
         linger_s=settings.BATCH_LINGER_MS / 1000,
         definitions=definitions,
     )
-    return Lane(portal, pipeline, definitions, shared)
+    return Lane(portal, pipeline, definitions, http, shared)
 
 
 class _Paced:

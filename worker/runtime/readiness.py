@@ -2,7 +2,10 @@
 
 `Readiness` looks at what the worker has built (the broker connection, each
 portal's lane, the consumers) as the worker fills them in, and gives the first
-reason it is not ready, or None.
+reason it is not ready, or None. It is about the worker, not about one of its
+portals: a portal that is down holds back its own commands (and says so in its
+`b24_portal_up` series and its log lines), while the worker goes on with the
+others, so taking the worker out of rotation would help no one.
 """
 
 from __future__ import annotations
@@ -24,16 +27,9 @@ class Readiness:
         self.consumers: Consumers | None = None
 
     def reason(self) -> str | None:
-        """Why not ready (not connected, a portal down, the limiter away, not consuming)."""
+        """Why not ready (not connected, the limiter away, not consuming)."""
         if self.connection is None or self.connection.is_closed:
             return "not connected to the broker"
-        down = [
-            f"{lane.pipeline.down} ({key})"
-            for key, lane in self._lanes.items()
-            if lane.pipeline.down is not None
-        ]
-        if down:
-            return "portal down: " + ", ".join(down)
         away = [
             key for key, lane in self._lanes.items() if lane.limiter and not lane.limiter.reachable
         ]

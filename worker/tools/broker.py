@@ -3,11 +3,13 @@ entry point commands are published to, and publishes that end only when the
 broker has confirmed them.
 
 The entry point is UPDATE_QUEUE as the workers declared it: the queue of that
-name, or, when the workers run with SHARDS > 0, the consistent-hash exchange of
-that name, where each command is published with its item's routing key. The
-tools find out which by looking: the exchange counts when it exists together
-with its first shard queue (both made by the workers), so a producer need not
-know SHARDS.
+name, or, when the workers run with SHARDS > 0 or with portal queues, the
+exchange of that name (consistent-hash, or headers), where each command is
+published with its item's routing key (the headers exchange routes by the
+x-b24-portal header instead). The tools find out which by looking: the exchange
+counts when it exists together with its first shard queue or its alternate
+exchange (both made by the workers), so a producer need not know SHARDS or the
+portals.
 
 Exception tree::
 
@@ -28,7 +30,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from schemas.wire import item_routing_key, shard_queue
+from schemas.wire import item_routing_key, shard_queue, unrouted_exchange
 from worker.amqp.nodes import connect_any
 from worker.settings import redact_url
 
@@ -85,27 +87,32 @@ async def connect(amqp_url: str, *, timeout_s: float = 10.0) -> AbstractConnecti
 
 @dataclass(frozen=True)
 class EntryPoint:
-    """Where commands are published: the queue `name`, or the hash exchange `name`."""
+    """Where commands are published: the queue `name`, or the exchange `name`, which
+    routes by item (shards) or by portal (portal queues)."""
 
     name: str
     sharded: bool
+    by_portal: bool = False
 
     def route(self, portal: str | None, entity_type_id: int, item_id: int) -> tuple[str, str]:
         """The exchange and the routing key of a command for this item."""
-        if self.sharded:
+        if self.sharded or self.by_portal:
             return self.name, item_routing_key(portal, entity_type_id, item_id)
         return "", self.name
 
     def __str__(self) -> str:
+        if self.by_portal:
+            return f"{self.name} (exchange, by portal)"
         return f"{self.name} (exchange, by item)" if self.sharded else self.name
 
 
 async def entry_point(connection: AbstractConnection, name: str) -> EntryPoint:
     """UPDATE_QUEUE as the workers declared it; ToolError when there is none."""
-    if await _exists(connection, name, exchange=True) and await _exists(
-        connection, shard_queue(name, 0), exchange=False
-    ):
-        return EntryPoint(name, sharded=True)
+    if await _exists(connection, name, exchange=True):
+        if await _exists(connection, shard_queue(name, 0), exchange=False):
+            return EntryPoint(name, sharded=True)
+        if await _exists(connection, unrouted_exchange(name), exchange=True):
+            return EntryPoint(name, sharded=False, by_portal=True)
     await queue_depth(connection, name)  # a missing queue fails here, clearly
     return EntryPoint(name, sharded=False)
 

@@ -35,6 +35,7 @@ from worker.amqp.topology import (
     Topology,
     TopologyError,
     declare_exchange,
+    refuse_leftover_portals,
     refuse_leftover_shard,
 )
 from worker.bitrix import (
@@ -125,12 +126,18 @@ async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> N
         say(Finding("broker", True, f"connected to {redact_url(url)}"))
         if topology.shards:
             say(await _check_exchange(url, topology))
+        if topology.portals:
+            say(await _check_portal_exchange(connection, topology))
         for name, arguments in topology.queues().items():
             say(await _check_queue(connection, name, arguments))
         try:
             await refuse_leftover_shard(connection, topology)
         except TopologyError as exc:
             say(Finding(f"queue {topology.shard_queue(topology.shards)}", False, str(exc)))
+        try:
+            await refuse_leftover_portals(connection, topology)
+        except TopologyError as exc:
+            say(Finding(f"exchange {topology.unrouted_exchange}", False, str(exc)))
         if topology.shards:
             unused = await _unused_update_queue(connection, topology)
             if unused is not None:
@@ -171,6 +178,27 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
             )
     return Finding(
         subject, True, f"{HASH_EXCHANGE_TYPE}, as the worker needs, for {topology.shards} shards"
+    )
+
+
+async def _check_portal_exchange(connection: AbstractConnection, topology: Topology) -> Finding:
+    name = topology.update_queue
+    channel = await connection.channel()
+    try:
+        await channel.declare_exchange(name, passive=True)
+        exists = True
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        exists = False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    if not exists:
+        return Finding(f"exchange {name}", True, "missing; the worker declares it when it starts")
+    return Finding(
+        f"exchange {name}",
+        True,
+        f"present: producers publish here, and it routes each command to its portal's "
+        f"queue ({len(topology.portals)} portals)",
     )
 
 

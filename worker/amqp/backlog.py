@@ -1,0 +1,32 @@
+"""How many commands wait in the work queues: each queue's ready messages, as a
+passive declare reports them (what the broker has not delivered yet; what a
+worker holds unacknowledged is not counted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiormq
+from aio_pika.abc import AbstractConnection
+
+__all__ = ["ready_counts"]
+
+
+async def ready_counts(connection: AbstractConnection, queues: Sequence[str]) -> dict[str, int]:
+    """Each queue's ready messages; a queue that does not exist is left out."""
+    found: dict[str, int] = {}
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        for queue in queues:
+            underlay = await channel.get_underlay_channel()
+            try:
+                declared = await underlay.queue_declare(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # The broker closed the channel: go on with a new one.
+                channel = await connection.channel(publisher_confirms=False)
+                continue
+            found[queue] = int(declared.message_count or 0)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return found
