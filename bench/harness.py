@@ -140,29 +140,60 @@ def worker_env(prefix: str, **settings: str) -> dict[str, str]:
     }
 
 
+async def declare(env: Mapping[str, str]) -> None:
+    """Declare the queues and exchanges a worker with ``env`` declares at its start, as
+    if it had run once: the commands can then be published through the exchange."""
+    from worker.amqp.topology import declare as declare_topology
+    from worker.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        settings = Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    try:
+        await declare_topology(connection, settings.topology())
+    finally:
+        await connection.close()
+
+
 async def publish(
     queue: str,
     commands: Iterable[tuple[dict[str, Any], Mapping[str, str]]],
+    *,
+    exchange: bool = False,
 ) -> int:
-    """Queue each (command, headers) before any worker runs; returns how many."""
+    """Queue each (command, headers) before any worker runs; returns how many.
+
+    With ``exchange``, through the exchange ``queue`` the workers declared
+    (`declare`), with each command's item as its routing key.
+    """
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()
-    await channel.declare_queue(
-        queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-            "x-delivery-limit": 50,
-            "x-dead-letter-routing-key": f"{queue}.poison",
-        },
-    )
+    if exchange:
+        target = await channel.get_exchange(queue)
+    else:
+        target = channel.default_exchange
+        await channel.declare_queue(
+            queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": 50,
+                "x-dead-letter-routing-key": f"{queue}.poison",
+            },
+        )
     count = 0
     for body, headers in commands:
         count += 1
-        await channel.default_exchange.publish(
+        await target.publish(
             aio_pika.Message(
                 json.dumps(body).encode(),
                 content_type="application/json",
@@ -170,7 +201,7 @@ async def publish(
                 headers=dict(headers),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing_key=queue,
+            routing_key=f"{body['entityTypeId']}:{body['id']}" if exchange else queue,
         )
     await connection.close()
     return count
@@ -213,11 +244,13 @@ async def drain(queue: str, *, timeout_s: float = 120.0) -> list[dict[str, Any]]
         await connection.close()
 
 
-async def delete_queues(names: Iterable[str]) -> None:
+async def delete_queues(names: Iterable[str], *, exchanges: Iterable[str] = ()) -> None:
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()
     for name in names:
         await channel.queue_delete(name)
+    for name in exchanges:
+        await channel.exchange_delete(name)
     await connection.close()
 
 

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     Sandbox,
     WorkerProcess,
+    declare,
     delete_queues,
     drain,
     paced_sandbox,
@@ -105,9 +106,6 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
                     headers = {} if t is TENANTS[0] else {PORTAL_HEADER: t.key}
                     commands.append((body, headers))
                     owner.append(t.key)
-        total = asyncio.run(publish(f"{prefix}update", commands))
-        if block:
-            _faults(sandboxes["blocked"], overload=True)
         first, *others = TENANTS
         settings = {
             "BATCH_SIZE": str(BATCH),
@@ -128,6 +126,11 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
             ),
         }
         env = worker_env(prefix, **settings)
+        # As after the worker's first start: its queues and exchanges are there.
+        asyncio.run(declare(env))
+        total = asyncio.run(publish(f"{prefix}update", commands, exchange=True))
+        if block:
+            _faults(sandboxes["blocked"], overload=True)
         load = load_average()
         start = time.time()
         processes = [WorkerProcess(env) for _ in range(workers)]
@@ -150,7 +153,13 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
                 w.process.kill()
         for sandbox in sandboxes.values():
             sandbox.stop()
-        asyncio.run(delete_queues(queue_names(prefix)))
+        portal_queues = [f"{prefix}update.portal.{t.key}" for t in TENANTS]
+        asyncio.run(
+            delete_queues(
+                [*queue_names(prefix), *portal_queues],
+                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
+            )
+        )
 
     outcomes: dict[str, set[str]] = {}
     for event in events:
