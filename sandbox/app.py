@@ -25,7 +25,7 @@ from sandbox.pipeline import RestRequest, handle_rest
 from sandbox.state import PortalState
 from sandbox.wire import drop_connection, html_page
 
-__all__ = ["create_app", "portal_state"]
+__all__ = ["create_app", "portal_app", "portal_state"]
 
 _JSON = "application/json; charset=utf-8"
 
@@ -86,7 +86,11 @@ async def oauth_token(request: Request) -> Response:
 
 def create_app(config: SandboxConfig | None = None, *, clock: Clock | None = None) -> Starlette:
     """A new portal (seeded as configured) behind a new ASGI app."""
-    state = PortalState(config or SandboxConfig(), clock)
+    return portal_app(PortalState(config or SandboxConfig(), clock))
+
+
+def portal_app(state: PortalState) -> Starlette:
+    """An ASGI app serving the portal ``state``."""
     both = ["GET", "POST"]
     app = Starlette(
         routes=[

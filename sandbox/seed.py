@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sandbox.items import WriteContext, write_item
@@ -43,7 +44,7 @@ def _filler(kind: str, n: int) -> Any:
     }.get(kind, f"value {n}")
 
 
-def seed_items(ctx: WriteContext, schemas: dict[int, EntitySchema], per_type: int) -> int:
+def seed_items(ctx: WriteContext, schemas: Mapping[int, EntitySchema], per_type: int) -> int:
     """Add ``per_type`` items to every entity type; returns how many were added."""
     added = 0
     for schema in schemas.values():

@@ -7,7 +7,9 @@ portals side by side.
 
 from __future__ import annotations
 
+import pickle
 import random
+from collections.abc import Iterator, Mapping
 
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import SandboxConfig
@@ -25,11 +27,29 @@ __all__ = ["PortalState"]
 
 
 class PortalState:
-    def __init__(self, config: SandboxConfig, clock: Clock | None = None) -> None:
+    """One portal's data, limits, faults, counters and tokens.
+
+    Portals started from one configuration may be made faster from what one
+    of them has built: ``schemas``, the field definitions ``build_schemas(config)``
+    makes, are read-only and may be shared; ``store``, the items and files to
+    start with instead of seeding, must be the new portal's own copy (see
+    ``seeded_copies``).
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig,
+        clock: Clock | None = None,
+        *,
+        schemas: Mapping[int, EntitySchema] | None = None,
+        store: ItemStore | None = None,
+    ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.tz = parse_offset(config.utc_offset)
-        self.schemas: dict[int, EntitySchema] = build_schemas(config)
+        self.schemas: Mapping[int, EntitySchema] = (
+            build_schemas(config) if schemas is None else schemas
+        )
         self.rng = random.Random(config.random_seed)  # noqa: S311 - fault injection, not security
         # Costs drawn from a range have a source of their own (same seed): turning a
         # range on leaves the faults each request meets as they were.
@@ -45,10 +65,21 @@ class PortalState:
             clock=self.clock,
             min_charge_s=config.operating_min_charge_s,
         )
-        self.store = ItemStore(list(self.schemas))
         self.faults = Faults.from_config(config)
         self.counters = Counters()
-        self.seed(config.seed_items)
+        if store is None:
+            self.store = ItemStore(list(self.schemas))
+            self.seed(config.seed_items)
+        else:
+            self.store = store
+
+    def seeded_copies(self) -> Iterator[ItemStore]:
+        """Copies of the items and files as they are now, one for each portal to start
+        from this one's seed. A pickled snapshot, made once, is several times faster to
+        copy than seeding is to repeat."""
+        snapshot = pickle.dumps(self.store, pickle.HIGHEST_PROTOCOL)
+        while True:
+            yield pickle.loads(snapshot)  # noqa: S301 - made just above, in this process
 
     def write_context(self, user_id: int, *, original_names: bool = False) -> WriteContext:
         return WriteContext(
