@@ -4,6 +4,10 @@ Every option can also come from an environment variable ``SANDBOX_<NAME>``
 (``--rate-burst`` from ``SANDBOX_RATE_BURST``); a flag given on the command
 line wins. The host CLI wires these into ``b24-worker sandbox``;
 ``python -m sandbox`` works on its own.
+
+``--portals N`` serves N independent portals from this one process, portal
+``k`` (from 0) on port ``--port`` + k; ``--portals-file PATH`` writes their
+webhook URLs as the worker's portals object (``B24_PORTALS_FILE``).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TextIO, get_args
 
-from sandbox.app import create_app
 from sandbox.config import (
     DEFAULT_CUSTOM_FIELDS,
     DEFAULT_WEBHOOK_CODE,
@@ -24,10 +29,14 @@ from sandbox.config import (
     SandboxConfig,
 )
 from sandbox.limits import OperatingCost
-from sandbox.server import QuietServer, uvicorn_config
+from sandbox.portals import RunningSandbox, check_ports, open_portals, written_portals_file
+from sandbox.server import QuietServer, built_to_last, raise_open_files_limit, uvicorn_config
 from sandbox.tls import self_signed
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+__all__ = ["add_arguments", "announce", "announce_portals", "config_from_args", "run"]
+
+# What uvicorn exits with when it cannot listen: the sandbox keeps it.
+STARTUP_FAILURE = 3
 
 _D = SandboxConfig()
 _TRUE = {"1", "true", "yes", "y", "on"}
@@ -79,7 +88,15 @@ def _many(parser: argparse.ArgumentParser, name: str, text: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every sandbox option, each also readable from ``SANDBOX_<NAME>``."""
     _opt(parser, "host", str, _D.host, "address to listen on")
-    _opt(parser, "port", int, _D.port, "port to listen on")
+    _opt(parser, "port", int, _D.port, "port to listen on (the first portal's; 0: free ports)")
+    _opt(parser, "portals", int, 1, "independent portals to serve, on --port, --port + 1, ...")
+    _opt(
+        parser,
+        "portals-file",
+        str,
+        None,
+        "write the portals' webhook URLs to this JSON file, for the worker's B24_PORTALS_FILE",
+    )
     _opt(parser, "webhook-code", str, _D.webhook_code, "the webhook's secret code", secret=True)
     _opt(parser, "user-id", int, _D.user_id, "the webhook's user id")
     _opt(parser, "rate-burst", int, _D.rate_burst, "leaky bucket size X")
@@ -174,19 +191,59 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
-def announce(config: SandboxConfig, out: TextIO, cert_file: str | None = None) -> None:
+def _shown_code(config: SandboxConfig) -> str:
+    return config.webhook_code if config.webhook_code == DEFAULT_WEBHOOK_CODE else "***"
+
+
+def announce(
+    config: SandboxConfig,
+    out: TextIO,
+    cert_file: str | None = None,
+    portals_file: str | None = None,
+) -> None:
     """Print where the portal listens; a webhook code other than the default is masked."""
     base = f"{config.scheme}://{config.host}:{config.port}"
-    code = config.webhook_code if config.webhook_code == DEFAULT_WEBHOOK_CODE else "***"
     print(f"Bitrix24 sandbox portal on {base}", file=out)
-    print(f"  webhook URL: {base}/rest/{config.user_id}/{code}/", file=out)
+    print(f"  webhook URL: {base}/rest/{config.user_id}/{_shown_code(config)}/", file=out)
     print(
         f"  OAuth calls: {base}/rest/<method>?auth=<token>; tokens: {base}/oauth/token/", file=out
     )
     print(f"  control:     {base}/_sandbox/", file=out)
     if cert_file:
         print(f"  certificate: {cert_file}", file=out)
-    limits = (
+    if portals_file:
+        print(f"  portals file: {portals_file}", file=out)
+    print(f"  limits:      {_limits(config)}", file=out, flush=True)
+
+
+def announce_portals(
+    config: SandboxConfig,
+    portals: Sequence[RunningSandbox],
+    out: TextIO,
+    cert_file: str | None = None,
+    portals_file: str | None = None,
+) -> None:
+    """Print each portal's key, base, webhook and control URLs, one line a portal; a
+    webhook code other than the default is masked, as for one portal."""
+    print(f"Bitrix24 sandbox: {len(portals)} independent portals on {config.host}", file=out)
+    for portal in portals:
+        base = portal.base_url
+        webhook = f"{base}/rest/{config.user_id}/{_shown_code(config)}/"
+        print(
+            f"  {portal.key}: {base}  webhook URL: {webhook}  control: {base}/_sandbox/",
+            file=out,
+        )
+    print("  OAuth calls: <base>/rest/<method>?auth=<token>; tokens: <base>/oauth/token/", file=out)
+    if cert_file:
+        print(f"  certificate: {cert_file}", file=out)
+    if portals_file:
+        print(f"  portals file: {portals_file}", file=out)
+    limits = _limits(config) + (", each portal its own" if config.limits_enabled else "")
+    print(f"  limits:      {limits}", file=out, flush=True)
+
+
+def _limits(config: SandboxConfig) -> str:
+    return (
         "off"
         if not config.limits_enabled
         else (
@@ -195,18 +252,37 @@ def announce(config: SandboxConfig, out: TextIO, cert_file: str | None = None) -
             + ("; a batch charged to the method batch" if config.batch_charging == "batch" else "")
         )
     )
-    print(f"  limits:      {limits}", file=out, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; returns the process exit code."""
     config = config_from_args(args)
-    app = create_app(config)
+    count: int = args.portals
+    try:
+        check_ports(config.port, count)
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         cert, key = config.cert_file, config.key_file
         if config.https and not cert:
             cert, key = stack.enter_context(self_signed(config.host))
-        announce(config, sys.stdout, cert)
-        server = QuietServer(uvicorn_config(app, config, cert_file=cert, key_file=key))
-        server.run()
+        if count > 1:
+            raise_open_files_limit()
+        try:
+            with built_to_last():
+                portals = open_portals(config, count, ca_file=cert)
+        except OSError as exc:
+            print(f"sandbox: {exc.strerror or exc}", file=sys.stderr)
+            return STARTUP_FAILURE
+        stack.callback(portals.close)
+        if args.portals_file:
+            stack.enter_context(written_portals_file(args.portals_file, portals.handles))
+        if count == 1:
+            first = replace(config, port=portals.handles[0].port)
+            announce(first, sys.stdout, cert, args.portals_file)
+        else:
+            announce_portals(config, portals.handles, sys.stdout, cert, args.portals_file)
+        server = QuietServer(uvicorn_config(portals.app, config, cert_file=cert, key_file=key))
+        server.run(sockets=portals.sockets)
     return 0

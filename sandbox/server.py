@@ -7,6 +7,7 @@ when asked for, it goes through a filter that masks the code.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import logging
 import re
@@ -20,7 +21,15 @@ import uvicorn
 
 from sandbox.config import SandboxConfig
 
-__all__ = ["MaskSecrets", "QuietServer", "bind_socket", "uvicorn_config"]
+__all__ = [
+    "MaskSecrets",
+    "QuietServer",
+    "bind_socket",
+    "built_to_last",
+    "listen",
+    "raise_open_files_limit",
+    "uvicorn_config",
+]
 
 _WEBHOOK = re.compile(r"(/rest/\d+/)([^/\s]+)(/)")
 _AUTH = re.compile(r"((?:auth|access_token|refresh_token|client_secret|code)=)[^&\s\"]+")
@@ -76,6 +85,79 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening TCP sockets on every address ``host`` resolves to, as uvicorn binds a
+    host and port itself (``localhost`` gets 127.0.0.1 and ::1). Port 0 picks a free
+    port, the same one for every address. OSError names the address that failed."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            if sockets and port == 0:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = f"[{host}]" if ":" in host else host or "*"
+                raise OSError(
+                    exc.errno, f"cannot listen on {where}:{port}: {exc.strerror}"
+                ) from None
+            sock.listen(2048)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+@contextlib.contextmanager
+def built_to_last() -> Iterator[None]:
+    """Build what lives until the process ends (the portals and their seeded items)
+    with the cyclic garbage collector paused, then freeze it.
+
+    Each pass of the collector walks every object it tracks; while hundreds of
+    portals are seeded, it would walk the growing heap again and again and find
+    nothing to free. Frozen, those objects are left out of every later pass,
+    so a large seed does not lengthen the collector's pauses while serving.
+    Reference counting still frees an item that is replaced or reset.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def raise_open_files_limit() -> None:
+    """Lift the soft limit of open files to the hard one (65536 when there is none).
+
+    Each portal holds a listening socket and its clients' connections, so a
+    few hundred portals outgrow the common soft limit of 1024.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def uvicorn_config(

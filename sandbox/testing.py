@@ -9,6 +9,9 @@
     with serve_in_thread(config) as portal:   # the same, for synchronous code
         ...
 
+    async with running_sandboxes(config, 3) as portals:   # three portals, one server
+        portals[0].webhook_url, portals[1].webhook_url    # each on a port of its own
+
 The server runs in its own thread with its own event loop, so synchronous
 clients (requests-based SDKs) and async clients in the test's loop both work.
 """
@@ -19,62 +22,43 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import uvicorn
 
-from sandbox.app import create_app, portal_state
 from sandbox.clock import Clock
 from sandbox.config import SandboxConfig
-from sandbox.server import bind_socket, uvicorn_config
-from sandbox.state import PortalState
+from sandbox.portals import RunningSandbox, open_portals
+from sandbox.server import uvicorn_config
 from sandbox.tls import self_signed
 
-__all__ = ["RunningSandbox", "running_sandbox", "serve_in_thread"]
-
-
-@dataclass(frozen=True, slots=True)
-class RunningSandbox:
-    base_url: str  # http://127.0.0.1:PORT
-    webhook_url: str  # .../rest/<user_id>/<code>/  (append the method name)
-    oauth_url: str  # .../rest/  (append the method name, send ``auth``)
-    token_url: str  # .../oauth/token/
-    control_url: str  # .../_sandbox
-    state: PortalState
-    ca_file: str | None = None  # the self-signed certificate, when serving HTTPS
-
-
-def _handle(state: PortalState, config: SandboxConfig, port: int, ca: str | None) -> RunningSandbox:
-    base = f"{config.scheme}://{config.host}:{port}"
-    return RunningSandbox(
-        base_url=base,
-        webhook_url=f"{base}/rest/{config.user_id}/{config.webhook_code}/",
-        oauth_url=f"{base}/rest/",
-        token_url=f"{base}/oauth/token/",
-        control_url=f"{base}/_sandbox",
-        state=state,
-        ca_file=ca,
-    )
+__all__ = [
+    "RunningSandbox",
+    "running_sandbox",
+    "running_sandboxes",
+    "serve_in_thread",
+    "serve_many_in_thread",
+]
 
 
 @contextlib.contextmanager
-def serve_in_thread(
-    config: SandboxConfig | None = None, *, clock: Clock | None = None
-) -> Iterator[RunningSandbox]:
-    """Start a portal on a free port; stop it (and join its thread) on exit."""
-    config = replace(config or SandboxConfig(), host="127.0.0.1")
-    app = create_app(config, clock=clock)
-    sock = bind_socket(config.host, 0)
-    port = sock.getsockname()[1]
+def serve_many_in_thread(
+    config: SandboxConfig | None = None, count: int = 2, *, clock: Clock | None = None
+) -> Iterator[list[RunningSandbox]]:
+    """Start ``count`` independent portals on free ports, served by one server in one
+    thread; stop it (and join the thread) on exit. They share ``clock``, if given."""
+    config = replace(config or SandboxConfig(), host="127.0.0.1", port=0)
     with contextlib.ExitStack() as stack:
         cert = key = None
         if config.https:
             cert, key = stack.enter_context(self_signed(config.host))
-        server = uvicorn.Server(uvicorn_config(app, config, cert_file=cert, key_file=key))
+        portals = open_portals(config, count, clock=clock, ca_file=cert)
+        stack.callback(portals.close)
+        server = uvicorn.Server(uvicorn_config(portals.app, config, cert_file=cert, key_file=key))
         thread = threading.Thread(
             target=server.run,
-            kwargs={"sockets": [sock]},
-            name=f"sandbox-{port}",
+            kwargs={"sockets": portals.sockets},
+            name=f"sandbox-{portals.handles[0].port}",
             daemon=True,
         )
         thread.start()
@@ -83,11 +67,32 @@ def serve_in_thread(
                 if not thread.is_alive():
                     raise RuntimeError("the sandbox server did not start")
                 threading.Event().wait(0.005)
-            yield _handle(portal_state(app), config, port, cert)
+            yield portals.handles
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-            sock.close()
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: SandboxConfig | None = None, *, clock: Clock | None = None
+) -> Iterator[RunningSandbox]:
+    """Start a portal on a free port; stop it (and join its thread) on exit."""
+    with serve_many_in_thread(config, 1, clock=clock) as portals:
+        yield portals[0]
+
+
+@contextlib.asynccontextmanager
+async def running_sandboxes(
+    config: SandboxConfig | None = None, count: int = 2, *, clock: Clock | None = None
+) -> AsyncIterator[list[RunningSandbox]]:
+    """``serve_many_in_thread`` for async code: start and stop without blocking the loop."""
+    manager = serve_many_in_thread(config, count, clock=clock)
+    portals = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield portals
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @contextlib.asynccontextmanager
@@ -95,9 +100,5 @@ async def running_sandbox(
     config: SandboxConfig | None = None, *, clock: Clock | None = None
 ) -> AsyncIterator[RunningSandbox]:
     """``serve_in_thread`` for async code: start and stop without blocking the loop."""
-    manager = serve_in_thread(config, clock=clock)
-    portal = await asyncio.to_thread(manager.__enter__)
-    try:
-        yield portal
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
+    async with running_sandboxes(config, 1, clock=clock) as portals:
+        yield portals[0]
