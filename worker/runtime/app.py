@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aio_pika
 import httpx
@@ -30,13 +30,15 @@ from worker.amqp.topology import TopologyError, declare
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
-from worker.observability.health import HealthServer
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
 from worker.runtime.lanes import Lane, build_lane
 from worker.runtime.readiness import Readiness
 from worker.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from worker.observability.health import HealthServer
 
 __all__ = ["Worker", "run"]
 
@@ -184,6 +186,10 @@ class Worker:
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
         if s.HTTP_PORT:
+            # Imported here: the HTTP server's libraries are a tenth of a second of
+            # every start, and HTTP_PORT=0 needs none of them.
+            from worker.observability.health import HealthServer
+
             self._health = HealthServer(
                 port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.readiness.reason
             )
