@@ -150,15 +150,7 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
     subject = f"exchange {name}"
     connection = await connect(url)
     async with connection:
-        channel = await connection.channel()
-        try:
-            await channel.declare_exchange(name, passive=True)
-            exists = True
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            exists = False
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        exists = await _exchange_exists(connection, name)
         # Declared as the worker declares it: no change when it matches. When it is
         # missing, a throwaway exchange of the type shows whether the broker has it.
         probe = name if exists else f"b24-worker.check.{uuid.uuid4().hex}"
@@ -181,18 +173,21 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
     )
 
 
-async def _check_portal_exchange(connection: AbstractConnection, topology: Topology) -> Finding:
-    name = topology.update_queue
+async def _exchange_exists(connection: AbstractConnection, name: str) -> bool:
     channel = await connection.channel()
     try:
         await channel.declare_exchange(name, passive=True)
-        exists = True
     except aio_pika.exceptions.ChannelNotFoundEntity:
-        exists = False
+        return False
     finally:
         if not channel.is_closed:
             await channel.close()
-    if not exists:
+    return True
+
+
+async def _check_portal_exchange(connection: AbstractConnection, topology: Topology) -> Finding:
+    name = topology.update_queue
+    if not await _exchange_exists(connection, name):
         return Finding(f"exchange {name}", True, "missing; the worker declares it when it starts")
     return Finding(
         f"exchange {name}",
