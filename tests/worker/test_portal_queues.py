@@ -9,6 +9,7 @@ Two sandbox portals: `north` (the portal of B24_WEBHOOK_URL, the default) and
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import AsyncIterator
 
@@ -22,8 +23,10 @@ from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, depth, drain, take, unique_topology
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
 from tests.worker.shards import drain_shard
+from tests.worker.tools.helpers import tool_env
 from worker.amqp.topology import Topology, TopologyError, declare
 from worker.settings import Settings
+from worker.tools.check import run_checks
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 
@@ -173,3 +176,24 @@ async def test_workers_without_portal_queues_refuse_those_left_by_workers_with_t
         with pytest.raises(TopologyError, match="PORTAL_QUEUES=false") as refused:
             await declare(broker, one_portal)
     assert with_portals.unrouted_exchange in str(refused.value)
+
+
+async def test_check_names_the_portal_exchange_and_each_portal_queue(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topology = dataclasses.replace(unique_topology(), portals=("north", "south"))
+    portals = {key: {"webhook_url": "http://127.0.0.1:9/rest/1/code/"} for key in topology.portals}
+    async with connected(amqp_url, topology) as broker:
+        await declare(broker, topology)
+        env = tool_env(amqp_url, topology, B24_PORTALS=json.dumps(portals))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        out = io.StringIO()
+        await run_checks(out=out)
+    lines = out.getvalue().splitlines()
+    [exchange] = [line for line in lines if f"exchange {topology.update_queue}:" in line]
+    assert exchange.startswith("OK"), exchange
+    assert "routes each command to its portal's queue (2 portals)" in exchange
+    for key in topology.portals:
+        [queue] = [line for line in lines if f"queue {topology.portal_queue(key)}:" in line]
+        assert queue.startswith("OK"), queue

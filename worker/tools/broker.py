@@ -42,6 +42,7 @@ __all__ = [
     "ToolError",
     "connect",
     "entry_point",
+    "exists",
     "publish_confirmed",
     "queue_depth",
 ]
@@ -108,16 +109,17 @@ class EntryPoint:
 
 async def entry_point(connection: AbstractConnection, name: str) -> EntryPoint:
     """UPDATE_QUEUE as the workers declared it; ToolError when there is none."""
-    if await _exists(connection, name, exchange=True):
-        if await _exists(connection, shard_queue(name, 0), exchange=False):
+    if await exists(connection, name, exchange=True):
+        if await exists(connection, shard_queue(name, 0), exchange=False):
             return EntryPoint(name, sharded=True)
-        if await _exists(connection, unrouted_exchange(name), exchange=True):
+        if await exists(connection, unrouted_exchange(name), exchange=True):
             return EntryPoint(name, sharded=False, by_portal=True)
     await queue_depth(connection, name)  # a missing queue fails here, clearly
     return EntryPoint(name, sharded=False)
 
 
-async def _exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
+async def exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
+    """Whether the exchange (or queue) ``name`` exists, asked passively."""
     channel = await connection.channel()
     try:
         if exchange:

@@ -49,7 +49,7 @@ from worker.bitrix import (
 from worker.credentials import build_auth
 from worker.observability.logging import SecretMask
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
-from worker.tools.broker import ToolError, connect
+from worker.tools.broker import ToolError, connect, exists
 
 __all__ = ["Finding", "run_checks"]
 
@@ -150,15 +150,15 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
     subject = f"exchange {name}"
     connection = await connect(url)
     async with connection:
-        exists = await _exchange_exists(connection, name)
+        present = await exists(connection, name, exchange=True)
         # Declared as the worker declares it: no change when it matches. When it is
         # missing, a throwaway exchange of the type shows whether the broker has it.
-        probe = name if exists else f"b24-worker.check.{uuid.uuid4().hex}"
+        probe = name if present else f"b24-worker.check.{uuid.uuid4().hex}"
         try:
             await declare_exchange(connection, dataclasses.replace(topology, update_queue=probe))
         except TopologyError as exc:
             return Finding(subject, False, str(exc).replace(probe, name))
-        if not exists:
+        if not present:
             channel = await connection.channel()
             await channel.exchange_delete(probe)
             await channel.close()
@@ -173,21 +173,9 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
     )
 
 
-async def _exchange_exists(connection: AbstractConnection, name: str) -> bool:
-    channel = await connection.channel()
-    try:
-        await channel.declare_exchange(name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
-
-
 async def _check_portal_exchange(connection: AbstractConnection, topology: Topology) -> Finding:
     name = topology.update_queue
-    if not await _exchange_exists(connection, name):
+    if not await exists(connection, name, exchange=True):
         return Finding(f"exchange {name}", True, "missing; the worker declares it when it starts")
     return Finding(
         f"exchange {name}",
