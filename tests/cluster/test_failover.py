@@ -119,6 +119,9 @@ async def test_a_node_lost_mid_run_loses_nothing_and_the_worker_consumes_again(
     declarer = await aio_pika.connect_robust(cluster.urls[0])
     async with declarer:
         await declare(declarer, topology)
+    # The leader is looked up before the run: `rabbitmqctl` takes seconds on this
+    # cluster, and the worker may have ended every command by the time it answers.
+    leader = await asyncio.to_thread(cluster.leader_of, topology.update_queue)
     order = [0, 1, 2] if lost == "the-workers-node" else [1, 2, 0]
     amqp_url = ",".join(cluster.urls[i] for i in order)
     with sandbox_process(seed_items=COMMANDS) as portal:
@@ -139,7 +142,7 @@ async def test_a_node_lost_mid_run_loses_nothing_and_the_worker_consumes_again(
             if lost == "the-workers-node":
                 victim = worker_node
             else:
-                victim = await asyncio.to_thread(cluster.leader_of, topology.update_queue)
+                victim = leader
                 assert victim != worker_node
             stopping_at = time.time()
             await asyncio.to_thread(cluster.stop_node, victim)
