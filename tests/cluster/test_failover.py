@@ -135,8 +135,11 @@ async def test_a_node_lost_mid_run_loses_nothing_and_the_worker_consumes_again(
             B24_RATE_PER_SECOND="25",
         )
         with worker_run(env, tmp_path) as run:
-            run.start()
+            # Every command queued first: publishing 5,000 with confirms through a
+            # 3-node cluster took up to 19 s here, as long as the worker's run, and a
+            # worker started first had ended them all before the node was stopped.
             sent = await _publish(cluster.urls[2], topology.update_queue)
+            run.start()
             await _until_ended(run, STOP_AFTER, timeout_s=60)
             worker_node = _connected_node(run.log, cluster)
             if lost == "the-workers-node":
