@@ -300,6 +300,10 @@ async def test_timeouts_retry_idempotent_commands_and_leave_additions_in_doubt_a
             )
             control(portal, "PATCH", "faults", {"latency_ms": 0})
             done = await ends.all_of(commands, worker)
+        # The portal carries out a call 1.5 s after it came, whether or not the worker still
+        # waits: every command can have ended while it still carries out the last timed-out
+        # ones. What it did is read once it has no request in progress.
+        await eventually(lambda: control(portal, "GET", "counters")["in_flight"] == 0, 10)
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
         assert classes(done, "-deal-") == {"succeeded": len(deals)}
