@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sandbox.testing import RunningSandbox
+from sandbox.config import SandboxConfig
+from sandbox.testing import RunningSandbox, running_sandbox
 from worker.bitrix import BitrixClient, WebhookAuth, make_http_client
 
 
@@ -17,3 +18,21 @@ async def client(portal: RunningSandbox) -> AsyncIterator[BitrixClient]:
         reset = await http.post(portal.control_url + "/reset", json={})
         assert reset.status_code == 200
         yield BitrixClient(http=http, auth=WebhookAuth(portal.webhook_url))
+
+
+# Two portals side by side, limits off, ten deals each: for the tests of several portals.
+TWO_PORTALS_SEED = 10
+
+
+@pytest.fixture
+async def north() -> AsyncIterator[RunningSandbox]:
+    config = SandboxConfig(seed_items=TWO_PORTALS_SEED, limits_enabled=False)
+    async with running_sandbox(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def south() -> AsyncIterator[RunningSandbox]:
+    config = SandboxConfig(seed_items=TWO_PORTALS_SEED, limits_enabled=False)
+    async with running_sandbox(config) as running:
+        yield running

@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from sandbox.config import SandboxConfig
-from sandbox.testing import RunningSandbox, running_sandbox
+from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, depth, drain, take, unique_topology
+from tests.worker.conftest import TWO_PORTALS_SEED
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
 from tests.worker.shards import drain_shard
 from tests.worker.tools.helpers import tool_env
@@ -30,19 +29,7 @@ from worker.tools.check import run_checks
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
 
-ITEMS = 10
-
-
-@pytest.fixture
-async def north() -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(SandboxConfig(seed_items=ITEMS, limits_enabled=False)) as running:
-        yield running
-
-
-@pytest.fixture
-async def south() -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(SandboxConfig(seed_items=ITEMS, limits_enabled=False)) as running:
-        yield running
+ITEMS = TWO_PORTALS_SEED  # the deals each of the `north` and `south` sandboxes holds
 
 
 def two_portals(amqp_url: str, north: RunningSandbox, south: RunningSandbox) -> Settings:

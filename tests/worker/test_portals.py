@@ -8,31 +8,17 @@ as a validation failure without any call.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from sandbox.config import SandboxConfig
-from sandbox.testing import RunningSandbox, running_sandbox
+from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
 from tests.worker.e2e import control, events, running_worker, settings_for, stored
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
-
-
-@pytest.fixture
-async def north() -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(SandboxConfig(seed_items=3, limits_enabled=False)) as running:
-        yield running
-
-
-@pytest.fixture
-async def south() -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(SandboxConfig(seed_items=3, limits_enabled=False)) as running:
-        yield running
 
 
 def two_portals(amqp_url: str, north: RunningSandbox, south: RunningSandbox) -> Settings:

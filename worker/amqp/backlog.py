@@ -16,14 +16,15 @@ async def ready_counts(connection: AbstractConnection, queues: Sequence[str]) ->
     """Each queue's ready messages; a queue that does not exist is left out."""
     found: dict[str, int] = {}
     channel = await connection.channel(publisher_confirms=False)
+    underlay = await channel.get_underlay_channel()
     try:
         for queue in queues:
-            underlay = await channel.get_underlay_channel()
             try:
                 declared = await underlay.queue_declare(queue, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 # The broker closed the channel: go on with a new one.
                 channel = await connection.channel(publisher_confirms=False)
+                underlay = await channel.get_underlay_channel()
                 continue
             found[queue] = int(declared.message_count or 0)
     finally:

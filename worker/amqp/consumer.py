@@ -94,7 +94,6 @@ class _Feed:
     held: list[DeliveredMessage] | None = None
     leftover: bool = False  # UPDATE_QUEUE from before SHARDS: dropped once it is deleted
     portal: str | None = None  # the portal whose queue this is (portal queues)
-    given_back: bool = False  # its channel closed while the portal is down
 
 
 class Consumers:
@@ -171,9 +170,8 @@ class Consumers:
             self._feeds.insert(len(self._shards), self._leftover)
         others = [feed for feed in self._feeds if feed.portal is None]
         for feed in others:
-            await self._open(feed)
-            # A missing queue fails here, clearly.
-            await _ensure(feed)
+            channel = await self._open(feed)
+            await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
         # A deployment may serve a thousand portals: their channels open side by side.
         portals = [feed for feed in self._feeds if feed.portal is not None]
         await asyncio.gather(
@@ -187,11 +185,12 @@ class Consumers:
         for feed in feeds:
             await self._open(feed)
 
-    async def _open(self, feed: _Feed) -> None:
+    async def _open(self, feed: _Feed) -> AbstractChannel:
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=feed.prefetch)
         check_channel(await channel.get_underlay_channel())
         feed.channel = channel
+        return channel
 
     async def start(self) -> None:
         async with self._lock:
@@ -252,8 +251,7 @@ class Consumers:
         self._holders.add(portal)
         async with self._lock:
             feed = self._by_portal.get(portal)
-            if feed is not None and not feed.given_back:
-                feed.given_back = True
+            if feed is not None:
                 await self._give_back(feed)
             if portal == self._shared_portal:
                 shared = self._feeds[0]
@@ -266,10 +264,9 @@ class Consumers:
             return
         async with self._lock:
             feed = self._by_portal.get(portal)
-            if feed is not None and feed.given_back:
+            if feed is not None and feed.channel is None:  # given back while it was down
                 await self._open(feed)
                 await self._consume(feed)
-                feed.given_back = False
             if portal == self._shared_portal:
                 await self._release(self._feeds[0])
         log.info("consumer.portal_released", portal=portal)
@@ -454,11 +451,6 @@ class Consumers:
             if not channel.is_closed:
                 await channel.close()
         return True
-
-
-async def _ensure(feed: _Feed) -> None:
-    if feed.channel is not None:
-        await feed.channel.get_queue(feed.queue, ensure=True)
 
 
 def queue_order(held: Sequence[DeliveredMessage]) -> list[DeliveredMessage]:

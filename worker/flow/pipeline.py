@@ -329,18 +329,15 @@ class Pipeline:
         """Let go of what the hold gave back to the broker (its channel closed), and
         send the retry copies held round their delay tier again."""
         gone = self._gate.discard(_returned)
-        waiting = self._batcher.take_all()
-        copies = [job for job in waiting if job.source == "retry" and not _returned(job)]
-        kept = [job for job in waiting if not _returned(job) and job not in copies]
-        for job in kept:
-            self._batcher.add(job)
-        for job in waiting:
+        copies = []
+        for job in self._batcher.take_all():
             if _returned(job):
                 gone += 1
-                key = job.key
-                following = self._gate.release(key) if key is not None else None
-                if following is not None:
-                    await self._ready(following)
+                await self._let_go(job)
+            elif job.source == "retry":
+                copies.append(job)
+            else:
+                self._batcher.add(job)
         for job in copies:
             # It held its item: the item stays parked for it.
             await self._settle(job, Retry(f"portal {self._breaker.state}"))
@@ -383,11 +380,16 @@ class Pipeline:
                 item=job.key,
                 note="its channel closed before it was sent: the broker delivers it again",
             )
-            key = job.key
-            following = self._gate.release(key) if key is not None else None
-            if following is not None and not self._draining:
-                await self._ready(following)
+            await self._let_go(job)
         return fresh
+
+    async def _let_go(self, job: Job) -> None:
+        """The job's delivery went back to the broker: its item's next command takes
+        its turn (draining, it stays unacked and goes back with the connection)."""
+        key = job.key
+        following = self._gate.release(key) if key is not None else None
+        if following is not None and not self._draining:
+            await self._ready(following)
 
     async def close(self) -> None:
         """Stop probing (the worker is stopping)."""

@@ -2,8 +2,8 @@
 
 Counters and gauges carry a `portal` label (the portal's key; empty for what
 ends before any portal, such as a command naming an unknown one), bounded by
-the configuration; `remove_portal` drops a portal's series. Histograms carry
-none: a bucket series per portal would multiply the series by the portals.
+the configuration. Histograms carry none: a bucket series per portal would
+multiply the series by the portals.
 """
 
 from __future__ import annotations
@@ -77,31 +77,6 @@ class Metrics:
             ["portal"],
             registry=r,
         )
-        # Each labelled metric with its label names, in the order they were declared.
-        self._labelled: tuple[tuple[Counter | Gauge, tuple[str, ...]], ...] = (
-            (self.consumed, ("source", "portal")),
-            (self.succeeded, ("portal",)),
-            (self.failed, ("error_class", "portal")),
-            (self.retried, ("portal",)),
-            (self.handed_back, ("portal",)),
-            (self.limiter_waited, ("portal",)),
-            (self.rate_limited, ("code", "portal")),
-            (self.operating_left, ("method", "portal")),
-            (self.queue_ready, ("queue", "portal")),
-            (self.portal_up, ("portal",)),
-        )
-
-    def remove_portal(self, portal: str) -> None:
-        """Drop every series of ``portal`` (its lane is gone)."""
-        for metric, names in self._labelled:
-            seen = {
-                tuple(sample.labels[name] for name in names)
-                for family in metric.collect()
-                for sample in family.samples
-                if sample.labels.get("portal") == portal
-            }
-            for values in seen:
-                metric.remove(*values)
 
     def total(self, name: str, **labels: str) -> float:
         """The sum of the samples ``name`` (``b24_succeeded_total``) whose labels

@@ -155,17 +155,18 @@ class Worker:
             ),
             observer=MetricsObserver(self.metrics, portal=None),
         )
+        portals = s.portals()
         self._consumers = Consumers(
             connection=self.connection,
             topology=self.topology,
             prefetch=s.PREFETCH,
             handle=router.accept,
             acks=self.acks,
-            portal_prefetch={key: s.portal_prefetch(p) for key, p in s.portals().items()},
+            portal_prefetch={key: s.portal_prefetch(p) for key, p in portals.items()},
             shared_portal=s.B24_DEFAULT_PORTAL,
         )
         self.readiness.consumers = self._consumers
-        for key, portal in s.portals().items():
+        for key, portal in portals.items():
             lane = build_lane(
                 s,
                 portal,

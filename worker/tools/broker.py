@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
 import aio_pika
 import aiormq
@@ -92,30 +93,30 @@ class EntryPoint:
     routes by item (shards) or by portal (portal queues)."""
 
     name: str
-    sharded: bool
-    by_portal: bool = False
+    # The queue itself, or the exchange of that name and what it routes by.
+    routes_by: Literal["queue", "item", "portal"] = "queue"
 
     def route(self, portal: str | None, entity_type_id: int, item_id: int) -> tuple[str, str]:
         """The exchange and the routing key of a command for this item."""
-        if self.sharded or self.by_portal:
-            return self.name, item_routing_key(portal, entity_type_id, item_id)
-        return "", self.name
+        if self.routes_by == "queue":
+            return "", self.name
+        return self.name, item_routing_key(portal, entity_type_id, item_id)
 
     def __str__(self) -> str:
-        if self.by_portal:
-            return f"{self.name} (exchange, by portal)"
-        return f"{self.name} (exchange, by item)" if self.sharded else self.name
+        if self.routes_by == "queue":
+            return self.name
+        return f"{self.name} (exchange, by {self.routes_by})"
 
 
 async def entry_point(connection: AbstractConnection, name: str) -> EntryPoint:
     """UPDATE_QUEUE as the workers declared it; ToolError when there is none."""
     if await exists(connection, name, exchange=True):
         if await exists(connection, shard_queue(name, 0), exchange=False):
-            return EntryPoint(name, sharded=True)
+            return EntryPoint(name, "item")
         if await exists(connection, unrouted_exchange(name), exchange=True):
-            return EntryPoint(name, sharded=False, by_portal=True)
+            return EntryPoint(name, "portal")
     await queue_depth(connection, name)  # a missing queue fails here, clearly
-    return EntryPoint(name, sharded=False)
+    return EntryPoint(name)
 
 
 async def exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
