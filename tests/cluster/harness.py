@@ -399,6 +399,16 @@ class Cluster:
         )
         return rows
 
+    def messages(self, vhost: str = "/") -> dict[str, int]:
+        """Each queue's messages, ready and unacknowledged."""
+        rows: list[dict[str, Any]] = json.loads(
+            self.rabbitmqctl(
+                self._a_running_node(),
+                *("list_queues", "-p", vhost, "--formatter", "json", "name", "messages"),
+            )
+        )
+        return {str(row["name"]): int(row.get("messages") or 0) for row in rows}
+
     def leader_of(self, queue: str, vhost: str = "/", timeout_s: float = 30.0) -> int:
         """The node that leads quorum queue `queue`: once a running node leads it (just
         after a leader stopped, the others may still be electing the next one)."""
