@@ -160,7 +160,8 @@ class Settings(BaseSettings):
         default=50, description="commands per batch call; 1 disables batch"
     )
     BATCH_LINGER_MS: Annotated[float, Field(ge=0, le=1000)] = Field(
-        default=50.0, description="how long a batch waits to fill"
+        default=50.0,
+        description="how long a batch waits for its next command (20 times that in all)",
     )
     RETRY_DELAYS_S: str = Field(
         default="5,30,120,600",

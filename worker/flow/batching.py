@@ -3,6 +3,11 @@
 A group is formed only once the limiter has let the call go: while the worker
 waits for the portal's bucket or budget, deliveries pile up, so each call
 leaves as full as it can be. Jobs that cannot travel in a batch go alone.
+
+A group that is not full waits for its next job up to `linger_s`, and up to
+`FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
+with a backlog, a worker just started) the group fills, and a lone command
+still leaves after one linger.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from typing import Generic, TypeVar
 
 from worker.flow.jobs import Job
 
-__all__ = ["Batcher"]
+__all__ = ["FILL_FOR_LINGERS", "Batcher"]
+
+# A group waits at most this many lingers in all for jobs that keep arriving.
+FILL_FOR_LINGERS = 20
 
 T = TypeVar("T")
 
@@ -24,7 +32,7 @@ class Batcher(Generic[T]):
 
     `admit(wanted)` waits until a call may be sent and returns a ticket that
     says how many commands it may carry (`count(ticket)`); `next_group` then
-    takes that many ready jobs, waiting at most `linger_s` for more to arrive.
+    takes that many ready jobs, waiting at most `linger_s` for each next one.
     """
 
     def __init__(
@@ -70,10 +78,10 @@ class Batcher(Generic[T]):
 
     async def _fill(self, group: list[Job], room: int) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._linger_s
+        deadline = loop.time() + self._linger_s * FILL_FOR_LINGERS
         while len(group) < room:
             if self._ready.empty():
-                timeout = deadline - loop.time()
+                timeout = min(self._linger_s, deadline - loop.time())
                 if timeout <= 0:
                     return
                 try:

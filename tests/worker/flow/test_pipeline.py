@@ -70,6 +70,41 @@ async def test_a_lone_command_leaves_after_the_linger() -> None:
     assert 0.04 <= waited < 1.0
 
 
+async def _trickle(flow: MemoryFlow, count: int, gap_s: float) -> None:
+    for item_id in range(1, count + 1):
+        await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
+        await asyncio.sleep(gap_s)
+
+
+async def test_a_batch_keeps_filling_while_commands_keep_coming() -> None:
+    # A command every 30 ms, the linger 100 ms: the 8 span 210 ms, and go as one call.
+    flow = MemoryFlow(applied, linger_s=0.1)
+    async with flow.running():
+        await _trickle(flow, 8, 0.03)
+        await flow.until_settled(8)
+    assert flow.caller.calls == [[f"m{i}" for i in range(1, 9)]]
+
+
+async def test_a_batch_fills_for_twenty_lingers_at_most() -> None:
+    # A command every 50 ms, the linger 100 ms: 50 would take 2.5 s to come, but the
+    # first call leaves after 2 s (20 lingers) with what it has.
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+
+    def timed(job: Job) -> Decision:
+        sent_at.append(loop.time())
+        return applied(job)
+
+    flow = MemoryFlow(timed, linger_s=0.1)
+    async with flow.running():
+        started = loop.time()
+        await _trickle(flow, 60, 0.05)
+        await flow.until_settled(60)
+    first = flow.caller.calls[0]
+    assert 2 <= len(first) < 50
+    assert sent_at[0] - started >= 1.9
+
+
 async def test_a_command_a_batch_would_change_goes_in_a_call_of_its_own() -> None:
     flow = MemoryFlow(applied)
     flow.limiter.open.clear()
