@@ -7,7 +7,7 @@ PIP    := $(BIN)/pip --quiet --disable-pip-version-check
 COMPILE = $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
           --no-emit-index-url --no-emit-find-links
 
-.PHONY: setup services demo test lint typecheck unit cluster scale-out bench lock clean
+.PHONY: setup services demo test lint typecheck unit cluster scale-out tenants bench lock clean
 
 # Every dependency at the version and hash of the lock; then the project itself.
 $(STAMP): pyproject.toml requirements/dev.txt
@@ -49,6 +49,11 @@ cluster: setup services
 # figures, writes bench/results/scale_out-*.txt, fails when a target is missed.
 scale-out: setup
 	$(BIN)/python bench/scale_out.py all
+
+# Ten portals through one worker, one of them blocked for its first 25 s: prints each
+# portal's share, fails when a portal holds another back or anything is lost.
+tenants: setup
+	$(BIN)/python bench/tenants.py blocked --gate isolation
 
 bench: setup
 	$(BIN)/python bench/validation_throughput.py

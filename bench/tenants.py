@@ -5,6 +5,8 @@
     python bench/tenants.py all       # both
 
     --workers N   worker processes (1)
+    --gate isolation   exit 1 only when isolation or correctness fails, not
+                       when a share misses its target (what .ci/run runs)
 
 Ten sandbox portals, each a process on a port of its own (the worker keys a
 portal's limits by its host and port): eight healthy (burst 10, 2 requests/s,
@@ -19,10 +21,11 @@ A portal's ideal is (ceil(N / 50) - burst) / rate seconds and its share is
 ideal / (time of its last outcome). Printed per portal: its share, its
 requests (batch calls), its failure events and its QUERY_LIMIT_EXCEEDED.
 
-Targets (exit status 1 when missed): every healthy portal at least 0.95 of its
-ideal, the slow one at least 0.90; the blocked one with no failure event and
-every command succeeded; no QUERY_LIMIT_EXCEEDED anywhere; one distinct
-outcome per message.
+Isolation and correctness: every command ended with one distinct outcome, no
+failure event on any portal (so every command of the blocked one succeeded
+once it was unblocked), no QUERY_LIMIT_EXCEEDED anywhere. Shares: every
+healthy portal at least 0.95 of its ideal, the slow one at least 0.90. The
+exit status is 1 when either misses (with --gate isolation, only the first).
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ TENANTS = [
 ]
 
 
-def run(name: str, *, workers: int) -> tuple[list[str], bool]:
+def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
+    """The lines to print; whether isolation and correctness held; whether every
+    share met its target."""
     block = name == "blocked"
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     sandboxes = {
@@ -182,6 +187,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
         f"{sum(counts.values()) - len(counts)}; worker exit codes {exits}",
     ]
     ok = ended and distinct
+    fair = True
     shares: dict[str, list[float]] = {}
     for t in TENANTS:
         ends = [s for w in processes for s in w.log.ended_by_portal.get(t.key, [])]
@@ -203,13 +209,14 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool]:
         ok = ok and c["query_limit_rejections"] == 0 and not failed.get(t.key, 0)
         target = t.target()
         if target is not None:
-            ok = ok and share >= target
+            fair = fair and share >= target
     for kind, values in shares.items():
         if kind != "blocked":
             lines.append(f"{kind} portals: share min {min(values):.2f}, max {max(values):.2f}")
-    lines.append(f"targets met: {'yes' if ok else 'NO'}")
+    lines.append(f"isolation and correctness held: {'yes' if ok else 'NO'}")
+    lines.append(f"share targets met: {'yes' if fair else 'NO'}")
     lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
-    return lines, ok
+    return lines, ok, fair
 
 
 def _faults(sandbox: Sandbox, **faults: Any) -> None:
@@ -220,14 +227,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=["blocked", "open", "all"])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gate", choices=["all", "isolation"], default="all")
     args = parser.parse_args()
     names = ["blocked", "open"] if args.scenario == "all" else [args.scenario]
     all_ok = True
     for name in names:
-        lines, ok = run(name, workers=args.workers)
+        lines, held, fair = run(name, workers=args.workers)
         suffix = "" if args.workers == 1 else f"-{args.workers}workers"
         write_results(f"tenants-{name}{suffix}", lines)
-        all_ok = all_ok and ok
+        all_ok = all_ok and held and (fair or args.gate == "isolation")
     return 0 if all_ok else 1
 
 
