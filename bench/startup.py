@@ -2,6 +2,8 @@
 
     python bench/startup.py              # 10, 100 and 1,000 configured portals
     python bench/startup.py 10 100       # these counts
+    --portal-queues off                  # every portal on UPDATE_QUEUE: the worker's own
+                                         # cost, without N queues on the broker
 
 For each count N: N webhook portals in a B24_PORTALS_FILE (JSON), pointing at
 one sandbox portal (an idle worker calls none of them), BATCH_SIZE 50, every
@@ -66,15 +68,21 @@ def started_after(worker: WorkerProcess, began: float, timeout_s: float = 120.0)
     raise TimeoutError(f"no worker.started within {timeout_s} s: see {worker.log.path}")
 
 
-def run(count: int) -> tuple[list[str], bool]:
+def run(count: int, *, portal_queues: bool) -> tuple[list[str], bool]:
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     sandbox = paced_sandbox(commands=1, burst=50, rate=2.0)
     keys = [f"p{n:04d}" for n in range(count)]
     portals = {key: {"webhook_url": sandbox.webhook_url} for key in keys}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
         json.dump(portals, file)
-    env = worker_env(prefix, BATCH_SIZE="50", B24_PORTALS_FILE=file.name)
-    lines = [f"{count} configured portals (B24_PORTALS_FILE, webhooks); BATCH_SIZE 50"]
+    env = worker_env(
+        prefix,
+        BATCH_SIZE="50",
+        B24_PORTALS_FILE=file.name,
+        PORTAL_QUEUES="true" if portal_queues else "false",
+    )
+    queues = "a queue each" if portal_queues else "all on UPDATE_QUEUE (PORTAL_QUEUES=false)"
+    lines = [f"{count} configured portals (B24_PORTALS_FILE, webhooks), {queues}; BATCH_SIZE 50"]
     ok = True
     try:
         for start in ("first start (declares the queues)", "next start (queues there)"):
@@ -107,11 +115,12 @@ def run(count: int) -> tuple[list[str], bool]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("counts", nargs="*", type=int, default=[10, 100, 1000])
+    parser.add_argument("--portal-queues", choices=["on", "off"], default="on")
     args = parser.parse_args()
     lines = [f"{load_average()} at the start"]
     all_ok = True
     for count in args.counts:
-        found, ok = run(count)
+        found, ok = run(count, portal_queues=args.portal_queues == "on")
         lines += found
         all_ok = all_ok and ok
     lines.append(
