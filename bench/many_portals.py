@@ -60,6 +60,7 @@ BATCH = 50
 BURST = 2
 RATE = 0.1
 BLOCKED_FOR_S = 20.0
+CONFIRM_WINDOW = 500  # publishes awaiting their confirms at once
 
 
 def start_sandbox(portals: int, commands: int, listing: Path) -> subprocess.Popen[bytes]:
@@ -94,20 +95,30 @@ def faults(webhook_url: str, **values: Any) -> None:
 
 
 async def publish(exchange: str, commands: list[tuple[dict[str, Any], str]]) -> int:
-    """Through the exchange, unconfirmed for speed; then wait until the queues hold them."""
+    """Through the exchange, confirmed, CONFIRM_WINDOW at a time.
+
+    Unconfirmed publishing was faster but not safe: a quorum queue may refuse a
+    message, and only a confirming publisher hears of it (198 of 60,000 went
+    missing once, and the run waited for them until its timeout)."""
     connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel(publisher_confirms=False)
+    channel = await connection.channel(publisher_confirms=True)
     target = await channel.get_exchange(exchange)
-    for n, (body, portal) in enumerate(commands, start=1):
-        await target.publish(
-            aio_pika.Message(
-                json.dumps(body).encode(),
-                content_type="application/json",
-                message_id=f"m{n}",
-                headers={PORTAL_HEADER: portal},
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=f"2:{body['id']}",
+    for start in range(0, len(commands), CONFIRM_WINDOW):
+        window = commands[start : start + CONFIRM_WINDOW]
+        await asyncio.gather(
+            *(
+                target.publish(
+                    aio_pika.Message(
+                        json.dumps(body).encode(),
+                        content_type="application/json",
+                        message_id=f"m{n}",
+                        headers={PORTAL_HEADER: portal},
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=f"2:{body['id']}",
+                )
+                for n, (body, portal) in enumerate(window, start=start + 1)
+            )
         )
     await connection.close()
     return len(commands)

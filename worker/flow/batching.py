@@ -7,7 +7,10 @@ leaves as full as it can be. Jobs that cannot travel in a batch go alone.
 A group that is not full waits for its next job up to `linger_s`, and up to
 `FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
 with a backlog, a worker just started) the group fills, and a lone command
-still leaves after one linger.
+still leaves after one linger. A portal that allows fewer than 20 requests a
+second per linger waits longer (`linger_for`): a twentieth of the time between
+its requests, so that a group fills for at most one such interval, where a
+call that leaves half full would cost a whole one.
 """
 
 from __future__ import annotations
@@ -19,10 +22,20 @@ from typing import Generic, TypeVar
 
 from worker.flow.jobs import Job
 
-__all__ = ["FILL_FOR_LINGERS", "Batcher"]
+__all__ = ["FILL_FOR_LINGERS", "Batcher", "linger_for"]
 
 # A group waits at most this many lingers in all for jobs that keep arriving.
 FILL_FOR_LINGERS = 20
+
+
+def linger_for(linger_s: float, rate_per_s: float) -> float:
+    """The linger of a portal that allows ``rate_per_s`` requests a second:
+    ``linger_s``, or a twentieth of the interval between its requests when that
+    is longer. A linger of 0 (no waiting) stays 0."""
+    if linger_s <= 0:
+        return 0.0
+    return max(linger_s, 1 / (FILL_FOR_LINGERS * rate_per_s))
+
 
 T = TypeVar("T")
 

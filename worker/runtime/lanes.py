@@ -29,6 +29,7 @@ from worker.bitrix import (
     make_http_client,
 )
 from worker.credentials import build_auth
+from worker.flow.batching import linger_for
 from worker.flow.breaker import Breaker
 from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
@@ -149,7 +150,7 @@ def build_lane(
         topology=topology,
         max_message_bytes=settings.MAX_MESSAGE_BYTES,
         batch_size=settings.BATCH_SIZE,
-        linger_s=settings.BATCH_LINGER_MS / 1000,
+        linger_s=linger_for(settings.BATCH_LINGER_MS / 1000, portal.rate_per_second),
         definitions=definitions,
     )
     return Lane(portal, pipeline, definitions, http, shared)

@@ -11,6 +11,7 @@ import asyncio
 from schemas.events import ErrorClass
 from schemas.wire import ATTEMPTS_HEADER
 from tests.worker.flow.memory import MemoryFlow, deal
+from worker.flow.batching import linger_for
 from worker.flow.calling import Again, Decision, PortalDown
 from worker.flow.jobs import Job
 from worker.flow.outcomes import Failed, Retry, Settled, Succeeded
@@ -103,6 +104,13 @@ async def test_a_batch_fills_for_twenty_lingers_at_most() -> None:
     first = flow.caller.calls[0]
     assert 2 <= len(first) < 50
     assert sent_at[0] - started >= 1.9
+
+
+def test_a_slow_portal_lingers_a_twentieth_of_its_request_interval() -> None:
+    assert linger_for(0.05, 2.0) == 0.05  # 25 ms is shorter than the setting
+    assert linger_for(0.05, 0.1) == 0.5  # one request per 10 s: 20 lingers are 10 s
+    assert linger_for(0.8, 0.1) == 0.8  # the setting is longer
+    assert linger_for(0.0, 0.1) == 0.0  # BATCH_LINGER_MS=0: no waiting, whatever the pace
 
 
 async def test_a_command_a_batch_would_change_goes_in_a_call_of_its_own() -> None:
