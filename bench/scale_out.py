@@ -6,12 +6,14 @@
 
     --limiter local   the same run with each worker pacing only itself (the contrast)
     --workers N       replicas (3)
+    --commands N      commands of the shared scenario (10,000)
 
 Real processes: the sandbox portals (`b24-worker sandbox`), N `b24-worker run`
 with LIMITER_URL at REDIS_URL, the broker at AMQP_URL, queues of their own.
-The commands are queued before the workers start; the clock runs from the
-first worker's first delivery to the last settled message, read from the
-workers' own logs. A portal's limits are judged by the sandbox, which answers
+The commands are queued before the workers start. Each throughput is printed
+twice: with the clock from the first worker's first delivery to the last
+settled message, read from the workers' own logs (what the target judges),
+and with the clock from the processes' start. A portal's limits are judged by the sandbox, which answers
 503 QUERY_LIMIT_EXCEEDED to any request its bucket cannot take.
 
 Targets (exit status 1 when missed): no QUERY_LIMIT_EXCEEDED on any portal,
@@ -26,8 +28,9 @@ import asyncio
 import json
 import math
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,7 @@ def run(
         if shared:
             settings["LIMITER_URL"] = REDIS_URL
         env = worker_env(prefix, **settings)
+        launched = time.time()
         processes = [WorkerProcess(env) for _ in range(workers)]
         wait_for(processes, total)
         exits = [w.stop() for w in processes]
@@ -141,11 +145,13 @@ def run(
         elapsed = max(ended) - start if ended else math.nan
         ideal = p.ideal_s()
         share = ideal / elapsed if elapsed > 0 else math.nan
+        from_launch = ideal / (max(ended) - launched) if ended else math.nan
         c = counters[p.key]
         per_worker = [len(w.log.ended_by_portal.get(p.key, [])) for w in processes]
         lines += [
             f"portal {p.key} (burst {p.burst}, {p.rate:g}/s): {p.commands} commands in "
-            f"{elapsed:.2f} s; ideal {ideal:.2f} s; throughput {share:.1%} of the ideal",
+            f"{elapsed:.2f} s; ideal {ideal:.2f} s; throughput {share:.1%} of the ideal "
+            f"({from_launch:.1%} with the clock from the processes' start)",
             f"  sandbox: {c['requests']} requests, {c['query_limit_rejections']} "
             f"QUERY_LIMIT_EXCEEDED, {c['operation_limit_rejections']} OPERATION_TIME_LIMIT; "
             f"commands settled per worker {per_worker}",
@@ -163,12 +169,19 @@ def main() -> int:
     parser.add_argument("scenario", choices=[*sorted(SCENARIOS), "all"])
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--limiter", choices=["redis", "local"], default="redis")
+    parser.add_argument(
+        "--commands", type=int, default=None, help="commands of the shared scenario (10,000)"
+    )
     args = parser.parse_args()
+    if args.commands is not None:
+        SCENARIOS["shared"] = [replace(SCENARIOS["shared"][0], commands=args.commands)]
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
     all_ok = True
     for name in names:
         lines, ok = run(name, SCENARIOS[name], workers=args.workers, shared=args.limiter == "redis")
         suffix = "" if args.limiter == "redis" else "-local"
+        if name == "shared" and args.commands is not None:
+            suffix += f"-{args.commands}"
         write_results(f"scale_out-{name}{suffix}", lines)
         all_ok = all_ok and ok
     return 0 if all_ok else 1
