@@ -13,8 +13,9 @@ with LIMITER_URL at REDIS_URL, the broker at AMQP_URL, queues of their own.
 The commands are queued before the workers start. Each throughput is printed
 twice: with the clock from the first worker's first delivery to the last
 settled message, read from the workers' own logs (what the target judges),
-and with the clock from the processes' start. A portal's limits are judged by the sandbox, which answers
-503 QUERY_LIMIT_EXCEEDED to any request its bucket cannot take.
+and with the clock from the processes' start. A portal's limits are judged
+by the sandbox, which answers 503 QUERY_LIMIT_EXCEEDED to any request its
+bucket cannot take.
 
 Targets (exit status 1 when missed): no QUERY_LIMIT_EXCEEDED on any portal,
 every command succeeded, and in ``shared`` a throughput of at least 95% of
