@@ -4,7 +4,8 @@
     python bench/tenants.py open      # the same portals, none blocked
     python bench/tenants.py all       # both
 
-    --workers N   worker processes (1)
+    --workers N   worker processes (1); more than one share the limiter in Redis
+                  (LIMITER_URL=REDIS_URL), as replicas must
     --gate isolation   exit 1 only when isolation or correctness fails, not
                        when a share misses its target (what .ci/run runs)
 
@@ -49,6 +50,7 @@ from schemas.wire import PORTAL_HEADER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    REDIS_URL,
     Sandbox,
     WorkerProcess,
     declare,
@@ -130,6 +132,9 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
                 }
             ),
         }
+        if workers > 1:
+            # Replicas share each portal's limiter, as a deployment of several must.
+            settings["LIMITER_URL"] = REDIS_URL
         env = worker_env(prefix, **settings)
         # As after the worker's first start: its queues and exchanges are there.
         asyncio.run(declare(env))
@@ -178,7 +183,9 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
         if "failed" in statuses
     )
     lines = [
-        f"scenario: {name}; {workers} worker process(es); {len(TENANTS)} portals, one sandbox "
+        f"scenario: {name}; {workers} worker process(es)"
+        f"{' sharing the limiter in Redis' if workers > 1 else ''}; "
+        f"{len(TENANTS)} portals, one sandbox "
         f"process each; BATCH_SIZE {BATCH}; commands interleaved by portal; clock from the "
         "worker process's start",
         f"{load} at the start",
