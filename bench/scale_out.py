@@ -129,7 +129,14 @@ def run(
                 w.process.kill()
         for sandbox in sandboxes.values():
             sandbox.stop()
-        asyncio.run(delete_queues(queue_names(prefix)))
+        # With B24_PORTALS each portal has a queue of its own, behind the exchanges.
+        portal_queues = [f"{prefix}update.portal.{p.key}" for p in portals if p.key != "default"]
+        asyncio.run(
+            delete_queues(
+                [*queue_names(prefix), *portal_queues],
+                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"] if portal_queues else [],
+            )
+        )
 
     starts = [w.log.first for w in processes if w.log.first is not None]
     start = min(starts) if starts else math.nan
