@@ -92,6 +92,8 @@ async def test_the_installed_worker_applies_what_the_installed_client_sends(
         "UPDATE_QUEUE": topology.update_queue,
         "RESULT_QUEUE": topology.result_queue,
         "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
+        # The topology's tiers, which `connected` deletes afterwards.
+        "RETRY_DELAYS_S": ",".join(str(delay) for delay in topology.retry_delays_s),
         "HTTP_PORT": "0",
         "LOG_LEVEL": "WARNING",
     }
