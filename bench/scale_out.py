@@ -42,6 +42,7 @@ from harness import (
     REDIS_URL,
     WorkerProcess,
     deals,
+    declare,
     delete_queues,
     drain,
     paced_sandbox,
@@ -91,7 +92,6 @@ def run(
                 for i, body in enumerate(deals(p.commands, lambda i: {"title": f"scale {i}"}))
             )
         commands.sort(key=lambda entry: entry[0])
-        asyncio.run(publish(f"{prefix}update", ((b, h) for _, b, h in commands)))
         first, *others = portals
         settings = {"B24_RATE_BURST": str(first.burst), "B24_RATE_PER_SECOND": str(first.rate)}
         if first.key == "default":
@@ -114,6 +114,13 @@ def run(
         if shared:
             settings["LIMITER_URL"] = REDIS_URL
         env = worker_env(prefix, **settings)
+        if others:
+            # A queue per portal: queued through the headers exchange, as producers
+            # do once the workers have declared it.
+            asyncio.run(declare(env))
+        asyncio.run(
+            publish(f"{prefix}update", ((b, h) for _, b, h in commands), exchange=bool(others))
+        )
         launched = time.time()
         processes = [WorkerProcess(env) for _ in range(workers)]
         wait_for(processes, total)
