@@ -36,10 +36,12 @@ __all__ = [
     "cpu_seconds",
     "deals",
     "delete_queues",
+    "delete_worker_queues",
     "drain",
     "free_port",
     "load_average",
     "peak_rss_mib",
+    "portal_queue_names",
     "publish",
     "queue_names",
     "wait_for",
@@ -242,6 +244,19 @@ async def drain(queue: str, *, timeout_s: float = 120.0) -> list[dict[str, Any]]
         return events
     finally:
         await connection.close()
+
+
+def portal_queue_names(prefix: str, portals: Iterable[str]) -> list[str]:
+    """The queue of each portal, for a worker with UPDATE_QUEUE ``<prefix>update``."""
+    return [f"{prefix}update.portal.{key}" for key in portals]
+
+
+async def delete_worker_queues(prefix: str, portals: Iterable[str] = ()) -> None:
+    """Every queue a worker on ``prefix`` declares; with ``portals``, their queues
+    and the two exchanges in front of them as well."""
+    queues = portal_queue_names(prefix, portals)
+    exchanges = [f"{prefix}update", f"{prefix}update.unrouted"] if queues else []
+    await delete_queues([*queue_names(prefix), *queues], exchanges=exchanges)
 
 
 async def delete_queues(names: Iterable[str], *, exchanges: Iterable[str] = ()) -> None:

@@ -47,9 +47,9 @@ from harness import (
     AMQP_URL,
     WorkerProcess,
     declare,
-    delete_queues,
+    delete_worker_queues,
     drain,
-    queue_names,
+    portal_queue_names,
     wait_for,
     worker_env,
     write_results,
@@ -158,7 +158,7 @@ def main() -> int:
         )
     )
     env = worker_env(prefix, BATCH_SIZE=str(BATCH), B24_PORTALS_FILE=str(config))
-    portal_queues = [f"{prefix}update.portal.{key}" for key in keys]
+    portal_queues = portal_queue_names(prefix, keys)
     worker: WorkerProcess | None = None
     unblock: threading.Timer | None = None
     try:
@@ -199,12 +199,7 @@ def main() -> int:
             worker.process.kill()
         sandbox.terminate()
         sandbox.wait(timeout=30)
-        asyncio.run(
-            delete_queues(
-                [*queue_names(prefix), *portal_queues],
-                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
-            )
-        )
+        asyncio.run(delete_worker_queues(prefix, keys))
     ideal = (math.ceil(args.commands / BATCH) - BURST) / RATE
     counts = Counter(str(event["messageId"]) for event in events)
     statuses: dict[str, set[str]] = {}

@@ -43,11 +43,10 @@ from harness import (
     WorkerProcess,
     deals,
     declare,
-    delete_queues,
+    delete_worker_queues,
     drain,
     paced_sandbox,
     publish,
-    queue_names,
     wait_for,
     worker_env,
     write_results,
@@ -137,13 +136,8 @@ def run(
         for sandbox in sandboxes.values():
             sandbox.stop()
         # With B24_PORTALS each portal has a queue of its own, behind the exchanges.
-        portal_queues = [f"{prefix}update.portal.{p.key}" for p in portals if p.key != "default"]
-        asyncio.run(
-            delete_queues(
-                [*queue_names(prefix), *portal_queues],
-                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"] if portal_queues else [],
-            )
-        )
+        keys = [p.key for p in portals if p.key != "default"]
+        asyncio.run(delete_worker_queues(prefix, keys))
 
     starts = [w.log.first for w in processes if w.log.first is not None]
     start = min(starts) if starts else math.nan

@@ -32,9 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     WorkerProcess,
-    delete_queues,
+    delete_worker_queues,
     paced_sandbox,
-    queue_names,
     worker_env,
     write_results,
 )
@@ -102,13 +101,7 @@ def run(count: int, *, portal_queues: bool) -> tuple[list[str], bool]:
     finally:
         sandbox.stop()
         Path(file.name).unlink()
-        portal_queues = [f"{prefix}update.portal.{key}" for key in keys]
-        asyncio.run(
-            delete_queues(
-                [*queue_names(prefix), *portal_queues],
-                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
-            )
-        )
+        asyncio.run(delete_worker_queues(prefix, keys))
     return lines, ok
 
 

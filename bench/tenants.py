@@ -54,11 +54,10 @@ from harness import (
     Sandbox,
     WorkerProcess,
     declare,
-    delete_queues,
+    delete_worker_queues,
     drain,
     paced_sandbox,
     publish,
-    queue_names,
     wait_for,
     worker_env,
     write_results,
@@ -163,13 +162,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
                 w.process.kill()
         for sandbox in sandboxes.values():
             sandbox.stop()
-        portal_queues = [f"{prefix}update.portal.{t.key}" for t in TENANTS]
-        asyncio.run(
-            delete_queues(
-                [*queue_names(prefix), *portal_queues],
-                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
-            )
-        )
+        asyncio.run(delete_worker_queues(prefix, [t.key for t in TENANTS]))
 
     outcomes: dict[str, set[str]] = {}
     for event in events:

@@ -82,8 +82,7 @@ async def _until_idle(cluster: Cluster, topology: Topology, timeout_s: float) ->
     """Until no queue the worker consumes holds a message, ready or unacked: the
     deliveries a lost node gave again (duplicates of commands that ended) are
     handled too, not left behind when the worker stops."""
-    names = {topology.update_queue, topology.retry_queue, topology.poison_queue}
-    names |= {topology.tier_queue(delay) for delay in topology.retry_delays_s}
+    names = set(_commands_queues(topology))
     deadline = time.monotonic() + timeout_s
     while held := {
         name: count
@@ -108,6 +107,13 @@ def _first_after(run: WorkerRun, gone_at: float, *, reconnect: bool) -> float | 
     return min(later) if later else None
 
 
+def _commands_queues(topology: Topology) -> list[str]:
+    """The queues a command waits on: the update queue, the retry queue and its
+    delay tiers, the poison queue."""
+    names = [topology.update_queue, topology.retry_queue, topology.poison_queue]
+    return names + [topology.tier_queue(delay) for delay in topology.retry_delays_s]
+
+
 def _settled(run: WorkerRun) -> list[dict[str, Any]]:
     run.read_logs()
     return run.log.settled()
@@ -119,9 +125,7 @@ async def _everything_on(
     """The events (taken), and the commands still waiting anywhere (counted by taking)."""
     events = [json.loads(m.body) for m in await drain(connection, topology.result_queue)]
     events += [json.loads(m.body) for m in await drain(connection, topology.dead_letter_queue)]
-    names = [topology.update_queue, topology.retry_queue, topology.poison_queue]
-    names += [topology.tier_queue(delay) for delay in topology.retry_delays_s]
-    left = {name: len(await drain(connection, name)) for name in names}
+    left = {name: len(await drain(connection, name)) for name in _commands_queues(topology)}
     return events, {name: count for name, count in left.items() if count}
 
 

@@ -7,8 +7,8 @@ leaves as full as it can be. Jobs that cannot travel in a batch go alone.
 A group that is not full waits for its next job up to `linger_s`, and up to
 `FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
 with a backlog, a worker just started) the group fills, and a lone command
-still leaves after one linger. A portal that allows fewer than 20 requests a
-second per linger waits longer (`linger_for`): a twentieth of the time between
+still leaves after one linger. A portal whose requests are more than 20
+lingers apart waits longer (`linger_for`): a twentieth of the time between
 its requests, so that a group fills for at most one such interval, where a
 call that leaves half full would cost a whole one.
 """
