@@ -1,8 +1,13 @@
 """Packs jobs into batches: as many as one call may carry when it may go.
 
-A group is formed only once the limiter has let the call go: while the worker
-waits for the portal's bucket or budget, deliveries pile up, so each call
-leaves as full as it can be. Jobs that cannot travel in a batch go alone.
+A group fills first, then asks the limiter, and once let go takes what
+arrived meanwhile and leaves at once: the portal counts a request from when it
+arrives, and the limiter from when it lets it go, so nothing may wait between
+the two (a group that lingered after its leave would reach the portal later
+than planned, and calls that lingered at the start would arrive bunched with
+the ones after them). While the worker waits for the portal's bucket or budget
+deliveries pile up, so each call leaves as full as it can be. Jobs that
+cannot travel in a batch go alone.
 
 A group that is not full waits for its next job up to `linger_s`, and up to
 `FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
@@ -43,9 +48,10 @@ T = TypeVar("T")
 class Batcher(Generic[T]):
     """Collects ready jobs and hands them out in groups, one call's worth each.
 
-    `admit(wanted)` waits until a call may be sent and returns a ticket that
-    says how many commands it may carry (`count(ticket)`); `next_group` then
-    takes that many ready jobs, waiting at most `linger_s` for each next one.
+    `next_group` fills a group, waiting at most `linger_s` for each next job;
+    `admit(wanted)` then waits until a call may be sent and returns a ticket
+    that says how many commands it may carry (`count(ticket)`). Jobs beyond
+    that stay first in line for the next group.
     """
 
     def __init__(
@@ -64,45 +70,60 @@ class Batcher(Generic[T]):
         self._batchable = batchable
         self._ready: asyncio.Queue[Job] = asyncio.Queue()
         self._alone: deque[Job] = deque()
+        self._held: deque[Job] = deque()  # taken for a group its ticket had no room for
 
     def add(self, job: Job) -> None:
         self._ready.put_nowait(job)
 
     def __len__(self) -> int:
-        return self._ready.qsize() + len(self._alone)
+        return self._ready.qsize() + len(self._alone) + len(self._held)
 
     def take_all(self) -> list[Job]:
         """Remove every job not yet in a group (to hand them back)."""
-        jobs = list(self._alone)
+        jobs = [*self._held, *self._alone]
+        self._held.clear()
         self._alone.clear()
         while not self._ready.empty():
             jobs.append(self._ready.get_nowait())
         return jobs
 
     async def next_group(self) -> tuple[list[Job], T]:
-        """The next group and its ticket: waits for a job, then for the limiter's leave."""
-        first = self._alone.popleft() if self._alone else await self._ready.get()
+        """The next group and its ticket: a group filled, then the limiter's leave,
+        then what came meanwhile; the call is to go right away."""
+        if self._alone:
+            first = self._alone.popleft()
+        elif self._held:
+            first = self._held.popleft()
+        else:
+            first = await self._ready.get()
         if self._size == 1 or not self._batchable(first):
             return [first], await self._admit(1)
-        ticket = await self._admit(self._size)
         group = [first]
-        await self._fill(group, max(1, self._count(ticket)))
+        await self._fill(group, self._size, linger=True)
+        ticket = await self._admit(self._size)
+        room = max(1, self._count(ticket))
+        await self._fill(group, room, linger=False)
+        if len(group) > room:
+            self._held.extendleft(reversed(group[room:]))
+            del group[room:]
         return group, ticket
 
-    async def _fill(self, group: list[Job], room: int) -> None:
+    async def _fill(self, group: list[Job], room: int, *, linger: bool) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger_s * FILL_FOR_LINGERS
         while len(group) < room:
-            if self._ready.empty():
-                timeout = min(self._linger_s, deadline - loop.time())
+            if self._held:
+                job = self._held.popleft()
+            elif not self._ready.empty():
+                job = self._ready.get_nowait()
+            else:
+                timeout = min(self._linger_s, deadline - loop.time()) if linger else 0.0
                 if timeout <= 0:
                     return
                 try:
                     job = await asyncio.wait_for(self._ready.get(), timeout)
                 except TimeoutError:
                     return
-            else:
-                job = self._ready.get_nowait()
             if self._batchable(job):
                 group.append(job)
             else:

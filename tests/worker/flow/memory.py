@@ -143,12 +143,14 @@ class ScriptedLimiter:
     room: int = 50
     released: int = 0
     open: asyncio.Event = field(default_factory=asyncio.Event)
+    admitted_at: list[float] = field(default_factory=list)  # the loop's time of each leave
 
     def __post_init__(self) -> None:
         self.open.set()
 
     async def admit(self, wanted: int) -> Leave:
         await self.open.wait()
+        self.admitted_at.append(asyncio.get_running_loop().time())
         return Leave(Lease("lease", "crm.item.update", min(wanted, self.room), 0.0, 0.0), 0.0)
 
     async def release(self, leave: Leave) -> None:

@@ -106,6 +106,26 @@ async def test_a_batch_fills_for_twenty_lingers_at_most() -> None:
     assert sent_at[0] - started >= 1.9
 
 
+async def test_a_call_leaves_right_after_its_leave_even_while_its_group_filled() -> None:
+    # The limiter counts a request from its leave: a group that filled after it
+    # would reach the portal 210 ms later than the limiter planned.
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+
+    def timed(job: Job) -> Decision:
+        sent_at.append(loop.time())
+        return applied(job)
+
+    flow = MemoryFlow(timed, linger_s=0.1)
+    async with flow.running():
+        started = loop.time()
+        await _trickle(flow, 8, 0.03)
+        await flow.until_settled(8)
+    assert flow.caller.calls == [[f"m{i}" for i in range(1, 9)]]
+    assert flow.limiter.admitted_at[0] - started >= 0.2
+    assert sent_at[0] - flow.limiter.admitted_at[0] < 0.02
+
+
 def test_a_slow_portal_lingers_a_twentieth_of_its_request_interval() -> None:
     assert linger_for(0.05, 2.0) == 0.05  # 25 ms is shorter than the setting
     assert linger_for(0.05, 0.1) == 0.5  # one request per 10 s: 20 lingers are 10 s
