@@ -1,10 +1,14 @@
 """The portal's field definitions (crm.item.fields) per entity type, cached and refreshed.
 
-Only the portal knows the types of custom and smart-process fields and which
-fields are read-only, so the worker loads them once per entity type, reloads
-them every ``refresh_s``, and checks those fields with the pure validator in
-``schemas.custom_fields``. A portal that cannot answer never stops a command:
-the fields then go as they are, and the portal has the last word.
+Only the portal knows its custom fields (their names, types, and which are
+read-only), so the worker loads the definitions of an entity type the first
+time a command names a custom field of it, reloads them every ``refresh_s``,
+and checks those fields with the pure validator in ``schemas.custom_fields``.
+A command with standard fields only costs the portal no such request: the
+contract checks its fields, and a field the portal keeps as it was (read-only
+or immutable there) comes back in the success event's ``notApplied``. A portal
+that cannot answer never stops a command: the fields then go as they are, and
+the portal has the last word.
 """
 
 from __future__ import annotations
@@ -150,19 +154,19 @@ class FieldDefinitions:
         """The fields with custom values normalised; CommandValidationError names each problem.
 
         Checked: every custom field (``ufCrm...`` / ``UF_CRM_...``: unknown to
-        the portal, wrong type, single or multiple, read-only) and every field
-        the portal marks read-only or immutable. Standard fields are left to
-        the command's own schema. Without definitions the fields come back as
-        they are.
+        the portal, wrong type, single or multiple, read-only or immutable).
+        Standard fields are left to the command's own schema, and a command
+        without custom fields is not held for a load. Without definitions the
+        fields come back as they are.
         """
+        if not any(name.startswith(_CUSTOM_PREFIXES) for name in fields):
+            return dict(fields)
         loaded = await self._ensure(entity_type_id, max_age_s=self._refresh_s)
         if loaded is None:
             return dict(fields)
         if self._unknown_custom(fields, loaded, original_uf_names=original_uf_names):
             loaded = await self._ensure(entity_type_id, max_age_s=self._unknown_reload_s) or loaded
-        picked = _to_validate(fields, loaded.definitions)
-        if not picked:
-            return dict(fields)
+        picked = {n: v for n, v in fields.items() if n.startswith(_CUSTOM_PREFIXES)}
         checked = validate_custom_fields(
             picked, loaded.definitions, original_uf_names=original_uf_names
         )
@@ -257,21 +261,6 @@ def _parse(result: Any) -> dict[str, FieldDefinition]:
     if not isinstance(fields, Mapping):
         raise ValueError("the answer has no 'fields' object")
     return {str(name): FieldDefinition.model_validate(value) for name, value in fields.items()}
-
-
-def _to_validate(
-    fields: Mapping[str, Any], definitions: Mapping[str, FieldDefinition]
-) -> dict[str, Any]:
-    """Custom fields, and the fields the portal would not change on an update."""
-    picked: dict[str, Any] = {}
-    for name, value in fields.items():
-        if name.startswith(_CUSTOM_PREFIXES):
-            picked[name] = value
-            continue
-        definition = definitions.get(name)
-        if definition is not None and (definition.isReadOnly or definition.isImmutable):
-            picked[name] = value
-    return picked
 
 
 def _detail(exc: Exception) -> str:

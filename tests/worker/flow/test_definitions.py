@@ -127,14 +127,19 @@ async def test_a_custom_field_of_the_wrong_type_is_refused_with_the_field_named(
 
 
 @pytest.mark.sandbox
-async def test_read_only_and_immutable_fields_are_refused(definitions: FieldDefinitions) -> None:
-    with pytest.raises(CommandValidationError) as caught:
-        await definitions.check(
-            DEAL, {"title": "ok", "createdBy": 5, "leadId": 7}, original_uf_names=False
-        )
+async def test_standard_fields_alone_cost_the_portal_no_request(
+    portal: RunningSandbox, definitions: FieldDefinitions, counting: Counting
+) -> None:
+    # leadId is immutable on this portal: the success event's notApplied says so.
+    fields = {"title": "ok", "leadId": 7, "opportunity": 10}
 
-    assert sorted(_paths(caught.value)) == ["fields.createdBy", "fields.leadId"]
-    assert all("read-only" in problem.message for problem in caught.value.problems)
+    checked = await definitions.check(DEAL, fields, original_uf_names=False)
+
+    assert checked == fields
+    assert counting.calls == 0
+    assert await _fields_calls(portal) == 0
+    await definitions.check(DEAL, {**fields, NOTE: "x"}, original_uf_names=False)
+    assert counting.calls == 1
 
 
 @pytest.mark.sandbox
@@ -314,6 +319,30 @@ async def test_the_call_asks_for_camel_case_names() -> None:
 
     assert await cache.get(DEAL) == {"title": FieldDefinition.model_validate(_TITLE)}
     assert caller.calls == [(METHOD, {"entityTypeId": DEAL, "useOriginalUfNames": "N"})]
+
+
+async def test_read_only_and_immutable_custom_fields_are_refused() -> None:
+    caller = Scripted(
+        _answer(
+            {
+                "title": _TITLE,
+                "ufCrmLocked": {"type": "string", "isReadOnly": True},
+                "ufCrmOnce": {"type": "string", "isImmutable": True},
+                "ufCrmFree": {"type": "string"},
+            }
+        )
+    )
+    cache = FieldDefinitions(client=caller, clock=FakeClock())
+
+    with pytest.raises(CommandValidationError) as caught:
+        await cache.check(
+            DEAL,
+            {"title": "t", "ufCrmLocked": "a", "ufCrmOnce": "b", "ufCrmFree": "c"},
+            original_uf_names=False,
+        )
+
+    assert sorted(_paths(caught.value)) == ["fields.ufCrmLocked", "fields.ufCrmOnce"]
+    assert all("read-only" in problem.message for problem in caught.value.problems)
 
 
 async def test_an_unknown_custom_field_reloads_a_copy_older_than_unknown_reload_s() -> None:
