@@ -109,8 +109,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
             for t in TENANTS:
                 if i <= t.commands:
                     body = {"entityTypeId": 2, "id": i, "fields": {"title": f"{t.key} {i}"}}
-                    headers = {} if t is TENANTS[0] else {PORTAL_HEADER: t.key}
-                    commands.append((body, headers))
+                    commands.append((body, {PORTAL_HEADER: t.key}))
                     owner.append(t.key)
         first, *others = TENANTS
         settings = {

@@ -51,7 +51,7 @@ class RequestPacer:
         clock: Clock,
         reserve: int = 0,
         margin: float = 0.01,
-        headroom: float = 0.2,
+        headroom_s: float = 0.1,
         cut_to: float = 0.75,
         min_share: float = 0.25,
         recovery_per_s: float = 0.0125,
@@ -61,9 +61,13 @@ class RequestPacer:
     ) -> None:
         """``reserve`` requests of the burst, and the same share of the rate, are left to others.
 
-        ``margin`` is the share of the rate held back and ``headroom`` the part
-        of the bucket never filled, so a request that reaches the portal a
-        little early still fits. After a 503 the rate drops to ``cut_to`` of
+        ``margin`` is the share of the rate held back. ``headroom_s`` seconds of
+        the portal's drain (``headroom_s * rate_per_s`` requests) are never
+        filled, so a request that reaches the portal up to that much earlier,
+        against those before it, than it was let go still fits: the unit is
+        time because the lags are, and a slow portal's bucket is not kept
+        emptier than a fast one's for the same lag. It never takes the last
+        request of the burst the reserve leaves. After a 503 the rate drops to ``cut_to`` of
         what it was (not below ``min_share`` of the full rate) and regains
         ``recovery_per_s`` of the full rate each second; 503s within ``hold_s``
         of a cut come from the same overflow and do not cut again.
@@ -72,12 +76,10 @@ class RequestPacer:
             raise ValueError("burst must be >= 1 and rate_per_s > 0")
         if not 0 <= reserve < burst:
             raise ValueError("reserve must be >= 0 and below burst")
-        if not 0 <= margin < 1 or headroom < 0 or not 0 < cut_to <= 1 or not 0 < min_share <= 1:
-            raise ValueError("margin, headroom, cut_to or min_share out of range")
+        if not 0 <= margin < 1 or headroom_s < 0 or not 0 < cut_to <= 1 or not 0 < min_share <= 1:
+            raise ValueError("margin, headroom_s, cut_to or min_share out of range")
         kept = (burst - reserve) / burst
-        self._capacity = burst - reserve - headroom
-        if self._capacity < 1:
-            raise ValueError("reserve and headroom leave no room for a request")
+        self._capacity = burst - reserve - min(headroom_s * rate_per_s, burst - reserve - 1)
         self._full_rate = rate_per_s * kept * (1 - margin)
         self._clock = clock
         self._cut_to = cut_to

@@ -51,9 +51,10 @@ from worker.settings import Portal, Settings
 
 __all__ = ["Lane", "build_lane"]
 
-# Requests of the portal's bucket never filled by the pacer (see RequestPacer).
-LOCAL_HEADROOM = 0.2
-SHARED_HEADROOM = 2.0
+# Seconds of the portal's drain its bucket keeps empty (see RequestPacer): how
+# much earlier than planned, against those before it, a request may arrive.
+LOCAL_HEADROOM_S = 0.1
+SHARED_HEADROOM_S = 1.0
 
 
 @dataclass
@@ -103,7 +104,7 @@ def build_lane(
         backend=shared.pacer if shared else None,
         # Requests of several processes reach the portal with lags that differ
         # more than one process's do: keep more of the bucket empty.
-        headroom=SHARED_HEADROOM if shared else LOCAL_HEADROOM,
+        headroom_s=SHARED_HEADROOM_S if shared else LOCAL_HEADROOM_S,
     )
     budget = OperatingBudget(
         limit_s=portal.operating_limit_s,

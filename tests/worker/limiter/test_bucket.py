@@ -24,7 +24,7 @@ def exact_pacer(
         rate_per_s=2.0,
         reserve=reserve,
         margin=0.0,
-        headroom=0.0,
+        headroom_s=0.0,
         hold_s=hold_s,
         min_share=min_share,
         clock=clock,
@@ -171,16 +171,60 @@ async def test_the_rate_never_drops_below_its_floor(
 
 
 @pytest.mark.parametrize(
-    ("burst", "rate_per_s", "reserve", "headroom"),
-    [(0, 2.0, 0, 0.2), (50, 0.0, 0, 0.2), (50, 2.0, 50, 0.2), (1, 2.0, 0, 0.5)],
+    ("burst", "rate_per_s", "reserve", "headroom_s"),
+    [(0, 2.0, 0, 0.2), (50, 0.0, 0, 0.2), (50, 2.0, 50, 0.2), (50, 2.0, 0, -0.1)],
 )
 def test_impossible_settings_are_refused(
-    clock: FakeClock, burst: int, rate_per_s: float, reserve: int, headroom: float
+    clock: FakeClock, burst: int, rate_per_s: float, reserve: int, headroom_s: float
 ) -> None:
-    with pytest.raises(ValueError, match=r"must be|no room"):
+    with pytest.raises(ValueError, match=r"must be|out of range"):
         RequestPacer(
-            burst=burst, rate_per_s=rate_per_s, reserve=reserve, headroom=headroom, clock=clock
+            burst=burst, rate_per_s=rate_per_s, reserve=reserve, headroom_s=headroom_s, clock=clock
         )
+
+
+@pytest.mark.parametrize(
+    ("rate_per_s", "at_once", "next_at"),
+    [
+        # 0.1 s of the drain kept empty: 0.2 requests at 2/s, 0.01 at 0.1/s.
+        (2.0, 9, (10 - 9.8) / 2.0),
+        (0.1, 9, (10 - 9.99) / 0.1),
+    ],
+)
+async def test_the_headroom_is_time_of_the_portals_drain(
+    clock: FakeClock,
+    make_backend: BackendFactory,
+    rate_per_s: float,
+    at_once: int,
+    next_at: float,
+) -> None:
+    pacer = RequestPacer(
+        burst=10,
+        rate_per_s=rate_per_s,
+        margin=0.0,
+        headroom_s=0.1,
+        clock=clock,
+        backend=make_backend(PACER_STATE),
+    )
+    times = await grant_times(clock, pacer, 10)
+    assert times[:at_once] == [0.0] * at_once
+    assert times[at_once] == pytest.approx(next_at)
+
+
+async def test_the_headroom_never_takes_the_last_request_of_the_burst(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    # 1 s at 1,000/s would be 1,000 requests: the bucket still lets one go at once.
+    pacer = RequestPacer(
+        burst=5,
+        rate_per_s=1000.0,
+        margin=0.0,
+        headroom_s=1.0,
+        clock=clock,
+        backend=make_backend(PACER_STATE),
+    )
+    times = await grant_times(clock, pacer, 3)
+    assert times == pytest.approx([0.0, 0.001, 0.002], abs=1e-5)
 
 
 async def test_a_wall_clock_step_back_only_slows_pacing_by_the_step(
