@@ -202,7 +202,8 @@ class Settings(BaseSettings):
     PORTAL_PREFETCH: Annotated[int, Field(ge=0, le=5000)] = Field(
         default=0,
         description="deliveries of one portal's queue the worker holds at most; 0: what the "
-        "portal's pace takes in 2 s, at least 8 full batches",
+        "portal's bucket lets go in 2 s (its burst and 2 s of its rate) in full batches, at "
+        "least 8",
     )
 
     # Operations
@@ -369,12 +370,14 @@ class Settings(BaseSettings):
         """Deliveries of ``portal``'s queue held at most: PORTAL_PREFETCH, or its pace's.
 
         Enough for a full batch each time the portal's bucket lets a call go over
-        the next 2 s, and for the calls a lane has out at once; no more, so the rest
-        waits on the broker, where it holds no other portal back.
+        the next 2 s (the burst it lets go at once, and 2 s of its rate), and for
+        the calls a lane has out at once; no more, so the rest waits on the
+        broker, where it holds no other portal back.
         """
         if self.PORTAL_PREFETCH:
             return self.PORTAL_PREFETCH
-        calls = max(PORTAL_CALLS_AHEAD, math.ceil(portal.rate_per_second * PORTAL_PACE_S))
+        burst = portal.rate_burst - portal.rate_reserve
+        calls = max(PORTAL_CALLS_AHEAD, burst + math.ceil(portal.rate_per_second * PORTAL_PACE_S))
         return min(5000, calls * self.BATCH_SIZE)
 
     def secrets(self) -> list[str]:

@@ -175,6 +175,30 @@ def test_portals_come_from_a_json_or_a_toml_file(tmp_path: Path) -> None:
         assert "code000000000001" not in json.dumps(settings.describe())
 
 
+@pytest.mark.parametrize(
+    ("burst", "rate", "reserve", "prefetch"),
+    [
+        (10, 2.0, 0, (10 + 4) * 50),  # the burst at once, then 2 s at 2 a second
+        (10, 2.0, 4, (6 + 4) * 50),  # the reserve is not this worker's
+        (2, 0.1, 0, 8 * 50),  # at least the 8 batches a lane has out or filling
+        (250, 5.0, 0, 5000),  # at most 5,000
+    ],
+)
+def test_a_portal_queues_prefetch_covers_its_burst_and_2_s_of_its_rate(
+    burst: int, rate: float, reserve: int, prefetch: int
+) -> None:
+    entries = {
+        "p": {
+            "webhook_url": PORTAL_WEBHOOK.format(key="p", n=1),
+            "rate_burst": burst,
+            "rate_per_second": rate,
+            "rate_reserve": reserve,
+        }
+    }
+    settings = Settings(B24_PORTALS=entries, BATCH_SIZE=50)
+    assert settings.portal_prefetch(settings.portals()["p"]) == prefetch
+
+
 def test_a_thousand_portals_load_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "portals.json"
     path.write_text(json.dumps(_portal_entries(1000)))
