@@ -12,10 +12,13 @@ cannot travel in a batch go alone.
 A group that is not full waits for its next job up to `linger_s`, and up to
 `FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
 with a backlog, a worker just started) the group fills, and a lone command
-still leaves after one linger. A portal whose requests are more than 20
-lingers apart waits longer (`linger_for`): a twentieth of the time between
-its requests, so that a group fills for at most one such interval, where a
-call that leaves half full would cost a whole one.
+still leaves after one linger. A linger that ends more than a linger late
+does not count as a gap: the worker's loop was busy (a start with a backlog
+parses thousands of deliveries at once), not the producers. A portal whose
+requests are more than 20 lingers apart waits longer (`linger_for`): a
+twentieth of the time between its requests, so that a group fills for at
+most one such interval, where a call that leaves half full would cost a
+whole one.
 """
 
 from __future__ import annotations
@@ -120,10 +123,16 @@ class Batcher(Generic[T]):
                 timeout = min(self._linger_s, deadline - loop.time()) if linger else 0.0
                 if timeout <= 0:
                     return
+                waited_from = loop.time()
                 try:
                     job = await asyncio.wait_for(self._ready.get(), timeout)
                 except TimeoutError:
-                    return
+                    if loop.time() - waited_from < 2 * timeout:
+                        return
+                    # The linger ran out late: the loop was busy (parsing a backlog
+                    # of deliveries, this portal's among them), so the gap is the
+                    # worker's, not the producers'. Wait on, within the deadline.
+                    continue
             if self._batchable(job):
                 group.append(job)
             else:

@@ -7,6 +7,7 @@ publisher and a channel that keeps the ack rules (tests/worker/flow/memory.py).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from schemas.events import ErrorClass
 from schemas.wire import ATTEMPTS_HEADER
@@ -124,6 +125,24 @@ async def test_a_call_leaves_right_after_its_leave_even_while_its_group_filled()
     assert flow.caller.calls == [[f"m{i}" for i in range(1, 9)]]
     assert flow.limiter.admitted_at[0] - started >= 0.2
     assert sent_at[0] - flow.limiter.admitted_at[0] < 0.02
+
+
+async def test_a_busy_loop_is_not_a_gap_between_commands() -> None:
+    # The loop is blocked for 300 ms (three lingers) and the second command comes
+    # 20 ms after: the linger ran out late, so the group waits on for it.
+    flow = MemoryFlow(applied, linger_s=0.1)
+    loop = asyncio.get_running_loop()
+
+    def stall_then_deliver() -> None:
+        time.sleep(0.3)
+        deliver = flow.deliver(deal(2, "x"), message_id="m2")
+        loop.call_later(0.02, lambda: asyncio.ensure_future(deliver))
+
+    async with flow.running():
+        await flow.deliver(deal(1, "x"), message_id="m1")
+        loop.call_later(0.05, stall_then_deliver)
+        await flow.until_settled(2)
+    assert flow.caller.calls == [["m1", "m2"]]
 
 
 def test_a_slow_portal_lingers_a_twentieth_of_its_request_interval() -> None:
