@@ -54,7 +54,7 @@ __all__ = ["Lane", "build_lane"]
 # Seconds of the portal's drain its bucket keeps empty (see RequestPacer): how
 # much earlier than planned, against those before it, a request may arrive.
 LOCAL_HEADROOM_S = 0.1
-SHARED_HEADROOM_S = 1.0
+SHARED_HEADROOM_S = 0.25
 
 
 @dataclass
