@@ -39,11 +39,13 @@ __all__ = [
     "redact_url",
 ]
 
-# A portal queue's prefetch: the full batches its bucket lets go in PORTAL_PACE_S,
-# and never fewer than twice the calls one lane may have out at once (those out,
-# and the next ones filling while they are: a burst leaves full).
+# A portal queue's prefetch: the full batches its bucket lets go in PORTAL_PACE_S
+# (its burst, and that long at its rate), and never fewer than 2 (one call out,
+# the next filling). No more: a slow portal's commands held by the worker wait
+# for nothing but delay every other portal's at a start with a backlog, when
+# the worker parses all it holds at once.
 PORTAL_PACE_S = 2.0
-PORTAL_CALLS_AHEAD = 8
+PORTAL_CALLS_AHEAD = 2
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
 
 
@@ -203,7 +205,7 @@ class Settings(BaseSettings):
         default=0,
         description="deliveries of one portal's queue the worker holds at most; 0: what the "
         "portal's bucket lets go in 2 s (its burst and 2 s of its rate) in full batches, at "
-        "least 8",
+        "least 2",
     )
 
     # Operations
@@ -370,9 +372,9 @@ class Settings(BaseSettings):
         """Deliveries of ``portal``'s queue held at most: PORTAL_PREFETCH, or its pace's.
 
         Enough for a full batch each time the portal's bucket lets a call go over
-        the next 2 s (the burst it lets go at once, and 2 s of its rate), and for
-        the calls a lane has out at once; no more, so the rest waits on the
-        broker, where it holds no other portal back.
+        the next 2 s (the burst it lets go at once, and 2 s of its rate), and
+        at least 2; no more, so the rest waits on the broker, where it holds no
+        other portal back.
         """
         if self.PORTAL_PREFETCH:
             return self.PORTAL_PREFETCH

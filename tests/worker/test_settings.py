@@ -180,7 +180,8 @@ def test_portals_come_from_a_json_or_a_toml_file(tmp_path: Path) -> None:
     [
         (10, 2.0, 0, (10 + 4) * 50),  # the burst at once, then 2 s at 2 a second
         (10, 2.0, 4, (6 + 4) * 50),  # the reserve is not this worker's
-        (2, 0.1, 0, 8 * 50),  # at least the 8 batches a lane has out or filling
+        (2, 0.1, 0, 3 * 50),  # its burst and one more call (2 s at 0.1/s, rounded up)
+        (1, 0.1, 0, 2 * 50),  # at least one call out and the next filling
         (250, 5.0, 0, 5000),  # at most 5,000
     ],
 )
