@@ -189,8 +189,9 @@ class Topology:
         return queues
 
 
-async def declare(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare the exchanges (with shards or portal queues) and every queue, then bind.
+async def declare(connection: AbstractConnection, topology: Topology) -> dict[str, int]:
+    """Declare the exchanges (with shards or portal queues) and every queue, then bind;
+    returns each queue's ready messages as the broker reported them.
 
     Raises TopologyError naming what differs: a queue or an exchange with other
     arguments, the consistent-hash exchange missing from the broker, or shard or
@@ -200,9 +201,10 @@ async def declare(connection: AbstractConnection, topology: Topology) -> None:
     if exchange is not None:
         await declare_exchange(connection, topology)
     queues = list(topology.queues().items())
+    ready: dict[str, int] = {}
     # Side by side on a few channels: a deployment may have a thousand portal queues.
     await _all(
-        _declare_queues(connection, queues[start::_DECLARING_CHANNELS])
+        _declare_queues(connection, queues[start::_DECLARING_CHANNELS], ready)
         for start in range(min(_DECLARING_CHANNELS, len(queues)))
     )
     if topology.shards:
@@ -221,6 +223,7 @@ async def declare(connection: AbstractConnection, topology: Topology) -> None:
         )
     await refuse_leftover_shard(connection, topology)
     await refuse_leftover_portals(connection, topology)
+    return ready
 
 
 async def _all(steps: Iterable[Awaitable[None]]) -> None:
@@ -232,12 +235,13 @@ async def _all(steps: Iterable[Awaitable[None]]) -> None:
 
 
 async def _declare_queues(
-    connection: AbstractConnection, queues: list[tuple[str, dict[str, Any]]]
+    connection: AbstractConnection, queues: list[tuple[str, dict[str, Any]]], ready: dict[str, int]
 ) -> None:
     async with _channel(connection) as channel:
         for name, arguments in queues:
             try:
-                await channel.declare_queue(name, durable=True, arguments=arguments)
+                queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+                ready[name] = int(queue.declaration_result.message_count or 0)
             except aio_pika.exceptions.ChannelPreconditionFailed as exc:
                 raise TopologyError(
                     f"queue {name!r} already exists with other arguments than this worker "

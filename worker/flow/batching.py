@@ -12,9 +12,11 @@ cannot travel in a batch go alone.
 A group that is not full waits for its next job up to `linger_s`, and up to
 `FILL_FOR_LINGERS` times that in all: while deliveries keep coming (a queue
 with a backlog, a worker just started) the group fills, and a lone command
-still leaves after one linger. A linger that ends more than a linger late
-does not count as a gap: the worker's loop was busy (a start with a backlog
-parses thousands of deliveries at once), not the producers. A portal whose
+still leaves after one linger. Two gaps do not end a group: a linger that
+ends more than a linger late (the worker's loop was busy: a start with a
+backlog parses thousands of deliveries at once, not the producers), and any
+gap while the portal's queue has a backlog on the broker (`more_coming`:
+more deliveries are on their way, however unevenly they arrive). A portal whose
 requests are more than 20 lingers apart waits longer (`linger_for`): a
 twentieth of the time between its requests, so that a group fills for at
 most one such interval, where a call that leaves half full would cost a
@@ -65,8 +67,10 @@ class Batcher(Generic[T]):
         size: int,
         linger_s: float,
         batchable: Callable[[Job], bool],
+        more_coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self._admit = admit
+        self._more_coming = more_coming
         self._count = count
         self._size = size
         self._linger_s = linger_s
@@ -127,12 +131,13 @@ class Batcher(Generic[T]):
                 try:
                     job = await asyncio.wait_for(self._ready.get(), timeout)
                 except TimeoutError:
-                    if loop.time() - waited_from < 2 * timeout:
-                        return
-                    # The linger ran out late: the loop was busy (parsing a backlog
-                    # of deliveries, this portal's among them), so the gap is the
-                    # worker's, not the producers'. Wait on, within the deadline.
-                    continue
+                    # Late: the loop was busy (parsing a backlog of deliveries,
+                    # this portal's among them), so the gap is the worker's, not
+                    # the producers'. Either way, wait on within the deadline.
+                    late = loop.time() - waited_from >= 2 * timeout
+                    if late or self._more_coming():
+                        continue
+                    return
             if self._batchable(job):
                 group.append(job)
             else:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol, assert_never
 
 import structlog
@@ -96,7 +97,10 @@ class Pipeline:
         linger_s: float,
         definitions: FieldDefinitions | None = None,
         max_in_flight: int = MAX_CALLS_IN_FLIGHT,
+        backlog: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``backlog`` tells whether the portal's queue has commands waiting on the
+        broker: a group then fills on through gaps (see `Batcher`)."""
         self.portal = portal
         self._outcomes = outcomes
         self._limiter = limiter
@@ -115,6 +119,7 @@ class Pipeline:
             size=batch_size,
             linger_s=linger_s,
             batchable=self._batchable,
+            more_coming=backlog,
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self._sending = asyncio.Event()  # set while groups may be formed and sent

@@ -95,6 +95,8 @@ class Worker:
         self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
         self.lanes: dict[str, Lane] = {}
+        # Commands waiting in each portal's queue, by portal, as last read.
+        self.backlog: dict[str, int] = {}
         self.readiness = Readiness(self.lanes)
         self._pipelines: dict[str, Pipeline] = {}
         self._consumers: Consumers | None = None
@@ -135,7 +137,10 @@ class Worker:
         connected()
         connection.reconnect_callbacks.add(connected)
         self.readiness.connection = self.connection
-        await declare(self.connection, self.topology)
+        ready = await declare(self.connection, self.topology)
+        # The backlog each portal starts with, until _watch_backlog reads it again.
+        for key in self.topology.portals:
+            self.backlog[key] = ready.get(self.topology.portal_queue(key), 0)
         publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -178,6 +183,7 @@ class Worker:
                 metrics=self.metrics,
                 mask=self.mask,
                 redis=self._redis,
+                backlog=self.backlog,
             )
             self.lanes[key] = lane
             self._pipelines[key] = lane.pipeline
@@ -199,7 +205,8 @@ class Worker:
         await self.consumers.start()
 
     async def _watch_backlog(self) -> None:
-        """Keep `b24_queue_ready` current: each work queue's waiting commands."""
+        """Keep `b24_queue_ready` and `backlog` current: each work queue's waiting
+        commands (a lane's calls fill on through gaps while its queue has some)."""
         topology, connection = self.topology, _started(self.connection)
         portal_of = {topology.portal_queue(key): key for key in topology.portals}
         while True:
@@ -209,7 +216,10 @@ class Worker:
                 log.debug("backlog.unread", error=type(exc).__name__)
             else:
                 for queue, ready in counts.items():
-                    self.metrics.queue_ready.labels(queue, portal_of.get(queue, "")).set(ready)
+                    portal = portal_of.get(queue, "")
+                    self.metrics.queue_ready.labels(queue, portal).set(ready)
+                    if portal:
+                        self.backlog[portal] = ready
             await asyncio.sleep(BACKLOG_EVERY_S)
 
     async def drain(self) -> None:

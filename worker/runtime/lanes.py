@@ -85,9 +85,15 @@ def build_lane(
     metrics: Metrics,
     mask: SecretMask | None = None,
     redis: Redis | None = None,
+    backlog: Mapping[str, int] | None = None,
 ) -> Lane:
     """The lane of ``portal``: its pipeline settles through the worker's one
-    ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down."""
+    ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down.
+
+    ``backlog`` is the commands waiting in each portal's queue by portal key, as
+    last read from the broker (the worker keeps it current).
+    """
+    waiting = backlog if backlog is not None else {}
     observer = MetricsObserver(metrics, portal=portal.key)
     http = make_http_client(
         timeout_s=settings.B24_TIMEOUT_S, max_connections=MAX_CALLS_IN_FLIGHT + 1, verify=tls
@@ -153,6 +159,7 @@ def build_lane(
         batch_size=settings.BATCH_SIZE,
         linger_s=linger_for(settings.BATCH_LINGER_MS / 1000, portal.rate_per_second),
         definitions=definitions,
+        backlog=lambda: waiting.get(portal.key, 0) > 0,
     )
     return Lane(portal, pipeline, definitions, http, shared)
 

@@ -26,6 +26,17 @@ async def test_declaring_twice_is_harmless(amqp_url: str) -> None:
             await channel.get_queue(name, ensure=True)  # raises when missing
 
 
+async def test_declare_reports_each_queues_ready_messages(amqp_url: str) -> None:
+    topology = unique_topology()
+    async with connected(amqp_url, topology) as connection:
+        assert (await declare(connection, topology))[topology.update_queue] == 0
+        for n in range(3):
+            await publish(connection, topology.update_queue, {"n": n})
+        ready = await declare(connection, topology)
+    assert ready[topology.update_queue] == 3
+    assert set(ready) == set(topology.queues())
+
+
 async def test_an_existing_queue_with_other_arguments_is_named(amqp_url: str) -> None:
     topology = unique_topology()
     async with connected(amqp_url, topology) as connection:

@@ -227,6 +227,7 @@ class MemoryFlow:
         probe: Callable[[], Awaitable[str | None]] | None = None,
         limiter: Admission | None = None,
         caller: Calls | None = None,
+        backlog: Callable[[], bool] = lambda: False,
     ) -> None:
         """``limiter`` and ``caller`` replace the scripted ones (a real `CallLimiter`
         and `Caller` against a portal, say); ``handler`` and ``room`` then go unused."""
@@ -257,6 +258,7 @@ class MemoryFlow:
             max_message_bytes=1_048_576,
             batch_size=batch_size,
             linger_s=linger_s,
+            backlog=backlog,
         )
 
     async def _probed(self) -> str | None:

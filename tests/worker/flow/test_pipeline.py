@@ -145,6 +145,25 @@ async def test_a_busy_loop_is_not_a_gap_between_commands() -> None:
     assert flow.caller.calls == [["m1", "m2"]]
 
 
+async def test_gaps_do_not_end_a_group_while_the_portals_queue_has_a_backlog() -> None:
+    # Commands 150 ms apart, the linger 100 ms: alone, each leaves by itself; with
+    # commands waiting on the broker, the group fills on through the gaps.
+    waiting = {"acme": 1000}
+    flow = MemoryFlow(applied, linger_s=0.1, backlog=lambda: waiting["acme"] > 0)
+    async with flow.running():
+        await _trickle(flow, 4, 0.15)
+        waiting["acme"] = 0  # the queue is empty now: the next gap ends the group
+        await _trickle_from(flow, 5, 2, 0.15)
+        await flow.until_settled(6)
+    assert flow.caller.calls == [["m1", "m2", "m3", "m4", "m5"], ["m6"]]
+
+
+async def _trickle_from(flow: MemoryFlow, first: int, count: int, gap_s: float) -> None:
+    for item_id in range(first, first + count):
+        await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
+        await asyncio.sleep(gap_s)
+
+
 def test_a_slow_portal_lingers_a_twentieth_of_its_request_interval() -> None:
     assert linger_for(0.05, 2.0) == 0.05  # 25 ms is shorter than the setting
     assert linger_for(0.05, 0.1) == 0.5  # one request per 10 s: 20 lingers are 10 s
