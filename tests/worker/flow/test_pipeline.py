@@ -124,7 +124,7 @@ async def test_a_call_leaves_right_after_its_leave_even_while_its_group_filled()
         await flow.until_settled(8)
     assert flow.caller.calls == [[f"m{i}" for i in range(1, 9)]]
     assert flow.limiter.admitted_at[0] - started >= 0.2
-    assert sent_at[0] - flow.limiter.admitted_at[0] < 0.02
+    assert sent_at[0] - flow.limiter.admitted_at[0] < 0.1  # the old order: 210 ms
 
 
 async def test_a_busy_loop_is_not_a_gap_between_commands() -> None:
