@@ -16,11 +16,12 @@ still leaves after one linger. Two gaps do not end a group: a linger that
 ends more than a linger late (the worker's loop was busy: a start with a
 backlog parses thousands of deliveries at once, not the producers), and any
 gap while the portal's queue has a backlog on the broker (`more_coming`:
-more deliveries are on their way, however unevenly they arrive). A portal whose
-requests are more than 20 lingers apart waits longer (`linger_for`): a
-twentieth of the time between its requests, so that a group fills for at
-most one such interval, where a call that leaves half full would cost a
-whole one.
+more deliveries are on their way, however unevenly they arrive).
+
+A portal whose requests are more than 20 lingers apart waits longer
+(`linger_for`): a twentieth of the time between its requests, so that a
+group fills for at most one such interval, where a call that leaves half
+full would cost a whole one.
 """
 
 from __future__ import annotations
@@ -131,12 +132,11 @@ class Batcher(Generic[T]):
                 try:
                     job = await asyncio.wait_for(self._ready.get(), timeout)
                 except TimeoutError:
-                    # Late: the loop was busy (parsing a backlog of deliveries,
-                    # this portal's among them), so the gap is the worker's, not
-                    # the producers'. Either way, wait on within the deadline.
+                    # Ran out late: the loop was busy (parsing a backlog of
+                    # deliveries), so the gap was the worker's, not the producers'.
                     late = loop.time() - waited_from >= 2 * timeout
                     if late or self._more_coming():
-                        continue
+                        continue  # within the deadline
                     return
             if self._batchable(job):
                 group.append(job)

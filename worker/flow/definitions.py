@@ -159,14 +159,14 @@ class FieldDefinitions:
         without custom fields is not held for a load. Without definitions the
         fields come back as they are.
         """
-        if not any(name.startswith(_CUSTOM_PREFIXES) for name in fields):
+        picked = {n: v for n, v in fields.items() if n.startswith(_CUSTOM_PREFIXES)}
+        if not picked:
             return dict(fields)
         loaded = await self._ensure(entity_type_id, max_age_s=self._refresh_s)
         if loaded is None:
             return dict(fields)
-        if self._unknown_custom(fields, loaded, original_uf_names=original_uf_names):
+        if self._unknown_custom(picked, loaded, original_uf_names=original_uf_names):
             loaded = await self._ensure(entity_type_id, max_age_s=self._unknown_reload_s) or loaded
-        picked = {n: v for n, v in fields.items() if n.startswith(_CUSTOM_PREFIXES)}
         checked = validate_custom_fields(
             picked, loaded.definitions, original_uf_names=original_uf_names
         )

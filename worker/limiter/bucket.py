@@ -67,10 +67,12 @@ class RequestPacer:
         against those before it, than it was let go still fits: the unit is
         time because the lags are, and a slow portal's bucket is not kept
         emptier than a fast one's for the same lag. It never takes the last
-        request of the burst the reserve leaves. After a 503 the rate drops to ``cut_to`` of
-        what it was (not below ``min_share`` of the full rate) and regains
-        ``recovery_per_s`` of the full rate each second; 503s within ``hold_s``
-        of a cut come from the same overflow and do not cut again.
+        request of the burst the reserve leaves.
+
+        After a 503 the rate drops to ``cut_to`` of what it was (not below
+        ``min_share`` of the full rate) and regains ``recovery_per_s`` of the
+        full rate each second; 503s within ``hold_s`` of a cut come from the
+        same overflow and do not cut again.
         """
         if burst < 1 or rate_per_s <= 0:
             raise ValueError("burst must be >= 1 and rate_per_s > 0")

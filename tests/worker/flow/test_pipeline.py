@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from schemas.events import ErrorClass
 from schemas.wire import ATTEMPTS_HEADER
@@ -72,10 +73,21 @@ async def test_a_lone_command_leaves_after_the_linger() -> None:
     assert 0.04 <= waited < 1.0
 
 
-async def _trickle(flow: MemoryFlow, count: int, gap_s: float) -> None:
-    for item_id in range(1, count + 1):
+async def _trickle(flow: MemoryFlow, count: int, gap_s: float, *, first: int = 1) -> None:
+    for item_id in range(first, first + count):
         await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
         await asyncio.sleep(gap_s)
+
+
+def _timed(sent_at: list[float]) -> Callable[[Job], Decision]:
+    """`applied`, noting the loop's time each command reached the portal."""
+    loop = asyncio.get_running_loop()
+
+    def timed(job: Job) -> Decision:
+        sent_at.append(loop.time())
+        return applied(job)
+
+    return timed
 
 
 async def test_a_batch_keeps_filling_while_commands_keep_coming() -> None:
@@ -92,12 +104,7 @@ async def test_a_batch_fills_for_twenty_lingers_at_most() -> None:
     # first call leaves after 2 s (20 lingers) with what it has.
     loop = asyncio.get_running_loop()
     sent_at: list[float] = []
-
-    def timed(job: Job) -> Decision:
-        sent_at.append(loop.time())
-        return applied(job)
-
-    flow = MemoryFlow(timed, linger_s=0.1)
+    flow = MemoryFlow(_timed(sent_at), linger_s=0.1)
     async with flow.running():
         started = loop.time()
         await _trickle(flow, 60, 0.05)
@@ -112,12 +119,7 @@ async def test_a_call_leaves_right_after_its_leave_even_while_its_group_filled()
     # would reach the portal 210 ms later than the limiter planned.
     loop = asyncio.get_running_loop()
     sent_at: list[float] = []
-
-    def timed(job: Job) -> Decision:
-        sent_at.append(loop.time())
-        return applied(job)
-
-    flow = MemoryFlow(timed, linger_s=0.1)
+    flow = MemoryFlow(_timed(sent_at), linger_s=0.1)
     async with flow.running():
         started = loop.time()
         await _trickle(flow, 8, 0.03)
@@ -153,15 +155,9 @@ async def test_gaps_do_not_end_a_group_while_the_portals_queue_has_a_backlog() -
     async with flow.running():
         await _trickle(flow, 4, 0.15)
         waiting["acme"] = 0  # the queue is empty now: the next gap ends the group
-        await _trickle_from(flow, 5, 2, 0.15)
+        await _trickle(flow, 2, 0.15, first=5)
         await flow.until_settled(6)
     assert flow.caller.calls == [["m1", "m2", "m3", "m4", "m5"], ["m6"]]
-
-
-async def _trickle_from(flow: MemoryFlow, first: int, count: int, gap_s: float) -> None:
-    for item_id in range(first, first + count):
-        await flow.deliver(deal(item_id, "x"), message_id=f"m{item_id}")
-        await asyncio.sleep(gap_s)
 
 
 def test_a_slow_portal_lingers_a_twentieth_of_its_request_interval() -> None:
