@@ -188,10 +188,11 @@ def main() -> int:
         code = worker.stop()
         worker.log.read()
         events = asyncio.run(drain(f"{prefix}result")) + asyncio.run(drain(f"{prefix}dead"))
-        limited = sum(
-            httpx.get(f"{control_url(url)}/counters", timeout=10).json()["query_limit_rejections"]
-            for url in webhooks.values()
-        )
+        counters = {
+            key: httpx.get(f"{control_url(url)}/counters", timeout=10).json()
+            for key, url in webhooks.items()
+        }
+        limited = sum(c["query_limit_rejections"] for c in counters.values())
     finally:
         if unblock is not None:
             unblock.cancel()
@@ -212,6 +213,18 @@ def main() -> int:
         ends = worker.log.ended_by_portal.get(key, []) if worker else []
         shares[key] = ideal / (max(ends) - start) if ends else 0.0
     healthy = sorted((shares[key], key) for key in keys if key not in blocked)
+    # When each healthy portal's first call arrived, and how long its calls took from
+    # there: the start's cost and the pacing's, apart.
+    firsts = [
+        counters[key]["first_request_at"] - start
+        for _, key in healthy
+        if counters[key]["first_request_at"]
+    ]
+    spans = [
+        counters[key]["last_request_at"] - counters[key]["first_request_at"]
+        for _, key in healthy
+        if counters[key]["first_request_at"]
+    ]
     median = statistics.median(share for share, _ in healthy)
     blocked_last = max(
         (max(worker.log.ended_by_portal.get(key, [start])) - start for key in blocked), default=0
@@ -225,6 +238,10 @@ def main() -> int:
         f"{sum(counts.values()) - len(counts)}; worker exit code {code}",
         f"healthy portals: median share {median:.3f}, lowest {healthy[0][0]:.3f}; lowest ten: "
         + ", ".join(f"{key} {share:.2f}" for share, key in healthy[:10]),
+        f"healthy portals' first call arrived at {min(firsts):.2f} s at the earliest, median "
+        f"{statistics.median(firsts):.2f} s, latest {max(firsts):.2f} s; from their first "
+        f"call to their last: median {statistics.median(spans):.2f} s, longest "
+        f"{max(spans):.2f} s",
         f"blocked portals: {sum(failed[key] for key in blocked)} failure events; last outcome "
         f"at {blocked_last:.1f} s",
         f"failure events in all: {sum(failed.values())}; QUERY_LIMIT_EXCEEDED: {limited}",

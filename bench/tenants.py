@@ -200,6 +200,11 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
         )
         if t.kind != "blocked":
             line += f"; share {share:.2f}"
+        if c.get("first_request_at") and c.get("last_request_at"):
+            line += (
+                f"; requests arrived from {c['first_request_at'] - start:.2f} s "
+                f"to {c['last_request_at'] - start:.2f} s"
+            )
         line += (
             f"; {c['requests']} requests; {failed.get(t.key, 0)} failure events; "
             f"{c['query_limit_rejections']} QUERY_LIMIT_EXCEEDED"

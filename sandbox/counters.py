@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,19 @@ class Counters:
     # operating seconds charged since the start, per caller and method: unlike the
     # window's sum, it never drops, so a benchmark can tell what each window used
     operating_charged_s: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # wall-clock (Unix) arrival of the first and the latest request, so a benchmark can
+    # tell a client's start-up from its pacing; None until the first request
+    first_request_at: float | None = None
+    last_request_at: float | None = None
+
+    def arrived(self) -> None:
+        """Count one request taken in."""
+        now = time.time()
+        if self.first_request_at is None:
+            self.first_request_at = now
+        self.last_request_at = now
+        self.requests += 1
+        self.in_flight += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,4 +54,6 @@ class Counters:
             "disconnects": self.disconnects,
             "html_answers": self.html_answers,
             "operating_charged_s": {k: round(v, 6) for k, v in self.operating_charged_s.items()},
+            "first_request_at": self.first_request_at,
+            "last_request_at": self.last_request_at,
         }

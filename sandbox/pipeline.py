@@ -144,8 +144,7 @@ def _batch(state: PortalState, who: Identity, params: dict[str, Any]) -> dict[st
 async def handle_rest(state: PortalState, request: RestRequest) -> tuple[int, dict[str, Any]]:
     """HTTP status and body for one REST request."""
     counters = state.counters
-    counters.requests += 1
-    counters.in_flight += 1
+    counters.arrived()
     try:
         return await _answer(state, request)
     finally:

@@ -50,6 +50,19 @@ def test_counters_count_calls_errors_and_operating(b24: SandboxClient) -> None:
     assert counters["saves"] == 1
 
 
+def test_counters_tell_when_the_first_and_the_latest_request_arrived(b24: SandboxClient) -> None:
+    assert b24.counters()["first_request_at"] is None
+    before = time.time()
+    b24.ok("crm.item.get", {"entityTypeId": 2, "id": 1})
+    time.sleep(0.05)
+    b24.ok("crm.item.get", {"entityTypeId": 2, "id": 2})
+    after = time.time()
+    counters = b24.counters()
+    first, latest = counters["first_request_at"], counters["last_request_at"]
+    assert before <= first < latest <= after
+    assert latest - first >= 0.05
+
+
 def test_reset_restores_data_and_can_reseed(b24: SandboxClient) -> None:
     b24.ok("crm.item.update", {"entityTypeId": 2, "id": 1, "fields": {"title": "changed"}})
     b24.faults(overload=True)
