@@ -39,13 +39,16 @@ __all__ = [
     "redact_url",
 ]
 
-# A portal queue's prefetch: the full batches its bucket lets go in PORTAL_PACE_S
-# (its burst, and that long at its rate), and never fewer than 2 (one call out,
-# the next filling). No more: a slow portal's commands held by the worker wait
-# for nothing but delay every other portal's at a start with a backlog, when
-# the worker parses all it holds at once.
+# A portal queue's prefetch: the full batches its rate lets go in PORTAL_PACE_S,
+# and at least one (refilled as soon as its call's outcomes are acked, well
+# before the next is due at a slow portal's rate). Not its burst: a
+# portal's bucket drains from its first call on, so when the burst is spent
+# changes nothing for the end of a backlog, as long as the bucket never runs
+# dry; what counts is how soon each portal's first call leaves. Commands held
+# beyond that wait for nothing, and at a start with a backlog the worker parses
+# all it holds before the last portal's first call can leave.
 PORTAL_PACE_S = 2.0
-PORTAL_CALLS_AHEAD = 2
+PORTAL_CALLS_AHEAD = 1
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
 
 
@@ -203,9 +206,9 @@ class Settings(BaseSettings):
     )
     PORTAL_PREFETCH: Annotated[int, Field(ge=0, le=5000)] = Field(
         default=0,
-        description="deliveries of one portal's queue the worker holds at most; 0: what the "
-        "portal's bucket lets go in 2 s (its burst and 2 s of its rate) in full batches, at "
-        "least 2",
+        description="deliveries of one portal's queue the worker holds at most; 0: the full "
+        "batches the portal's rate lets go in 2 s, at least one (its burst is spent as calls "
+        "come back)",
     )
 
     # Operations
@@ -371,15 +374,14 @@ class Settings(BaseSettings):
     def portal_prefetch(self, portal: Portal) -> int:
         """Deliveries of ``portal``'s queue held at most: PORTAL_PREFETCH, or its pace's.
 
-        Enough for a full batch each time the portal's bucket lets a call go over
-        the next 2 s (the burst it lets go at once, and 2 s of its rate), and
-        at least 2; no more, so the rest waits on the broker, where it holds no
-        other portal back.
+        Enough for a full batch each time the portal's rate lets a call go over
+        the next 2 s, and at least one; no more, so the rest waits on the broker,
+        where it holds no other portal back. The burst is spent as calls come
+        back, a few at a time, instead of all at the start.
         """
         if self.PORTAL_PREFETCH:
             return self.PORTAL_PREFETCH
-        burst = portal.rate_burst - portal.rate_reserve
-        calls = max(PORTAL_CALLS_AHEAD, burst + math.ceil(portal.rate_per_second * PORTAL_PACE_S))
+        calls = max(PORTAL_CALLS_AHEAD, math.ceil(portal.rate_per_second * PORTAL_PACE_S))
         return min(5000, calls * self.BATCH_SIZE)
 
     def secrets(self) -> list[str]:

@@ -178,14 +178,16 @@ def test_portals_come_from_a_json_or_a_toml_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("burst", "rate", "reserve", "prefetch"),
     [
-        (10, 2.0, 0, (10 + 4) * 50),  # the burst at once, then 2 s at 2 a second
-        (10, 2.0, 4, (6 + 4) * 50),  # the reserve is not this worker's
-        (2, 0.1, 0, 3 * 50),  # its burst and one more call (2 s at 0.1/s, rounded up)
-        (1, 0.1, 0, 2 * 50),  # at least one call out and the next filling
-        (250, 5.0, 0, 5000),  # at most 5,000
+        (10, 2.0, 0, 4 * 50),  # 2 s at 2 a second; the burst is spent as calls come back
+        (10, 2.0, 4, 4 * 50),  # neither burst nor reserve changes it
+        (50, 2.0, 0, 4 * 50),
+        (2, 0.1, 0, 1 * 50),  # one call: refilled long before the next is due
+        (5, 1.0, 0, 2 * 50),
+        (250, 5.0, 0, 10 * 50),
+        (250, 60.0, 0, 5000),  # at most 5,000
     ],
 )
-def test_a_portal_queues_prefetch_covers_its_burst_and_2_s_of_its_rate(
+def test_a_portal_queues_prefetch_covers_2_s_of_its_rate(
     burst: int, rate: float, reserve: int, prefetch: int
 ) -> None:
     entries = {
