@@ -17,6 +17,7 @@ import pytest
 
 from tests.env import clean_env
 from tests.worker.broker import connected, unique_topology
+from worker.cli import main
 from worker.runtime.app import COLLECTOR_THRESHOLDS, tune_collector
 
 WEBHOOK_CODE = "Wh00kC0de4Tests"
@@ -149,3 +150,25 @@ def test_the_collector_is_tuned_once_start_up_is_done() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_collector_kept_off_through_start_up_is_turned_back_on() -> None:
+    before = gc.get_threshold()
+    gc.disable()
+    try:
+        tune_collector()
+        assert gc.isenabled()
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_run_turns_the_collector_back_on_when_it_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("B24_PORTALS", "{not json")
+    assert main(["run"]) == 2
+    assert "B24_PORTALS" in capsys.readouterr().err
+    assert gc.isenabled()
