@@ -197,10 +197,11 @@ class Consumers:
             # The poison queue first: other workers count this one by its consumer there.
             poison = self._feeds[-1]
             await self._consume(poison)
-            await self._claim(self._shards)
-            for feed in reversed(self._feeds[:-1]):
-                if not feed.sharded:
-                    await self._consume(feed)
+            # The other queues alongside the claim, not after it: a claim waits out
+            # the claim window when it leaves shards to other workers, and its
+            # answers wait behind the deliveries of what it has claimed already.
+            others = [feed for feed in reversed(self._feeds[:-1]) if not feed.sharded]
+            await asyncio.gather(self._claim(self._shards), *map(self._consume, others))
         self.consuming = True
         log.info("consumer.started", queues=[feed.queue for feed in self._feeds])
 

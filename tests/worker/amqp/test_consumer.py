@@ -5,6 +5,7 @@ an item's later commands ahead of its earlier ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,7 +56,13 @@ class Replica:
 
 @asynccontextmanager
 async def replica(
-    amqp_url: str, topology: Topology, name: str, *, prefetch: int = 40, seed: int = 0
+    amqp_url: str,
+    topology: Topology,
+    name: str,
+    *,
+    prefetch: int = 40,
+    seed: int = 0,
+    claim_window_s: float = 0.4,
 ) -> AsyncIterator[Replica]:
     connection = await aio_pika.connect_robust(amqp_url)
 
@@ -72,7 +79,7 @@ async def replica(
         prefetch=prefetch,
         handle=handle,
         acks=Acks(),
-        claim_window_s=0.4,
+        claim_window_s=claim_window_s,
         rng=random.Random(seed),
     )
     me = Replica(name, consumers)
@@ -126,6 +133,27 @@ async def test_a_worker_starting_alone_takes_every_shard_and_keeps_them(amqp_url
         assert b.got == []
         assert a.queues() == set(topology.work_queues)
         assert set(b.consumers.registrations) == set(a.consumers.registrations)
+
+
+async def test_retry_copies_are_taken_while_the_shards_are_still_being_claimed(
+    amqp_url: str,
+) -> None:
+    # Four shards claimed one at a time over a 20 s window: the start takes 15 s.
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a", claim_window_s=20.0) as a,
+    ):
+        await declare(broker, topology)
+        starting = asyncio.create_task(a.start())
+        try:
+            await eventually(lambda: topology.retry_queue in a.consumers.registrations, 5)
+            assert not starting.done()
+            assert len(set(topology.work_queues) & set(a.consumers.registrations)) < 4
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
 
 
 async def test_each_shard_consumer_holds_its_share_of_prefetch(amqp_url: str) -> None:
