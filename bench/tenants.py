@@ -199,7 +199,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
             f"last outcome at {elapsed:.2f} s; ideal {t.ideal_s():.2f} s"
         )
         if t.kind != "blocked":
-            line += f"; share {share:.2f}"
+            line += f"; share {share:.3f}"
         if c.get("first_request_at") and c.get("last_request_at"):
             line += (
                 f"; requests arrived from {c['first_request_at'] - start:.2f} s "
@@ -216,7 +216,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
             fair = fair and share >= target
     for kind, values in shares.items():
         if kind != "blocked":
-            lines.append(f"{kind} portals: share min {min(values):.2f}, max {max(values):.2f}")
+            lines.append(f"{kind} portals: share min {min(values):.3f}, max {max(values):.3f}")
     lines.append(f"isolation and correctness held: {'yes' if ok else 'NO'}")
     lines.append(f"share targets met: {'yes' if fair else 'NO'}")
     lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
