@@ -9,15 +9,17 @@ log mask as it arrives.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-from redis.asyncio import Redis
 
 from worker.bitrix import Auth, FileTokenStore, OAuthAuth, TokenStore, WebhookAuth
-from worker.bitrix.redis_tokens import RedisTokenStore
 from worker.observability.logging import SecretMask
 from worker.settings import Portal, Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["build_auth", "token_store"]
 
@@ -67,12 +69,17 @@ def token_store(
     if portal is None:
         portal = settings.portals()[settings.B24_PORTAL_KEY]
     limiter_url = settings.LIMITER_URL.get_secret_value()
-    if redis is None and limiter_url:
-        redis = Redis.from_url(limiter_url)
-    if redis is None:
+    if redis is None and not limiter_url:
         path = Path(settings.B24_TOKEN_FILE)
         if portal.key in settings.B24_PORTALS:
             path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
         return FileTokenStore(str(path))
+    # Imported here: a worker without LIMITER_URL never loads the Redis client.
+    from redis.asyncio import Redis
+
+    from worker.bitrix.redis_tokens import RedisTokenStore
+
+    if redis is None:
+        redis = Redis.from_url(limiter_url)
     origin = urlsplit(portal.portal_url or "").hostname or portal.key
     return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")

@@ -155,11 +155,7 @@ print("\\n".join(sorted(sys.modules)))
 """
 
 
-def test_run_and_the_client_load_nothing_of_the_sandbox() -> None:
-    """`b24-worker run` goes from the command line to a built Worker, and UpdateClient is
-    imported, without loading the sandbox package. (Its extra's packages may load here
-    when installed, as redis loads cryptography when it finds it; that the worker runs
-    without them is tests/deploy/test_install.py's.)"""
+def _modules_loaded_by_run() -> set[str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "B24_WEBHOOK_URL": "https://portal.example/rest/1/abcdef123456/",
@@ -176,7 +172,22 @@ def test_run_and_the_client_load_nothing_of_the_sandbox() -> None:
     assert result.returncode == 0, result.stderr
     loaded = set(result.stdout.split())
     assert "worker.runtime.lanes" in loaded  # the run path was really imported
+    return loaded
+
+
+def test_run_and_the_client_load_nothing_of_the_sandbox() -> None:
+    """`b24-worker run` goes from the command line to a built Worker, and UpdateClient is
+    imported, without loading the sandbox package. (Its extra's packages may load here
+    when installed; that the worker runs without them is tests/deploy/test_install.py's.)"""
+    loaded = _modules_loaded_by_run()
     assert {name for name in loaded if name.split(".")[0] == "sandbox"} == set()
+
+
+def test_run_without_limiter_url_loads_no_redis_client() -> None:
+    """The Redis client (and what it loads, cryptography when installed) is 40 ms of
+    every start: only a worker with LIMITER_URL loads it."""
+    loaded = _modules_loaded_by_run()
+    assert {name for name in loaded if name.split(".")[0] == "redis"} == set()
 
 
 def test_the_sandbox_command_is_named_in_the_help_and_takes_its_own_options() -> None:

@@ -14,19 +14,14 @@ the portal has the last word.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import orjson
 import structlog
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from schemas.custom_fields import FieldDefinition, validate_custom_fields
 from worker.bitrix import BitrixError, CommandAnswer
@@ -37,7 +32,6 @@ __all__ = [
     "DefinitionsCache",
     "FieldDefinitions",
     "FieldsCaller",
-    "RedisDefinitionsCache",
 ]
 
 METHOD = "crm.item.fields"
@@ -63,33 +57,6 @@ class DefinitionsCache(Protocol):
     async def get(self, entity_type_id: int, *, max_age_s: float) -> Any | None: ...
 
     async def put(self, entity_type_id: int, result: Any, *, ttl_s: float) -> None: ...
-
-
-class RedisDefinitionsCache:
-    """The cache in Redis, one key per portal host and entity type."""
-
-    def __init__(self, redis: Redis, *, scope: str) -> None:
-        self._redis = redis
-        self._prefix = f"b24-worker:definitions:{scope}:"
-
-    async def get(self, entity_type_id: int, *, max_age_s: float) -> Any | None:
-        try:
-            raw = await self._redis.get(f"{self._prefix}{entity_type_id}")
-            stored = orjson.loads(raw) if raw is not None else None
-        except (RedisError, OSError, ValueError):
-            return None
-        if not isinstance(stored, dict) or not isinstance(stored.get("at"), int | float):
-            return None
-        if time.time() - stored["at"] >= max_age_s:
-            return None
-        return stored.get("result")
-
-    async def put(self, entity_type_id: int, result: Any, *, ttl_s: float) -> None:
-        body = orjson.dumps({"at": time.time(), "result": result})
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(
-                f"{self._prefix}{entity_type_id}", body, px=max(1, int(ttl_s * 1000))
-            )
 
 
 @dataclass(frozen=True, slots=True)

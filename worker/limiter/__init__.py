@@ -19,16 +19,27 @@ State lives in a backend: in the process by default, or in Redis, shared by
 every worker serving the portal:
 
     pacer_backend, budget_backend = shared_backends(redis, scope=portal_host)
+
+What needs Redis (`shared_backends`, `RedisBackend` and their codecs) is
+imported on first use: a worker without LIMITER_URL never loads the Redis client.
 """
 
-from worker.limiter.backends import Availability, Codec, MemoryBackend, RedisBackend, StateBackend
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from worker.limiter.backends import MemoryBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
 from worker.limiter.calls import CallLimiter, Leave, Refused
 from worker.limiter.clock import Clock, FakeClock, SystemClock
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
 from worker.limiter.report import OperatingReport
-from worker.limiter.shared import METHOD_STATE, PACER_STATE, SharedBackends, shared_backends
+
+if TYPE_CHECKING:
+    from worker.limiter.backends import Availability, Codec, RedisBackend
+    from worker.limiter.shared import METHOD_STATE, PACER_STATE, SharedBackends, shared_backends
 
 __all__ = [
     "METHOD_STATE",
@@ -54,3 +65,20 @@ __all__ = [
     "SystemClock",
     "shared_backends",
 ]
+
+_ON_FIRST_USE = {
+    "Availability": "worker.limiter.backends.availability",
+    "Codec": "worker.limiter.backends.redis",
+    "RedisBackend": "worker.limiter.backends.redis",
+    "METHOD_STATE": "worker.limiter.shared",
+    "PACER_STATE": "worker.limiter.shared",
+    "SharedBackends": "worker.limiter.shared",
+    "shared_backends": "worker.limiter.shared",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -18,7 +18,6 @@ import aio_pika
 import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
-from redis.asyncio import Redis
 
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
@@ -38,6 +37,8 @@ from worker.runtime.readiness import Readiness
 from worker.settings import Settings, redact_url
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from worker.observability.health import HealthServer
 
 __all__ = ["Worker", "run"]
@@ -110,7 +111,12 @@ class Worker:
         # costly part of a client, and a deployment may serve a thousand portals.
         self._tls = httpx.create_ssl_context()
         limiter_url = settings.LIMITER_URL.get_secret_value()
-        self._redis: Redis | None = Redis.from_url(limiter_url) if limiter_url else None
+        self._redis: Redis | None = None
+        if limiter_url:
+            # Imported here: a worker without LIMITER_URL never loads the Redis client.
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(limiter_url)
 
     @property
     def pipeline(self) -> Pipeline:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from redis.asyncio import Redis
 
 from worker.amqp.acks import Acks
 from worker.amqp.publishing import Publisher
@@ -33,21 +32,19 @@ from worker.flow.batching import linger_for
 from worker.flow.breaker import Breaker
 from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
-from worker.flow.definitions import FieldDefinitions, RedisDefinitionsCache
+from worker.flow.definitions import DefinitionsCache, FieldDefinitions
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT, Consumption, Pipeline
-from worker.limiter import (
-    CallLimiter,
-    OperatingBudget,
-    RequestPacer,
-    SharedBackends,
-    SystemClock,
-    shared_backends,
-)
+from worker.limiter import CallLimiter, OperatingBudget, RequestPacer, SystemClock
 from worker.observability.logging import SecretMask
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
 from worker.settings import Portal, Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from worker.limiter.shared import SharedBackends
 
 __all__ = ["Lane", "build_lane"]
 
@@ -101,7 +98,15 @@ def build_lane(
     clock = SystemClock()
     # With LIMITER_URL the bucket and the budget live in Redis under the portal's
     # host: every replica (and every deployment) serving the portal shares them.
-    shared = shared_backends(redis, scope=portal.host) if redis is not None else None
+    shared: SharedBackends | None = None
+    cache: DefinitionsCache | None = None
+    if redis is not None:
+        # Imported here: a worker without LIMITER_URL never loads the Redis client.
+        from worker.flow.redis_definitions import RedisDefinitionsCache
+        from worker.limiter.shared import shared_backends
+
+        shared = shared_backends(redis, scope=portal.host)
+        cache = RedisDefinitionsCache(redis, scope=portal.host)
     pacer = RequestPacer(
         burst=portal.rate_burst,
         rate_per_s=portal.rate_per_second,
@@ -135,7 +140,6 @@ def build_lane(
         return None
 
     # Replicas share the answers of crm.item.fields: each is asked of the portal once.
-    cache = RedisDefinitionsCache(redis, scope=portal.host) if redis is not None else None
     definitions = FieldDefinitions(client=paced, clock=clock, cache=cache)
     limiter = CallLimiter(method=METHOD, budget=budget, pacer=pacer)
     pipeline = Pipeline(

@@ -26,7 +26,8 @@ from worker.bitrix import (
     WebhookAuth,
     make_http_client,
 )
-from worker.flow.definitions import METHOD, FieldDefinitions, RedisDefinitionsCache
+from worker.flow.definitions import METHOD, FieldDefinitions
+from worker.flow.redis_definitions import RedisDefinitionsCache
 from worker.limiter.clock import FakeClock
 
 DEAL = 2
