@@ -93,6 +93,18 @@ async def _until_idle(cluster: Cluster, topology: Topology, timeout_s: float) ->
         await asyncio.sleep(0.5)
 
 
+def _why_not_resumed(run: WorkerRun, cluster: Cluster, topology: Topology) -> str:
+    """The worker's last log lines and how the running nodes see the run's queues: a
+    worker that reconnected but whose publishes the broker keeps refusing (nacked)
+    points at the queues' leaders and members."""
+    try:
+        rows = [row for row in cluster.queues() if row.get("name") in topology.queues()]
+        queues = json.dumps(rows, indent=1)
+    except Exception as exc:  # the diagnosis must not hide the failure
+        queues = f"list_queues failed: {exc!r}"
+    return f"{run.log.text()[-3000:]}\nqueues as the running nodes see them:\n{queues}"
+
+
 def _first_after(run: WorkerRun, gone_at: float, *, reconnect: bool) -> float | None:
     """When the first command ended after the node was gone (and, with ``reconnect``,
     after the worker's next connection); None while none has."""
@@ -176,7 +188,7 @@ async def test_a_node_lost_mid_run_loses_nothing_and_the_worker_consumes_again(
             gone_at = time.time()
             deadline = time.monotonic() + RESUME_WITHIN_S + 5
             while (resumed := _first_after(run, gone_at, reconnect=victim == worker_node)) is None:
-                assert time.monotonic() < deadline, run.log.text()[-3000:]
+                assert time.monotonic() < deadline, _why_not_resumed(run, cluster, topology)
                 await asyncio.sleep(0.1)
             resumed_after = resumed - stopping_at
             await asyncio.sleep(DOWN_FOR_S)
