@@ -39,16 +39,15 @@ __all__ = [
     "redact_url",
 ]
 
-# A portal queue's prefetch: the full batches its rate lets go in PORTAL_PACE_S,
-# and at least one (refilled as soon as its call's outcomes are acked, well
-# before the next is due at a slow portal's rate). Not its burst: a
+# A portal queue's prefetch: the full batches its rate lets go in PORTAL_PACE_S
+# (at least one, the rate being above 0: refilled as soon as its call's outcomes
+# are acked, well before the next is due at a slow portal's rate). Not its burst: a
 # portal's bucket drains from its first call on, so when the burst is spent
 # changes nothing for the end of a backlog, as long as the bucket never runs
 # dry; what counts is how soon each portal's first call leaves. Commands held
 # beyond that wait for nothing, and at a start with a backlog the worker parses
 # all it holds before the last portal's first call can leave.
 PORTAL_PACE_S = 2.0
-PORTAL_CALLS_AHEAD = 1
 _WEBHOOK_PATH = re.compile(r"^/rest/[0-9]+/[^/]+/?$")
 
 
@@ -381,7 +380,7 @@ class Settings(BaseSettings):
         """
         if self.PORTAL_PREFETCH:
             return self.PORTAL_PREFETCH
-        calls = max(PORTAL_CALLS_AHEAD, math.ceil(portal.rate_per_second * PORTAL_PACE_S))
+        calls = math.ceil(portal.rate_per_second * PORTAL_PACE_S)
         return min(5000, calls * self.BATCH_SIZE)
 
     def secrets(self) -> list[str]:

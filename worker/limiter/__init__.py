@@ -26,13 +26,13 @@ imported on first use: a worker without LIMITER_URL never loads the Redis client
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.limiter.backends import MemoryBackend, StateBackend
 from worker.limiter.bucket import PacerState, RequestPacer
 from worker.limiter.calls import CallLimiter, Leave, Refused
 from worker.limiter.clock import Clock, FakeClock, SystemClock
+from worker.limiter.lazy import on_first_use
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
 from worker.limiter.report import OperatingReport
@@ -66,19 +66,16 @@ __all__ = [
     "shared_backends",
 ]
 
-_ON_FIRST_USE = {
-    "Availability": "worker.limiter.backends.availability",
-    "Codec": "worker.limiter.backends.redis",
-    "RedisBackend": "worker.limiter.backends.redis",
-    "METHOD_STATE": "worker.limiter.shared",
-    "PACER_STATE": "worker.limiter.shared",
-    "SharedBackends": "worker.limiter.shared",
-    "shared_backends": "worker.limiter.shared",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _ON_FIRST_USE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+# The Redis backend's names through the backends package, which imports them on first use.
+__getattr__ = on_first_use(
+    __name__,
+    {
+        "Availability": "worker.limiter.backends",
+        "Codec": "worker.limiter.backends",
+        "RedisBackend": "worker.limiter.backends",
+        "METHOD_STATE": "worker.limiter.shared",
+        "PACER_STATE": "worker.limiter.shared",
+        "SharedBackends": "worker.limiter.shared",
+        "shared_backends": "worker.limiter.shared",
+    },
+)

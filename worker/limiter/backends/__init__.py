@@ -6,11 +6,11 @@ without LIMITER_URL never loads the Redis client.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.limiter.backends.base import StateBackend
 from worker.limiter.backends.memory import MemoryBackend
+from worker.limiter.lazy import on_first_use
 
 if TYPE_CHECKING:
     from worker.limiter.backends.availability import Availability
@@ -18,15 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Availability", "Codec", "MemoryBackend", "RedisBackend", "StateBackend"]
 
-_ON_FIRST_USE = {
-    "Availability": "worker.limiter.backends.availability",
-    "Codec": "worker.limiter.backends.redis",
-    "RedisBackend": "worker.limiter.backends.redis",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _ON_FIRST_USE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = on_first_use(
+    __name__,
+    {
+        "Availability": "worker.limiter.backends.availability",
+        "Codec": "worker.limiter.backends.redis",
+        "RedisBackend": "worker.limiter.backends.redis",
+    },
+)
