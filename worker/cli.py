@@ -194,6 +194,54 @@ def _dlq(args: argparse.Namespace) -> int:
         return 2
 
 
+def _portals(args: argparse.Namespace) -> int:
+    from worker.registry import RegistryError, open_registry
+    from worker.tools import portals
+
+    if args.action == "keygen":
+        return portals.keygen(out=sys.stdout)
+    settings = _tool_settings()
+    if settings is None:
+        return 2
+
+    async def act() -> int:
+        registry = open_registry(settings)
+        try:
+            if args.action == "add":
+                options = portals.AddOptions(
+                    key=args.key,
+                    webhook_url=portals.read_secret(args.webhook_url, sys.stdin),
+                    portal_url=args.portal_url,
+                    client_id=args.client_id,
+                    client_secret=portals.read_secret(args.client_secret, sys.stdin),
+                    refresh_token=portals.read_secret(args.refresh_token, sys.stdin),
+                    rate_per_second=args.rate_per_second,
+                    rate_burst=args.rate_burst,
+                    rate_reserve=args.rate_reserve,
+                    operating_limit_s=args.operating_limit_s,
+                    operating_window_s=args.operating_window_s,
+                    replace=args.replace,
+                )
+                return await portals.add(
+                    registry, options, configured=set(settings.portals()), out=sys.stdout
+                )
+            if args.action == "list":
+                return await portals.list_portals(registry, as_json=args.json, out=sys.stdout)
+            if args.action == "show":
+                return await portals.show(registry, args.key, out=sys.stdout, err=sys.stderr)
+            if args.action == "remove":
+                return await portals.remove(registry, args.key, out=sys.stdout, err=sys.stderr)
+            return await portals.rekey(registry, out=sys.stdout)
+        finally:
+            await registry.close()
+
+    try:
+        return asyncio.run(act())
+    except RegistryError as exc:
+        print(f"b24-worker portals {args.action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def _check(args: argparse.Namespace) -> int:
     from worker.tools.check import run_checks
 
@@ -300,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
         action.set_defaults(handler=_dlq)
     dlq_show.add_argument("--json", action="store_true", help="one JSON object per letter")
 
+    _portals_parser(commands)
+
     check = commands.add_parser(
         "check", help="check the settings, the broker, the queues and the portal"
     )
@@ -314,6 +364,42 @@ def build_parser() -> argparse.ArgumentParser:
         "(the sandbox extra)",
     )
     return parser
+
+
+def _portals_parser(commands: Any) -> None:
+    portals = commands.add_parser(
+        "portals",
+        help="the registry of portals the workers serve, changed at run time (no secret "
+        "is ever printed)",
+    )
+    actions = portals.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="register a portal: a webhook, or the four OAuth values; a secret given as - "
+        "is read from standard input",
+    )
+    add.add_argument("key", metavar="KEY", help="what messages name it by (x-b24-portal)")
+    add.add_argument("--webhook-url", metavar="URL", help="https://<portal>/rest/<user>/<code>/")
+    add.add_argument("--portal-url", metavar="URL", help="https://<portal>, for OAuth")
+    add.add_argument("--client-id", metavar="ID", help="the OAuth application's id")
+    add.add_argument("--client-secret", metavar="SECRET", help="the OAuth application's secret")
+    add.add_argument("--refresh-token", metavar="TOKEN", help="the portal's refresh token")
+    add.add_argument("--rate-per-second", type=float, metavar="R", help="its bucket's drain")
+    add.add_argument("--rate-burst", type=int, metavar="N", help="requests its bucket holds")
+    add.add_argument("--rate-reserve", type=int, metavar="N", help="bucket requests left unused")
+    add.add_argument("--operating-limit-s", type=float, metavar="S", help="operating seconds")
+    add.add_argument("--operating-window-s", type=float, metavar="S", help="their window")
+    add.add_argument("--replace", action="store_true", help="change a portal registered already")
+    listing = actions.add_parser("list", help="the registered portals, one line each")
+    listing.add_argument("--json", action="store_true", help="one JSON object per portal")
+    for name, text in (("show", "one portal, as JSON"), ("remove", "forget a portal")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("key", metavar="KEY")
+    actions.add_parser("keygen", help="print a new key for REGISTRY_KEY")
+    actions.add_parser(
+        "rekey", help="seal every secret again under REGISTRY_KEY's first key (key rotation)"
+    )
+    portals.set_defaults(handler=_portals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ __all__ = [
     "Portal",
     "PortalConfig",
     "Settings",
+    "check_portal_config",
     "load_settings",
     "redact_url",
 ]
@@ -210,6 +211,18 @@ class Settings(BaseSettings):
         "come back)",
     )
 
+    # Portals registered at run time (`b24-worker portals`)
+    REGISTRY_PATH: str = Field(
+        default="b24-portals.sqlite3",
+        description="the registry's file, without LIMITER_URL (with it, the registry is in "
+        "that Redis)",
+    )
+    REGISTRY_KEY: SecretStr = Field(
+        default=SecretStr(""),
+        description="Fernet key(s) sealing the registry's secrets, comma-separated: the "
+        "first seals, any opens",
+    )
+
     # Operations
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="/metrics, /healthz, /readyz; 0 disables"
@@ -286,7 +299,7 @@ class Settings(BaseSettings):
                 "B24_PORTAL_KEY (the portal of B24_WEBHOOK_URL or the OAuth variables)"
             )
         for key, config in self.B24_PORTALS.items():
-            _check_portal_config(key, config, allow_http=self.B24_ALLOW_HTTP)
+            check_portal_config(key, config, allow_http=self.B24_ALLOW_HTTP)
         return self
 
     @property
@@ -391,6 +404,7 @@ class Settings(BaseSettings):
             password = urlsplit(url.strip()).password
             if password:
                 found.append(password)
+        found += [key.strip() for key in self.REGISTRY_KEY.get_secret_value().split(",")]
         for portal in self.portals().values():
             if portal.webhook_url is not None:
                 parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
@@ -457,9 +471,12 @@ def _check_portal_url(url: str, name: str, *, allow_http: bool, webhook: bool) -
         )
 
 
-def _check_portal_config(key: str, c: PortalConfig, *, allow_http: bool) -> None:
+def check_portal_config(
+    key: str, c: PortalConfig, *, allow_http: bool, where: str | None = None
+) -> None:
+    """ValueError when ``c`` cannot serve a portal; ``where`` names it (B24_PORTALS[key])."""
     oauth = [c.portal_url, c.client_id, c.client_secret, c.refresh_token]
-    where = f"B24_PORTALS[{key}]"
+    where = where or f"B24_PORTALS[{key}]"
     if c.webhook_url is not None and any(oauth):
         raise ValueError(f"{where}: set either webhook_url or the OAuth fields, not both")
     if c.webhook_url is None and not all(oauth):

@@ -30,7 +30,7 @@ KINDS = {
 }
 # Deliberately not at its default: the root filesystem is read-only, so the token
 # file moves onto a mounted volume.
-MOVED_SETTINGS = {"B24_TOKEN_FILE"}
+MOVED_SETTINGS = {"B24_TOKEN_FILE", "REGISTRY_PATH"}
 
 
 def objects() -> dict[str, dict[str, Any]]:

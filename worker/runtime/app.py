@@ -32,6 +32,7 @@ from worker.flow.routing import Router
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
+from worker.registry import RegistryError, with_registry
 from worker.runtime.lanes import Lane, build_lane
 from worker.runtime.readiness import Readiness
 from worker.settings import Settings, redact_url
@@ -276,8 +277,17 @@ async def run(settings: Settings) -> int:
     """Run until a stop signal; return the process exit code."""
     mask = SecretMask(settings.secrets())
     configure_logging(level=settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, mask=mask)
+    try:
+        settings = await with_registry(settings)
+    except RegistryError as exc:
+        log.error("registry.unusable", error=str(exc))
+        return 2
+    mask.add(*settings.secrets())
     if not settings.has_portal:
-        log.error("config.no_portal", hint="set B24_WEBHOOK_URL, or the OAuth variables")
+        log.error(
+            "config.no_portal",
+            hint="set B24_WEBHOOK_URL, or the OAuth variables, or add one: b24-worker portals add",
+        )
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,82 @@
+"""A worker serves the registry's portals beside its configured ones, and refuses a
+portal that is both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from sandbox.testing import RunningSandbox
+from schemas.wire import PORTAL_HEADER
+from tests.worker.broker import connected, publish, take
+from tests.worker.e2e import events, running_worker, settings_for, stored
+from worker.registry import Registry, Sealer, SqliteStore, new_key, with_registry
+from worker.settings import PortalConfig
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.sandbox
+async def test_a_registered_portal_gets_its_commands(
+    amqp_url: str, north: RunningSandbox, south: RunningSandbox, tmp_path: Path
+) -> None:
+    key = new_key()
+    path = tmp_path / "portals.sqlite3"
+    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
+    await registry.add("south", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
+    settings = settings_for(
+        amqp_url,
+        north,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        REGISTRY_PATH=str(path),
+        REGISTRY_KEY=key,
+    )
+    merged = await with_registry(settings)
+    async with (
+        running_worker(merged) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
+        assert worker.topology.portals == ("north", "south")  # a queue of its own
+        command = {"entityTypeId": 2, "id": 7, "fields": {"title": "registered"}}
+        await publish(broker, settings.UPDATE_QUEUE, command, headers={PORTAL_HEADER: "south"})
+        done = events(await take(broker, settings.RESULT_QUEUE, 1))
+    assert [(event["status"], event["portal"]) for event in done] == [("succeeded", "south")]
+    assert stored(south, 2, 7)["title"] == "registered"
+    assert stored(north, 2, 7)["title"] != "registered"
+
+
+def test_run_refuses_a_portal_registered_and_configured(tmp_path: Path) -> None:
+    key = new_key()
+    path = tmp_path / "portals.sqlite3"
+    env = {
+        "PATH": os.environ["PATH"],
+        "REGISTRY_PATH": str(path),
+        "REGISTRY_KEY": key,
+        "B24_PORTALS": json.dumps(
+            {"acme": {"webhook_url": "https://a.example.com/rest/1/c0de77/"}}
+        ),
+        "HTTP_PORT": "0",
+    }
+    unconfigured = {name: value for name, value in env.items() if name != "B24_PORTALS"}
+    added = subprocess.run(
+        [sys.executable, "-m", "worker", "portals", "add", "acme", "--webhook-url", "-"],
+        input="https://b.example.com/rest/1/c0de88/\n",
+        capture_output=True, text=True, env=unconfigured, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    line = json.loads(run.stdout.strip().splitlines()[-1])
+    assert line["event"] == "registry.unusable"
+    assert "portal acme: registered and also configured" in line["error"]
+    assert "c0de77" not in run.stdout + run.stderr
+    assert "c0de88" not in run.stdout + run.stderr

@@ -1,0 +1,232 @@
+"""The registry of portals: added and removed at run time, shared by every replica.
+
+Without LIMITER_URL it is a SQLite file (REGISTRY_PATH) beside the one worker;
+with it, a hash in that Redis, under the deployment's UPDATE_QUEUE. Each
+portal's secrets (its webhook URL, client secret, refresh token) are sealed
+under REGISTRY_KEY before they are stored; what `entries` shows never holds one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import SecretStr, ValidationError
+
+from schemas.wire import is_portal_key
+from worker.registry.errors import RegistryError, RegistryKeyError
+from worker.registry.sealing import Sealer
+from worker.registry.stores import RedisStore, SqliteStore, Store
+from worker.settings import PortalConfig, check_portal_config, redact_url
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+__all__ = ["Entry", "Registry", "open_registry", "with_registry"]
+
+_FORMAT = 1
+_SECRETS = ("webhook_url", "client_secret", "refresh_token")
+_LIMITS = (
+    "rate_per_second",
+    "rate_burst",
+    "rate_reserve",
+    "operating_limit_s",
+    "operating_window_s",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the registry shows of a portal: never a secret."""
+
+    key: str
+    kind: Literal["webhook", "oauth"]
+    host: str
+    added_at: str
+    webhook_url: str | None = None  # its code masked
+    portal_url: str | None = None
+    client_id: str | None = None
+    limits: dict[str, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+class Registry:
+    """Portals by key. ``sealer`` may be None for a registry that is only listed,
+    shown or shrunk: adding a portal, or reading its credentials, needs REGISTRY_KEY."""
+
+    def __init__(self, store: Store, sealer: Sealer | None, *, allow_http: bool = False) -> None:
+        self._store = store
+        self._sealer = sealer
+        self._allow_http = allow_http
+
+    async def add(self, key: str, config: PortalConfig, *, replace: bool = False) -> Entry:
+        """Register ``config`` under ``key``; a key already there needs ``replace``."""
+        if not is_portal_key(key):
+            raise RegistryError(
+                f"portal key {key!r}: use 1-63 of a-z, 0-9, '_', '.', '-', starting with a "
+                "letter or digit"
+            )
+        try:
+            check_portal_config(key, config, allow_http=self._allow_http, where=f"portal {key}")
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        if not replace and await self._store.read(key) is not None:
+            raise RegistryError(f"portal {key} is already registered (--replace to change it)")
+        sealer = self._need_sealer()
+        entry = _entry(key, config, added_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        sealed = {
+            name: sealer.seal(value.get_secret_value())
+            for name in _SECRETS
+            if isinstance(value := getattr(config, name), SecretStr)
+        }
+        plain = {
+            name: value for name, value in config if name not in _SECRETS and value is not None
+        }
+        doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
+        await self._store.write({key: json.dumps(doc, sort_keys=True)})
+        return entry
+
+    async def remove(self, key: str) -> bool:
+        """Forget ``key``; False when it was not registered."""
+        return await self._store.delete(key)
+
+    async def entries(self) -> list[Entry]:
+        return [_shown(key, doc) for key, doc in (await self._store.read_all()).items()]
+
+    async def entry(self, key: str) -> Entry | None:
+        doc = await self._store.read(key)
+        return None if doc is None else _shown(key, doc)
+
+    async def portals(self) -> dict[str, PortalConfig]:
+        """Every registered portal with its credentials opened."""
+        docs = await self._store.read_all()
+        if not docs:
+            return {}
+        sealer = self._need_sealer()
+        found = {}
+        for key, raw in docs.items():
+            doc = _loaded(key, raw)
+            opened = {name: sealer.open(value) for name, value in doc["sealed"].items()}
+            try:
+                found[key] = PortalConfig.model_validate({**doc["config"], **opened})
+            except ValidationError:
+                raise RegistryError(f"portal {key}: its registry entry is not valid") from None
+        return found
+
+    async def rekey(self) -> int:
+        """Seal every secret again under REGISTRY_KEY's first key; returns the portals."""
+        sealer = self._need_sealer()
+        docs = await self._store.read_all()
+        changed = {}
+        for key, raw in docs.items():
+            doc = _loaded(key, raw)
+            doc["sealed"] = {name: sealer.reseal(value) for name, value in doc["sealed"].items()}
+            changed[key] = json.dumps(doc, sort_keys=True)
+        if changed:
+            await self._store.write(changed)
+        return len(changed)
+
+    async def version(self) -> int:
+        """A number that changes with every change to the registry."""
+        return await self._store.version()
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    def _need_sealer(self) -> Sealer:
+        if self._sealer is None:
+            raise RegistryKeyError(
+                "REGISTRY_KEY is not set: the registry keeps its secrets encrypted under it "
+                "(make one with `b24-worker portals keygen`)"
+            )
+        return self._sealer
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The registry these settings name: in LIMITER_URL's Redis, or at REGISTRY_PATH."""
+    keys = settings.REGISTRY_KEY.get_secret_value()
+    sealer = Sealer(keys) if keys.strip() else None
+    store: Store
+    limiter_url = settings.LIMITER_URL.get_secret_value()
+    if limiter_url:
+        # Imported here: a worker without LIMITER_URL never loads the Redis client.
+        from redis.asyncio import Redis
+
+        prefix = f"b24-worker:registry:{settings.UPDATE_QUEUE}:"
+        store = RedisStore(Redis.from_url(limiter_url), prefix=prefix)
+    else:
+        store = SqliteStore(settings.REGISTRY_PATH)
+    return Registry(store, sealer, allow_http=settings.B24_ALLOW_HTTP)
+
+
+async def with_registry(settings: Settings) -> Settings:
+    """``settings`` with the registry's portals beside the configured ones.
+
+    A key both registered and configured is refused: which of the two would
+    serve it is a question the operator answers, not the worker.
+    """
+    registry = open_registry(settings)
+    try:
+        found = await registry.portals()
+    finally:
+        await registry.close()
+    if not found:
+        return settings
+    both = sorted(set(found) & set(settings.portals()))
+    if both:
+        raise RegistryError(
+            f"portal {', '.join(both)}: registered and also configured (B24_PORTALS, "
+            "B24_PORTALS_FILE or B24_PORTAL_KEY); remove it from one of them"
+        )
+    return settings.model_copy(update={"B24_PORTALS": {**settings.B24_PORTALS, **found}})
+
+
+def _entry(key: str, config: PortalConfig, *, added_at: str) -> Entry:
+    limits = {name: value for name in _LIMITS if (value := getattr(config, name)) is not None}
+    if config.webhook_url is not None:
+        url = config.webhook_url.get_secret_value()
+        return Entry(
+            key=key,
+            kind="webhook",
+            host=_host(url),
+            added_at=added_at,
+            webhook_url=redact_url(url),
+            limits=limits or None,
+        )
+    return Entry(
+        key=key,
+        kind="oauth",
+        host=_host(config.portal_url or ""),
+        added_at=added_at,
+        portal_url=config.portal_url,
+        client_id=config.client_id,
+        limits=limits or None,
+    )
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc.lower()
+
+
+def _loaded(key: str, raw: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RegistryError(f"portal {key}: its registry entry is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise RegistryError(
+            f"portal {key}: its registry entry has a format this worker does not read"
+        )
+    return doc
+
+
+def _shown(key: str, raw: str) -> Entry:
+    shown = dict(_loaded(key, raw)["shown"])
+    shown["key"] = key
+    return Entry(**shown)
