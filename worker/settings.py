@@ -37,6 +37,7 @@ __all__ = [
     "Settings",
     "check_portal_config",
     "load_settings",
+    "portal_secrets",
     "redact_url",
 ]
 
@@ -310,22 +311,7 @@ class Settings(BaseSettings):
 
     def portals(self) -> dict[str, Portal]:
         """Every configured portal by key: B24_PORTALS, and the one of the B24_* variables."""
-        found = {
-            key: self._portal(
-                key,
-                webhook_url=c.webhook_url,
-                portal_url=c.portal_url,
-                client_id=c.client_id,
-                client_secret=c.client_secret,
-                refresh_token=c.refresh_token,
-                rate_per_second=c.rate_per_second,
-                rate_burst=c.rate_burst,
-                rate_reserve=c.rate_reserve,
-                operating_limit_s=c.operating_limit_s,
-                operating_window_s=c.operating_window_s,
-            )
-            for key, c in self.B24_PORTALS.items()
-        }
+        found = {key: self.portal(key, c) for key, c in self.B24_PORTALS.items()}
         if self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None:
             found[self.B24_PORTAL_KEY] = self._portal(
                 self.B24_PORTAL_KEY,
@@ -336,6 +322,22 @@ class Settings(BaseSettings):
                 refresh_token=self.B24_REFRESH_TOKEN,
             )
         return found
+
+    def portal(self, key: str, c: PortalConfig) -> Portal:
+        """The portal of a B24_PORTALS entry (or a registered one), every value resolved."""
+        return self._portal(
+            key,
+            webhook_url=c.webhook_url,
+            portal_url=c.portal_url,
+            client_id=c.client_id,
+            client_secret=c.client_secret,
+            refresh_token=c.refresh_token,
+            rate_per_second=c.rate_per_second,
+            rate_burst=c.rate_burst,
+            rate_reserve=c.rate_reserve,
+            operating_limit_s=c.operating_limit_s,
+            operating_window_s=c.operating_window_s,
+        )
 
     def _portal(
         self,
@@ -376,12 +378,20 @@ class Settings(BaseSettings):
             retry_delays_s=delays or (5,),
             shards=self.SHARDS,
             portals=tuple(sorted(self.portals())) if self.portal_queues else (),
+            by_portal=self.portal_queues,
         )
 
     @property
     def portal_queues(self) -> bool:
-        """Each portal has a queue of its own: several portals, PORTAL_QUEUES, no SHARDS."""
-        return self.PORTAL_QUEUES and bool(self.B24_PORTALS) and not self.SHARDS
+        """Each portal has a queue of its own: several portals (B24_PORTALS, or the
+        registry's, which come and go at run time), PORTAL_QUEUES, no SHARDS."""
+        several = bool(self.B24_PORTALS) or self.uses_registry
+        return self.PORTAL_QUEUES and several and not self.SHARDS
+
+    @property
+    def uses_registry(self) -> bool:
+        """Portals may be registered at run time: REGISTRY_KEY is set."""
+        return bool(self.REGISTRY_KEY.get_secret_value().strip())
 
     def portal_prefetch(self, portal: Portal) -> int:
         """Deliveries of ``portal``'s queue held at most: PORTAL_PREFETCH, or its pace's.
@@ -406,13 +416,7 @@ class Settings(BaseSettings):
                 found.append(password)
         found += [key.strip() for key in self.REGISTRY_KEY.get_secret_value().split(",")]
         for portal in self.portals().values():
-            if portal.webhook_url is not None:
-                parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
-                if len(parts) > 3:
-                    found.append(parts[3])
-            for secret in (portal.client_secret, portal.refresh_token):
-                if secret is not None:
-                    found.append(secret.get_secret_value())
+            found += portal_secrets(portal)
         return found
 
     def describe(self) -> dict[str, object]:
@@ -430,6 +434,19 @@ class Settings(BaseSettings):
             else:
                 shown[name] = value
         return shown
+
+
+def portal_secrets(portal: Portal) -> list[str]:
+    """A portal's secret strings (its webhook's code, its OAuth secrets), for the log mask."""
+    found = []
+    if portal.webhook_url is not None:
+        parts = urlsplit(portal.webhook_url.get_secret_value()).path.split("/")
+        if len(parts) > 3:
+            found.append(parts[3])
+    for secret in (portal.client_secret, portal.refresh_token):
+        if secret is not None:
+            found.append(secret.get_secret_value())
+    return found
 
 
 def redact_url(url: str) -> str:

@@ -36,7 +36,7 @@ async def connected(amqp_url: str, topology: Topology) -> AsyncIterator[Abstract
         channel = await connection.channel()
         for name in topology.queues():
             await channel.queue_delete(name)
-        if topology.portals:
+        if topology.portal_queues:
             await channel.exchange_delete(topology.update_queue)
             await channel.exchange_delete(topology.unrouted_exchange)
         await connection.close()

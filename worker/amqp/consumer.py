@@ -121,7 +121,7 @@ class Consumers:
         work = max(1, prefetch // topology.shards) if sharded else prefetch
         side = max(10, prefetch // 4)
         self._feeds = [_Feed("update", name, work, sharded) for name in topology.work_queues]
-        if topology.portals:
+        if topology.portal_queues:
             prefetch_of = portal_prefetch or {}
             self._feeds = [_Feed("update", topology.update_queue, prefetch, False)]
             self._feeds += [
@@ -134,11 +134,13 @@ class Consumers:
                 )
                 for key in topology.portals
             ]
+        self._portal_queues = topology.portal_queues
         self._by_portal = {feed.portal: feed for feed in self._feeds if feed.portal}
         self._shared_portal = shared_portal
         self._feeds.append(_Feed("retry", topology.retry_queue, side, False))
         self._feeds.append(_Feed("poison", topology.poison_queue, side, False))
         self._poison_queue = topology.poison_queue
+        self._topology = topology
         self._leftover = _Feed("update", topology.update_queue, work, False, leftover=True)
         self._lock = asyncio.Lock()
         self._holders: set[str] = set()
@@ -160,7 +162,7 @@ class Consumers:
         return [feed for feed in self._feeds if feed.sharded]
 
     async def open(self) -> None:
-        if self._shards and not self._by_portal and await self._exists(self._leftover.queue):
+        if self._shards and not self._portal_queues and await self._exists(self._leftover.queue):
             log.warning(
                 "consumer.unsharded_queue",
                 queue=self._leftover.queue,
@@ -230,7 +232,7 @@ class Consumers:
         to the queue, and UPDATE_QUEUE is held back when it is the shared portal.
         Without, every queue but the poison queue holds back what comes.
         """
-        if self._by_portal:
+        if self._portal_queues:
             await self._hold_portal(holder)
             return
         first = not self._holders
@@ -243,7 +245,7 @@ class Consumers:
         if holder not in self._holders:
             return
         self._holders.discard(holder)
-        if self._by_portal:
+        if self._portal_queues:
             await self._release_portal(holder)
         elif not self._holders and not self._stopped:
             await self.resume()
@@ -271,6 +273,32 @@ class Consumers:
             if portal == self._shared_portal:
                 await self._release(self._feeds[0])
         log.info("consumer.portal_released", portal=portal)
+
+    async def add_portal(self, portal: str, prefetch: int) -> None:
+        """Consume a portal's queue from now on (a portal registered at run time)."""
+        async with self._lock:
+            if portal in self._by_portal or self._stopped:
+                return
+            feed = _Feed(
+                "update", self._topology.portal_queue(portal), prefetch, True, portal=portal
+            )
+            # Before the poison queue's feed, with the other portals' (see start).
+            self._feeds.insert(len(self._feeds) - 2, feed)
+            self._by_portal[portal] = feed
+            await self._open(feed)
+            if self.consuming:
+                await self._consume(feed)
+
+    async def remove_portal(self, portal: str) -> None:
+        """Consume a portal's queue no more (a portal removed at run time): what the
+        worker held of it goes back to the head of its queue, where it waits."""
+        async with self._lock:
+            feed = self._by_portal.pop(portal, None)
+            self._holders.discard(portal)
+            if feed is None:
+                return
+            self._feeds.remove(feed)
+            await self._give_back(feed)
 
     async def _give_back(self, feed: _Feed) -> None:
         """Close the feed's channel once its acks have landed: the broker puts what it
@@ -339,7 +367,7 @@ class Consumers:
         channel = await self._connection.channel(publisher_confirms=False)
         try:
             probe = await channel.get_underlay_channel()
-            if self._by_portal:
+            if self._portal_queues:
                 claimed, in_line, left_free = await self._claim_at_once(probe, feeds)
             else:
                 claimed, in_line, left_free = await self._claim_one_by_one(probe, feeds)

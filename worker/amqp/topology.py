@@ -79,6 +79,7 @@ __all__ = [
     "TopologyError",
     "declare",
     "declare_exchange",
+    "declare_portal",
     "refuse_leftover_portals",
     "refuse_leftover_shard",
 ]
@@ -99,6 +100,14 @@ class TopologyError(Exception):
     """The broker cannot hold the topology as the worker needs it; the message says why."""
 
 
+_QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+_DEAD_LETTERING: dict[str, Any] = {
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
 @dataclass(frozen=True)
 class Topology:
     update_queue: str
@@ -109,10 +118,17 @@ class Topology:
     shards: int = 0
     # Portals with a queue of their own (empty: none); not together with shards.
     portals: tuple[str, ...] = ()
+    # Portal queues even with no portal yet: portals come and go at run time.
+    by_portal: bool = False
 
     def __post_init__(self) -> None:
-        if self.shards and self.portals:
+        if self.shards and self.portal_queues:
             raise ValueError("portal queues and shards exclude each other")
+
+    @property
+    def portal_queues(self) -> bool:
+        """Each portal has a queue of its own behind the headers exchange UPDATE_QUEUE."""
+        return self.by_portal or bool(self.portals)
 
     @property
     def poison_queue(self) -> str:
@@ -125,7 +141,7 @@ class Topology:
     @property
     def entry_exchange(self) -> str | None:
         """The exchange producers publish to; None when they publish to UPDATE_QUEUE itself."""
-        return self.update_queue if self.shards or self.portals else None
+        return self.update_queue if self.shards or self.portal_queues else None
 
     @property
     def unrouted_exchange(self) -> str:
@@ -151,22 +167,23 @@ class Topology:
         """The delay before try `attempt + 1`, after `attempt` tries failed."""
         return self.retry_delays_s[min(attempt, len(self.retry_delays_s)) - 1]
 
-    def queues(self) -> dict[str, dict[str, Any]]:
-        """Every queue with its arguments."""
-        quorum: dict[str, Any] = {"x-queue-type": "quorum"}
-        dead_lettering: dict[str, Any] = {
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-        work: dict[str, Any] = {
-            **quorum,
-            **dead_lettering,
+    def _work_arguments(self) -> dict[str, Any]:
+        return {
+            **_QUORUM,
+            **_DEAD_LETTERING,
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-routing-key": self.poison_queue,
         }
+
+    def portal_queue_arguments(self) -> dict[str, Any]:
+        """A portal queue's arguments: a work queue with one active consumer."""
+        return {**self._work_arguments(), "x-single-active-consumer": True}
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Every queue with its arguments."""
+        quorum, dead_lettering, work = _QUORUM, _DEAD_LETTERING, self._work_arguments()
         queues: dict[str, dict[str, Any]] = {name: dict(work) for name in self.work_queues}
-        if self.shards or self.portals:
+        if self.shards or self.portal_queues:
             for name in self.work_queues:
                 if name != self.update_queue:
                     queues[name]["x-single-active-consumer"] = True
@@ -212,7 +229,7 @@ async def declare(connection: AbstractConnection, topology: Topology) -> dict[st
             underlay = await channel.get_underlay_channel()
             for name in topology.work_queues:
                 await underlay.queue_bind(name, topology.update_queue, routing_key=_SHARD_WEIGHT)
-    if topology.portals:
+    if topology.portal_queues:
         async with _channel(connection) as channel:
             underlay = await channel.get_underlay_channel()
             await underlay.queue_bind(topology.update_queue, topology.unrouted_exchange)
@@ -224,6 +241,16 @@ async def declare(connection: AbstractConnection, topology: Topology) -> dict[st
     await refuse_leftover_shard(connection, topology)
     await refuse_leftover_portals(connection, topology)
     return ready
+
+
+async def declare_portal(connection: AbstractConnection, topology: Topology, key: str) -> int:
+    """Declare one portal's queue and bind it (a portal registered at run time);
+    returns its ready messages."""
+    name = topology.portal_queue(key)
+    ready: dict[str, int] = {}
+    await _declare_queues(connection, [(name, topology.portal_queue_arguments())], ready)
+    await _bind_portals(connection, topology, [key])
+    return ready[name]
 
 
 async def _all(steps: Iterable[Awaitable[None]]) -> None:
@@ -270,7 +297,7 @@ async def declare_exchange(connection: AbstractConnection, topology: Topology) -
     exchange and its alternate; TopologyError when the broker lacks the exchange
     type (it has closed `connection` then) or an exchange of that name differs."""
     name, shards = topology.update_queue, topology.shards
-    if topology.portals:
+    if topology.portal_queues:
         await _declare_portal_exchanges(connection, topology)
         return
     try:
@@ -319,7 +346,7 @@ async def refuse_leftover_portals(connection: AbstractConnection, topology: Topo
     """TopologyError when workers with portal queues declared the exchanges and these
     workers have none: the headers exchange would still send each portal's commands
     to a queue no worker of this configuration consumes."""
-    if topology.portals:
+    if topology.portal_queues:
         return
     unrouted = topology.unrouted_exchange
     async with _channel(connection) as channel:

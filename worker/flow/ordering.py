@@ -81,6 +81,12 @@ class OrderingGate:
             lane.waiting = kept
         return dropped
 
+    def take_waiting(self) -> list[Job]:
+        """Every waiting job, taken out (the lane is retired); the gate is empty after."""
+        taken = [job for lane in self._lanes.values() for job in lane.waiting]
+        self._lanes.clear()
+        return taken
+
     def release(self, key: ItemKey) -> Job | None:
         """The active job ended: the next waiting job becomes active and is returned."""
         lane = self._lanes.get(key)

@@ -127,6 +127,7 @@ class Pipeline:
         self._calls: set[asyncio.Task[None]] = set()
         self._probing: asyncio.Task[None] | None = None
         self._draining = False
+        self._retired = False
 
     @property
     def down(self) -> str | None:
@@ -174,6 +175,9 @@ class Pipeline:
         if key is None or self._draining:
             # Draining: left unacked; the connection's close gives it back with
             # everything this worker holds, in the order it was delivered.
+            return
+        if self._retired:
+            await self._hand_on(job)
             return
         if source == "retry" and self._breaker.is_open:
             await self._round_again(job)
@@ -358,6 +362,34 @@ class Pipeline:
         if not self._draining:
             self._sending.set()
         await self._consumption.release(self.portal)
+
+    async def retire(self) -> None:
+        """The portal is served no more (removed at run time): nothing more is sent.
+
+        Once the calls out have settled, what it holds of its own queue goes back
+        to the head of that queue, where it waits (nothing fails); what came
+        through the shared queues goes back to them (`_hand_on`).
+        """
+        self._retired = True
+        self._sending.clear()
+        if self._probing is not None:
+            self._probing.cancel()
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
+        await self._consumption.hold(self.portal)
+        held = self._batcher.take_all() + self._gate.take_waiting()
+        for job in held:
+            if not _returned(job):
+                await self._hand_on(job)
+        log.info("portal.retired", portal=self.portal, held=len(held))
+
+    async def _hand_on(self, job: Job) -> None:
+        """A command of a retired lane from a shared queue: a retry copy goes round its
+        delay tier again, anything else back to its queue."""
+        if job.source == "retry":
+            await self._outcomes.settle(job, Retry("portal no longer served"))
+        else:
+            await self._outcomes.settle(job, HandBack("portal no longer served"))
 
     async def drain(self) -> None:
         """Shutting down: nothing more is sent; wait for the calls already out to settle."""

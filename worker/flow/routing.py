@@ -8,7 +8,9 @@ code `DELIVERY_LIMIT`; it may crash the worker, so it is only reported).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
 
 from schemas.events import ErrorClass
 from schemas.wire import DELIVERY_COUNT_HEADER, PORTAL_HEADER
@@ -19,6 +21,8 @@ from worker.flow.outcomes import Failed, Outcomes
 from worker.flow.pipeline import Pipeline
 
 __all__ = ["Router"]
+
+log = structlog.get_logger("worker.flow.routing")
 
 
 class Router:
@@ -31,8 +35,12 @@ class Router:
         default_portal: str,
         outcomes: Outcomes,
         observer: Observer,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``refresh``: learn of portals registered since (read the registry again),
+        asked before a command naming an unknown portal fails."""
         self._pipelines = pipelines  # by portal key; the runtime adds lanes to it
+        self._refresh = refresh
         self._default_portal = default_portal
         self._outcomes = outcomes  # settles what ends here, reporting to `observer`
         self._observer = observer
@@ -48,11 +56,22 @@ class Router:
             named = named.decode("utf-8", "replace")
         key = named if isinstance(named, str) else self._default_portal
         pipeline = self._pipelines.get(key)
+        if pipeline is None and self._refresh is not None:
+            await self._refresh_quietly()
+            pipeline = self._pipelines.get(key)
         if pipeline is not None:
             await pipeline.accept(message, source)
             return
         reason = self._unknown_portal(named)
         await self._end(message, source, Failed(ErrorClass.VALIDATION, "VALIDATION", reason))
+
+    async def _refresh_quietly(self) -> None:
+        if self._refresh is None:
+            return
+        try:
+            await self._refresh()
+        except Exception as exc:  # the registry is unreachable: the portals known so far
+            log.warning("registry.unread", error=str(exc))
 
     async def _end(self, message: Delivery, source: Source, failure: Failed) -> None:
         self._observer.consumed(source)

@@ -78,6 +78,30 @@ class Metrics:
             registry=r,
         )
 
+    def forget_portal(self, portal: str) -> None:
+        """Remove every series labelled with ``portal`` (its lane was dropped)."""
+        labelled = (
+            self.consumed,
+            self.succeeded,
+            self.failed,
+            self.retried,
+            self.handed_back,
+            self.limiter_waited,
+            self.rate_limited,
+            self.operating_left,
+            self.queue_ready,
+            self.portal_up,
+        )
+        for metric in labelled:
+            found = {
+                tuple(sample.labels.values())
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("portal") == portal
+            }
+            for values in found:
+                metric.remove(*values)
+
     def total(self, name: str, **labels: str) -> float:
         """The sum of the samples ``name`` (``b24_succeeded_total``) whose labels
         include ``labels``, over every other label."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+from collections.abc import Collection
 from typing import TYPE_CHECKING, TypeVar
 
 import aio_pika
@@ -25,17 +26,17 @@ from worker.amqp.backlog import ready_counts
 from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import connect_nodes
 from worker.amqp.publishing import Publisher
-from worker.amqp.topology import TopologyError, declare
+from worker.amqp.topology import TopologyError, declare, declare_portal
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
-from worker.registry import RegistryError, with_registry
+from worker.registry import Registry, RegistryError, open_registry, with_registry
 from worker.runtime.lanes import Lane, build_lane
 from worker.runtime.readiness import Readiness
-from worker.settings import Settings, redact_url
+from worker.settings import Portal, PortalConfig, Settings, portal_secrets, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,6 +61,10 @@ COLLECTOR_THRESHOLDS = (20_000, 20, 20)
 
 # How often the work queues' backlog is read for /metrics.
 BACKLOG_EVERY_S = 15.0
+# How often the registry's version is read: a portal registered or removed is
+# served, or no longer, within about this long (and a command naming a portal
+# not yet known reads it at once).
+REGISTRY_EVERY_S = 1.0
 
 
 def tune_collector() -> None:
@@ -93,7 +98,15 @@ class Worker:
     its ``x-b24-portal`` header names (B24_DEFAULT_PORTAL without one).
     """
 
-    def __init__(self, settings: Settings, *, mask: SecretMask | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mask: SecretMask | None = None,
+        configured: Collection[str] | None = None,
+    ) -> None:
+        """``configured``: the portals of the configuration, when ``settings`` also
+        hold the registry's (`with_registry`); the others follow the registry."""
         self.settings = settings
         self.mask = mask
         self.metrics = Metrics()
@@ -108,6 +121,21 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
+        self._publisher: Publisher | None = None
+        # Each lane's pipeline task, by portal: a lane may be dropped at run time.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        # Portals registered at run time, by key, with the entry each lane was built from.
+        self._configured = set(settings.portals() if configured is None else configured)
+        self._registered = {
+            key: config
+            for key, config in settings.B24_PORTALS.items()
+            if key not in self._configured
+        }
+        self._registry: Registry | None = None
+        self._registry_version = 0
+        self._registry_lock = asyncio.Lock()
+        if settings.uses_registry:
+            self._registry = open_registry(settings)
         # One TLS context for every lane's client: loading the CA bundle is the
         # costly part of a client, and a deployment may serve a thousand portals.
         self._tls = httpx.create_ssl_context()
@@ -156,7 +184,7 @@ class Worker:
             publisher_confirms=True, on_return_raises=True
         )
         check_channel(await publish_channel.get_underlay_channel())
-        publisher = Publisher(publish_channel.get_underlay_channel)
+        self._publisher = publisher = Publisher(publish_channel.get_underlay_channel)
         router = Router(
             pipelines=self._pipelines,
             default_portal=s.B24_DEFAULT_PORTAL,
@@ -170,6 +198,8 @@ class Worker:
                 max_message_bytes=s.MAX_MESSAGE_BYTES,
             ),
             observer=MetricsObserver(self.metrics, portal=None),
+            # A portal registered a moment ago: read the registry again before failing.
+            refresh=self._refresh_registry if self._registry is not None else None,
         )
         portals = s.portals()
         self._consumers = Consumers(
@@ -183,26 +213,15 @@ class Worker:
         )
         self.readiness.consumers = self._consumers
         for key, portal in portals.items():
-            lane = build_lane(
-                s,
-                portal,
-                publisher=publisher,
-                acks=self.acks,
-                consumption=self._consumers,
-                topology=self.topology,
-                tls=self._tls,
-                metrics=self.metrics,
-                mask=self.mask,
-                redis=self._redis,
-                backlog=self.backlog,
-            )
-            self.lanes[key] = lane
-            self._pipelines[key] = lane.pipeline
+            self._build(key, portal)
         await self.consumers.open()
-        for lane in self.lanes.values():
-            self._tasks.append(asyncio.create_task(lane.pipeline.run()))
+        for key in self.lanes:
+            self._running[key] = asyncio.create_task(self.lanes[key].pipeline.run())
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
+        if self._registry is not None:
+            self._registry_version = await self._registry.version()
+            self._tasks.append(asyncio.create_task(self._watch_registry()))
         if s.HTTP_PORT:
             # Imported here: the HTTP server's libraries are a tenth of a second of
             # every start, and HTTP_PORT=0 needs none of them.
@@ -215,14 +234,103 @@ class Worker:
         tune_collector()
         await self.consumers.start()
 
+    def _build(self, key: str, portal: Portal) -> Lane:
+        lane = build_lane(
+            self.settings,
+            portal,
+            publisher=_started(self._publisher),
+            acks=self.acks,
+            consumption=self.consumers,
+            topology=self.topology,
+            tls=self._tls,
+            metrics=self.metrics,
+            mask=self.mask,
+            redis=self._redis,
+            backlog=self.backlog,
+        )
+        self.lanes[key] = lane
+        self._pipelines[key] = lane.pipeline
+        return lane
+
+    # -- portals registered at run time
+
+    async def _watch_registry(self) -> None:
+        """Serve the portals the registry gains, and stop serving those it loses."""
+        while True:
+            await asyncio.sleep(REGISTRY_EVERY_S)
+            try:
+                await self._refresh_registry()
+            except Exception as exc:  # the registry is unreachable: keep serving what is known
+                log.warning("registry.unread", error=str(exc))
+
+    async def _refresh_registry(self) -> None:
+        """Read the registry again if it changed, and follow it."""
+        registry = _started(self._registry)
+        async with self._registry_lock:
+            version = await registry.version()
+            if version == self._registry_version:
+                return
+            found = await registry.portals()
+            self._registry_version = version
+            for key in sorted(set(self._registered) - set(found)):
+                await self._remove_portal(key)
+            for key, config in sorted(found.items()):
+                if key in self._configured:
+                    log.warning(
+                        "registry.conflict",
+                        portal=key,
+                        note="registered and also configured: the configured one is served",
+                    )
+                elif self._registered.get(key) != config:
+                    if key in self._registered:
+                        await self._remove_portal(key)
+                    await self._add_portal(key, config)
+
+    async def _add_portal(self, key: str, config: PortalConfig) -> None:
+        portal = self.settings.portal(key, config)
+        if self.mask is not None:
+            self.mask.add(*portal_secrets(portal))
+        if self.topology.portal_queues:
+            queue = await declare_portal(_started(self.connection), self.topology, key)
+            self.backlog[key] = queue
+        lane = self._build(key, portal)
+        self._registered[key] = config
+        self._running[key] = asyncio.create_task(lane.pipeline.run())
+        await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
+        log.info("portal.added", portal=key, host=portal.host)
+
+    async def _remove_portal(self, key: str) -> None:
+        """Stop serving ``key``: its calls out settle, what the worker held of its queue
+        goes back there, and its lane, metrics and queue consumer are dropped."""
+        self._registered.pop(key, None)
+        lane = self.lanes.get(key)
+        if lane is None:
+            return
+        await lane.pipeline.retire()
+        await self.consumers.remove_portal(key)
+        self._pipelines.pop(key, None)
+        self.lanes.pop(key, None)
+        running = self._running.pop(key, None)
+        if running is not None:
+            running.cancel()
+        await lane.close()
+        self.backlog.pop(key, None)
+        self.metrics.forget_portal(key)
+        log.info("portal.removed", portal=key)
+
     async def _watch_backlog(self) -> None:
         """Keep `b24_queue_ready` and `backlog` current: each work queue's waiting
         commands (a lane's calls fill on through gaps while its queue has some)."""
         topology, connection = self.topology, _started(self.connection)
-        portal_of = {topology.portal_queue(key): key for key in topology.portals}
         while True:
+            # The portals of this moment: some are registered or removed at run time.
+            portal_of = {}
+            queues = topology.work_queues
+            if topology.portal_queues:
+                portal_of = {topology.portal_queue(key): key for key in self.lanes}
+                queues = (topology.update_queue, *portal_of)
             try:
-                counts = await ready_counts(connection, topology.work_queues)
+                counts = await ready_counts(connection, queues)
             except Exception as exc:  # reconnecting: read again next time
                 log.debug("backlog.unread", error=type(exc).__name__)
             else:
@@ -259,8 +367,11 @@ class Worker:
                 )
             # A moment after the last ack lets the broker apply it before the close.
             await self.acks.landed()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._running.values()]:
             task.cancel()
+        if self._registry is not None:
+            with contextlib.suppress(Exception):
+                await self._registry.close()
         # The broker before the portal client: a call still out must not end, as
         # the client closes, in a retry copy published and acked after the drain.
         if self.connection is not None:
@@ -277,6 +388,7 @@ async def run(settings: Settings) -> int:
     """Run until a stop signal; return the process exit code."""
     mask = SecretMask(settings.secrets())
     configure_logging(level=settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, mask=mask)
+    configured = set(settings.portals())
     try:
         settings = await with_registry(settings)
     except RegistryError as exc:
@@ -293,7 +405,7 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker = Worker(settings, mask=mask)
+    worker = Worker(settings, mask=mask, configured=configured)
     broker = redact_url(settings.AMQP_URL.get_secret_value())
     try:
         await worker.start()

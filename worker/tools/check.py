@@ -126,7 +126,7 @@ async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> N
         say(Finding("broker", True, f"connected to {redact_url(url)}"))
         if topology.shards:
             say(await _check_exchange(url, topology))
-        if topology.portals:
+        if topology.portal_queues:
             say(await _check_portal_exchange(connection, topology))
         for name, arguments in topology.queues().items():
             say(await _check_queue(connection, name, arguments))
