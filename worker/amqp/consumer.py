@@ -292,6 +292,9 @@ class Consumers:
     async def remove_portal(self, portal: str) -> None:
         """Consume a portal's queue no more (a portal removed at run time): what the
         worker held of it goes back to the head of its queue, where it waits."""
+        if not self._portal_queues:
+            await self.release(portal)  # its lane's hold paused every queue meanwhile
+            return
         async with self._lock:
             feed = self._by_portal.pop(portal, None)
             self._holders.discard(portal)

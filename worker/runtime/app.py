@@ -132,8 +132,9 @@ class Worker:
             if key not in self._configured
         }
         self._registry: Registry | None = None
-        self._registry_version = 0
+        self._registry_version: int | None = 0
         self._registry_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
         if settings.uses_registry:
             self._registry = open_registry(settings)
         # One TLS context for every lane's client: loading the CA bundle is the
@@ -273,7 +274,7 @@ class Worker:
             found = await registry.portals()
             self._registry_version = version
             for key in sorted(set(self._registered) - set(found)):
-                await self._remove_portal(key)
+                self._retire(key)
             for key, config in sorted(found.items()):
                 if key in self._configured:
                     log.warning(
@@ -283,8 +284,19 @@ class Worker:
                     )
                 elif self._registered.get(key) != config:
                     if key in self._registered:
-                        await self._remove_portal(key)
+                        self._retire(key)  # changed: served anew once the old lane is gone
+                    if key in self.lanes:
+                        self._registry_version = None  # read again next time
+                        continue
                     await self._add_portal(key, config)
+
+    def _retire(self, key: str) -> None:
+        """Stop serving ``key`` in the background: its calls out may take up to
+        B24_TIMEOUT_S to end, and the registry's other changes need not wait."""
+        self._registered.pop(key, None)
+        retiring = asyncio.create_task(self._remove_portal(key))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
 
     async def _add_portal(self, key: str, config: PortalConfig) -> None:
         portal = self.settings.portal(key, config)
@@ -296,13 +308,13 @@ class Worker:
         lane = self._build(key, portal)
         self._registered[key] = config
         self._running[key] = asyncio.create_task(lane.pipeline.run())
-        await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
+        if self.topology.portal_queues:
+            await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
         log.info("portal.added", portal=key, host=portal.host)
 
     async def _remove_portal(self, key: str) -> None:
         """Stop serving ``key``: its calls out settle, what the worker held of its queue
         goes back there, and its lane, metrics and queue consumer are dropped."""
-        self._registered.pop(key, None)
         lane = self.lanes.get(key)
         if lane is None:
             return
@@ -367,7 +379,7 @@ class Worker:
                 )
             # A moment after the last ack lets the broker apply it before the close.
             await self.acks.landed()
-        for task in [*self._tasks, *self._running.values()]:
+        for task in [*self._tasks, *self._running.values(), *self._retiring]:
             task.cancel()
         if self._registry is not None:
             with contextlib.suppress(Exception):

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
-from tests.worker.e2e import events, running_worker, settings_for, stored
+from tests.worker.e2e import events, eventually, running_worker, settings_for, stored
 from worker.registry import Registry, Sealer, SqliteStore, new_key, with_registry
+from worker.runtime.app import Worker
 from worker.settings import PortalConfig
 
 
@@ -80,3 +81,60 @@ def test_run_refuses_a_portal_registered_and_configured(tmp_path: Path) -> None:
     assert "portal acme: registered and also configured" in line["error"]
     assert "c0de77" not in run.stdout + run.stderr
     assert "c0de88" not in run.stdout + run.stderr
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.sandbox
+async def test_a_changed_entry_is_served_anew_and_a_removed_one_not_at_all(
+    amqp_url: str, north: RunningSandbox, south: RunningSandbox, tmp_path: Path
+) -> None:
+    """`add --replace` moves a portal (here to another host) while the worker runs."""
+    key = new_key()
+    path = tmp_path / "portals.sqlite3"
+    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
+    settings = settings_for(
+        amqp_url,
+        north,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        REGISTRY_PATH=str(path),
+        REGISTRY_KEY=key,
+    )
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
+        try:
+            queue = settings.UPDATE_QUEUE
+
+            async def applied(item_id: int, title: str) -> list[tuple[str, str]]:
+                command = {"entityTypeId": 2, "id": item_id, "fields": {"title": title}}
+                await publish(broker, queue, command, headers={PORTAL_HEADER: "west"})
+                done = events(await take(broker, settings.RESULT_QUEUE, 1, timeout_s=10))
+                return [(event["status"], event["portal"]) for event in done]
+
+            await registry.add("west", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
+            assert await applied(5, "first home") == [("succeeded", "west")]
+            assert stored(south, 2, 5)["title"] == "first home"
+
+            moved = PortalConfig(webhook_url=SecretStr(north.webhook_url))
+            await registry.add("west", moved, replace=True)
+            await eventually(lambda: host_of(worker, "west") == host_of_url(north.webhook_url), 10)
+            assert await applied(6, "second home") == [("succeeded", "west")]
+            assert stored(north, 2, 6)["title"] == "second home"
+            assert stored(south, 2, 6)["title"] != "second home"
+
+            await registry.remove("west")
+            await eventually(lambda: "west" not in worker.lanes, 10)
+        finally:
+            channel = await broker.channel()
+            await channel.queue_delete(worker.topology.portal_queue("west"))
+
+
+def host_of(worker: Worker, key: str) -> str | None:
+    lane = worker.lanes.get(key)
+    return None if lane is None else lane.portal.host
+
+
+def host_of_url(url: str) -> str:
+    return url.split("/")[2]
