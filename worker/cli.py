@@ -163,7 +163,7 @@ def _dlq(args: argparse.Namespace) -> int:
     settings = _tool_settings()
     if settings is None:
         return 2
-    selection = Selection(error_class=args.error_class, code=args.code)
+    selection = Selection(error_class=args.error_class, code=args.code, portal=args.portal)
 
     async def act() -> int:
         connection = await connect(settings.AMQP_URL.get_secret_value())
@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--class", dest="error_class", metavar="CLASS", help="only this error class"
         )
         action.add_argument("--code", metavar="CODE", help="only this error code")
+        action.add_argument(
+            "--portal",
+            metavar="KEY",
+            help="only the commands for this portal (as their event or x-b24-portal names it)",
+        )
         action.add_argument(
             "--limit", type=int, metavar="N", help="list (show) or replay at most N letters"
         )

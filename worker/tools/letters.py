@@ -28,6 +28,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from schemas import FailureEvent
+from schemas.wire import PORTAL_HEADER
 from worker.tools.broker import ToolError
 from worker.tools.replies import parse_event
 
@@ -51,16 +52,32 @@ class DeadLetter:
     def code(self) -> str:
         return self.event.error.code if self.event else "-"
 
+    @property
+    def portal(self) -> str | None:
+        """The portal the command was for: as the event names it, or, for a portal the
+        worker did not serve (a command sent before its portal was registered), as
+        the command's own x-b24-portal header named it."""
+        if self.event is None:
+            return None
+        if self.event.portal is not None:
+            return self.event.portal
+        named = (self.event.properties.get("headers") or {}).get(PORTAL_HEADER)
+        return named if isinstance(named, str) else None
+
 
 @dataclass(frozen=True)
 class Selection:
-    """Which letters a command acts on: every one, or those of a class and/or code."""
+    """Which letters a command acts on: every one, or those of a class, a code
+    and/or a portal."""
 
     error_class: str | None = None
     code: str | None = None
+    portal: str | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
         if self.error_class is not None and letter.error_class != self.error_class:
+            return False
+        if self.portal is not None and letter.portal != self.portal:
             return False
         return self.code is None or letter.code == self.code
 

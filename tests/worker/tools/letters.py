@@ -23,12 +23,15 @@ def failure(
     *,
     body: dict[str, Any] | str | None = None,
     portal: str | None = None,
+    served: str | None = None,
 ) -> bytes:
     """The failure event of message m-<n>, whose original had headers and a reply_to
-    (and, with `portal`, the x-b24-portal header)."""
+    (and, with `portal`, the x-b24-portal header); `served` is the portal the event
+    names (None: one the worker did not serve)."""
     named = {"x-b24-portal": portal} if portal else {}
     event = FailureEvent(
         messageId=f"m-{n}",
+        portal=served,
         correlationId=f"c-{n}",
         entityTypeId=2,
         id=n,

@@ -75,3 +75,30 @@ async def test_show_filters_by_class_and_code_and_limits_the_list(amqp_url: str)
     assert positions == sorted(positions)
     assert "26 match" in as_json.stderr
     assert len(remaining) == 130
+
+
+async def test_show_and_replay_take_one_portals_letters(amqp_url: str) -> None:
+    """--portal: the portal the event names, or, for a portal the worker did not serve
+    yet (registered after its commands failed), the one their header names."""
+    letters = [
+        failure(1, "validation", portal="north", served="north"),
+        failure(2, "validation", portal="south"),  # south was not known then
+        failure(3, "not_found", portal="south", served="south"),
+        failure(4, "validation"),
+        failure(5, "validation", portal="north", served="north"),
+    ]
+    async with declared_topology(amqp_url) as (topology, broker):
+        await fill(broker, topology.dead_letter_queue, letters)
+        env = tool_env(amqp_url, topology)
+        shown = await run_tool("dlq", "show", "--portal", "south", "--json", env=env)
+        replayed = await run_tool("dlq", "replay", "--portal", "south", env=env)
+        sent = await drain(broker, topology.update_queue)
+        remaining = await drain(broker, topology.dead_letter_queue)
+    assert [json.loads(line)["event"]["messageId"] for line in shown.stdout.splitlines()] == [
+        "m-2",
+        "m-3",
+    ]
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert [m.message_id for m in sent] == ["m-2", "m-3"]
+    assert [m.headers["x-b24-portal"] for m in sent] == ["south", "south"]
+    assert [json.loads(m.body)["messageId"] for m in remaining] == ["m-1", "m-4", "m-5"]
