@@ -63,15 +63,16 @@ def token_store(
 ) -> TokenStore:
     """Redis when LIMITER_URL is set (replicas share the token), else a file.
 
-    The portal of the B24_* variables keeps B24_TOKEN_FILE; a portal of
-    B24_PORTALS gets that name with its key before the suffix.
+    The portal of the B24_* variables keeps B24_TOKEN_FILE; any other (of
+    B24_PORTALS, or registered at run time) gets that name with its key before
+    the suffix.
     """
     if portal is None:
         portal = settings.portals()[settings.B24_PORTAL_KEY]
     limiter_url = settings.LIMITER_URL.get_secret_value()
     if redis is None and not limiter_url:
         path = Path(settings.B24_TOKEN_FILE)
-        if portal.key in settings.B24_PORTALS:
+        if portal.key in settings.B24_PORTALS or portal.key != settings.B24_PORTAL_KEY:
             path = path.with_name(f"{path.stem}.{portal.key}{path.suffix}")
         return FileTokenStore(str(path))
     # Imported here: a worker without LIMITER_URL never loads the Redis client.

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 from worker.bitrix import FileTokenStore, StoredToken, TokenRenewalError
 from worker.bitrix.redis_tokens import RedisTokenStore
 from worker.credentials import token_store
-from worker.settings import Settings
+from worker.settings import PortalConfig, Settings
 
 pytestmark = pytest.mark.redis
 
@@ -100,3 +101,30 @@ def test_the_store_follows_limiter_url(redis_url: str) -> None:
     shared = token_store(Settings(**oauth, LIMITER_URL=redis_url))
     assert isinstance(shared, RedisTokenStore)
     assert "portal.example.com" in repr(shared)
+
+
+def test_each_portal_keeps_its_token_in_a_file_of_its_own(tmp_path: Path) -> None:
+    """Without Redis: the portal of the B24_* variables in B24_TOKEN_FILE, a configured
+    one and one registered while the worker runs (not in the settings) beside it."""
+    oauth: dict[str, Any] = {
+        "portal_url": "https://east.example.com",
+        "client_id": "app.1",
+        "client_secret": "secret-value",
+        "refresh_token": "refresh-value",
+    }
+    settings = Settings(
+        B24_PORTAL_URL="https://main.example.com",
+        B24_CLIENT_ID="app.1",
+        B24_CLIENT_SECRET="secret-value",
+        B24_REFRESH_TOKEN="refresh-value",
+        B24_TOKEN_FILE=str(tmp_path / "token.json"),
+        B24_PORTALS={"east": oauth},
+    )
+    registered = settings.portal("west", PortalConfig(**{**oauth, "portal_url": "https://w.ex"}))
+    paths = {
+        repr(token_store(settings, portal)) for portal in [*settings.portals().values(), registered]
+    }
+    assert paths == {
+        f"FileTokenStore({str(tmp_path / name)!r})"
+        for name in ("token.json", "token.east.json", "token.west.json")
+    }
