@@ -38,6 +38,7 @@ class ErrorClass(StrEnum):
     PLAN_RESTRICTED = "plan_restricted"  # the portal's plan forbids the change
     TRANSIENT = "transient"  # retryable failures that outlasted the attempts
     IN_DOUBT = "in_doubt"  # not idempotent, and whether it was applied is unknown
+    PORTAL_GONE = "portal_gone"  # the portal is gone for good (the application was uninstalled)
     UNKNOWN = "unknown"  # an error code the worker does not know (kept in `code`)
 
 
@@ -53,8 +54,9 @@ class _Event(BaseModel):
     portal: str | None = Field(
         default=None,
         description="the key of the portal the command was for (its x-b24-portal header, "
-        "or the worker's default portal); null when it named none the worker serves. "
-        "Item 351 of two portals is told apart by it",
+        "or the worker's default portal); null when it named none the worker serves "
+        "(one gone for good, class portal_gone, is named). Item 351 of two portals is told "
+        "apart by it",
     )
 
     def to_json(self) -> bytes:

@@ -230,7 +230,9 @@ def _portals(args: argparse.Namespace) -> int:
             if args.action == "show":
                 return await portals.show(registry, args.key, out=sys.stdout, err=sys.stderr)
             if args.action == "remove":
-                return await portals.remove(registry, args.key, out=sys.stdout, err=sys.stderr)
+                return await portals.remove(
+                    registry, args.key, gone=args.gone, out=sys.stdout, err=sys.stderr
+                )
             return await portals.rekey(registry, out=sys.stdout)
         finally:
             await registry.close()
@@ -397,9 +399,18 @@ def _portals_parser(commands: Any) -> None:
     add.add_argument("--replace", action="store_true", help="change a portal registered already")
     listing = actions.add_parser("list", help="the registered portals, one line each")
     listing.add_argument("--json", action="store_true", help="one JSON object per portal")
-    for name, text in (("show", "one portal, as JSON"), ("remove", "forget a portal")):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("key", metavar="KEY")
+    show = actions.add_parser("show", help="one portal, as JSON")
+    show.add_argument("key", metavar="KEY")
+    remove = actions.add_parser(
+        "remove", help="forget a portal: the workers stop calling it, its commands wait"
+    )
+    remove.add_argument("key", metavar="KEY")
+    remove.add_argument(
+        "--gone",
+        action="store_true",
+        help="the portal is gone for good: its commands, queued and to come, end as "
+        "portal_gone failures instead of waiting",
+    )
     actions.add_parser("keygen", help="print a new key for REGISTRY_KEY")
     actions.add_parser(
         "rekey", help="seal every secret again under REGISTRY_KEY's first key (key rotation)"

@@ -63,6 +63,7 @@ class Failed:
     code: str
     description: str
     retryable: bool = False
+    portal: str | None = None  # the portal the event names, when these outcomes name none
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class Outcomes:
         event = FailureEvent(
             messageId=job.message_id,
             correlationId=job.correlation_id,
-            portal=self._portal,
+            portal=self._portal or outcome.portal,
             entityTypeId=command.entityTypeId if command else None,
             id=command.id if command else None,
             attempts=job.attempts,

@@ -8,7 +8,7 @@ code `DELIVERY_LIMIT`; it may crash the worker, so it is only reported).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 
 import structlog
 
@@ -36,11 +36,14 @@ class Router:
         outcomes: Outcomes,
         observer: Observer,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        gone: Container[str] = frozenset(),
     ) -> None:
         """``refresh``: learn of portals registered since (read the registry again),
-        asked before a command naming an unknown portal fails."""
+        asked before a command naming an unknown portal fails. ``gone``: portals gone
+        for good, whose commands end as `portal_gone` (the runtime keeps it current)."""
         self._pipelines = pipelines  # by portal key; the runtime adds lanes to it
         self._refresh = refresh
+        self._gone = gone
         self._default_portal = default_portal
         self._outcomes = outcomes  # settles what ends here, reporting to `observer`
         self._observer = observer
@@ -55,6 +58,9 @@ class Router:
         if isinstance(named, bytes):
             named = named.decode("utf-8", "replace")
         key = named if isinstance(named, str) else self._default_portal
+        if key in self._gone:
+            await self._end(message, source, _gone(key))
+            return
         pipeline = self._pipelines.get(key)
         if pipeline is None and self._refresh is not None:
             await self._refresh_quietly()
@@ -93,6 +99,16 @@ class Router:
             return f"the {PORTAL_HEADER} header must be a string naming a portal"
         shown = named if len(named) <= 64 else named[:64] + "..."
         return f"{PORTAL_HEADER} {shown!r} is not a configured portal (configured: {known})"
+
+
+def _gone(portal: str) -> Failed:
+    return Failed(
+        ErrorClass.PORTAL_GONE,
+        "PORTAL_GONE",
+        f"portal {portal!r} is gone for good (the application was uninstalled from it, or "
+        "an operator marked it gone): the command was not sent",
+        portal=portal,
+    )
 
 
 def _poisoned(message: Delivery) -> Failed:

@@ -49,6 +49,7 @@ class Entry:
     portal_url: str | None = None
     client_id: str | None = None
     limits: dict[str, float] | None = None
+    gone_at: str | None = None  # gone for good since then: its commands end as portal_gone
 
     def as_dict(self) -> dict[str, Any]:
         return {name: value for name, value in asdict(self).items() if value is not None}
@@ -74,10 +75,11 @@ class Registry:
             check_portal_config(key, config, allow_http=self._allow_http, where=f"portal {key}")
         except ValueError as exc:
             raise RegistryError(str(exc)) from None
-        if not replace and await self._store.read(key) is not None:
+        present = await self._store.read(key)
+        if not replace and present is not None and not _loaded(key, present).get("gone"):
             raise RegistryError(f"portal {key} is already registered (--replace to change it)")
         sealer = self._need_sealer()
-        entry = _entry(key, config, added_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        entry = _entry(key, config, added_at=_now())
         sealed = {
             name: sealer.seal(value.get_secret_value())
             for name in _SECRETS
@@ -94,6 +96,23 @@ class Registry:
         """Forget ``key``; False when it was not registered."""
         return await self._store.delete(key)
 
+    async def mark_gone(self, key: str) -> bool:
+        """``key`` is gone for good: its credentials are forgotten, and the workers end
+        its commands, queued and to come, as `portal_gone`, never sending them.
+        False when it was not registered."""
+        raw = await self._store.read(key)
+        if raw is None:
+            return False
+        shown = {**_loaded(key, raw)["shown"], "gone_at": _now()}
+        doc = {"format": _FORMAT, "gone": True, "shown": shown}
+        await self._store.write({key: json.dumps(doc, sort_keys=True)})
+        return True
+
+    async def gone(self) -> set[str]:
+        """The portals marked gone for good."""
+        docs = await self._store.read_all()
+        return {key for key, raw in docs.items() if _loaded(key, raw).get("gone")}
+
     async def entries(self) -> list[Entry]:
         return [_shown(key, doc) for key, doc in (await self._store.read_all()).items()]
 
@@ -103,13 +122,13 @@ class Registry:
 
     async def portals(self) -> dict[str, PortalConfig]:
         """Every registered portal with its credentials opened."""
-        docs = await self._store.read_all()
+        docs = {key: _loaded(key, raw) for key, raw in (await self._store.read_all()).items()}
+        docs = {key: doc for key, doc in docs.items() if not doc.get("gone")}
         if not docs:
             return {}
         sealer = self._need_sealer()
         found = {}
-        for key, raw in docs.items():
-            doc = _loaded(key, raw)
+        for key, doc in docs.items():
             opened = {name: sealer.open(value) for name, value in doc["sealed"].items()}
             try:
                 found[key] = PortalConfig.model_validate({**doc["config"], **opened})
@@ -124,6 +143,8 @@ class Registry:
         changed = {}
         for key, raw in docs.items():
             doc = _loaded(key, raw)
+            if doc.get("gone"):
+                continue
             doc["sealed"] = {name: sealer.reseal(value) for name, value in doc["sealed"].items()}
             changed[key] = json.dumps(doc, sort_keys=True)
         if changed:
@@ -206,6 +227,10 @@ def _entry(key: str, config: PortalConfig, *, added_at: str) -> Entry:
         client_id=config.client_id,
         limits=limits or None,
     )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _host(url: str) -> str:

@@ -133,6 +133,7 @@ class Worker:
         }
         self._registry: Registry | None = None
         self._registry_version: int | None = 0
+        self._gone: set[str] = set()  # portals gone for good (the registry says so)
         self._registry_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         if settings.uses_registry:
@@ -201,6 +202,7 @@ class Worker:
             observer=MetricsObserver(self.metrics, portal=None),
             # A portal registered a moment ago: read the registry again before failing.
             refresh=self._refresh_registry if self._registry is not None else None,
+            gone=self._gone,
         )
         portals = s.portals()
         self._consumers = Consumers(
@@ -221,7 +223,9 @@ class Worker:
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
         if self._registry is not None:
-            self._registry_version = await self._registry.version()
+            # Read in full at the first look: what start-up took from it is known
+            # already, the portals gone for good are not.
+            self._registry_version = None
             self._tasks.append(asyncio.create_task(self._watch_registry()))
         if s.HTTP_PORT:
             # Imported here: the HTTP server's libraries are a tenth of a second of
@@ -272,7 +276,15 @@ class Worker:
             if version == self._registry_version:
                 return
             found = await registry.portals()
+            gone = await registry.gone()
             self._registry_version = version
+            for key in sorted(self._gone - gone):  # back, or forgotten: no longer drained
+                self._gone.discard(key)
+                if key not in self.lanes:
+                    await self.consumers.remove_portal(key)
+            for key in sorted(gone - self._gone - self._configured):
+                self._gone.add(key)  # from now on its deliveries end as portal_gone
+                self._retire(key, drain=True)
             for key in sorted(set(self._registered) - set(found)):
                 self._retire(key)
             for key, config in sorted(found.items()):
@@ -290,11 +302,13 @@ class Worker:
                         continue
                     await self._add_portal(key, config)
 
-    def _retire(self, key: str) -> None:
+    def _retire(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key`` in the background: its calls out may take up to
-        B24_TIMEOUT_S to end, and the registry's other changes need not wait."""
+        B24_TIMEOUT_S to end, and the registry's other changes need not wait.
+        ``drain``: the portal is gone for good; its queue is then consumed
+        again, each command ending as `portal_gone` (the router's part)."""
         self._registered.pop(key, None)
-        retiring = asyncio.create_task(self._remove_portal(key))
+        retiring = asyncio.create_task(self._remove_portal(key, drain=drain))
         self._retiring.add(retiring)
         retiring.add_done_callback(self._retiring.discard)
 
@@ -312,11 +326,13 @@ class Worker:
             await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
         log.info("portal.added", portal=key, host=portal.host)
 
-    async def _remove_portal(self, key: str) -> None:
+    async def _remove_portal(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key``: its calls out settle, what the worker held of its queue
         goes back there, and its lane, metrics and queue consumer are dropped."""
         lane = self.lanes.get(key)
         if lane is None:
+            if drain:
+                await self._drain_gone(key)
             return
         await lane.pipeline.retire()
         await self.consumers.remove_portal(key)
@@ -329,6 +345,16 @@ class Worker:
         self.backlog.pop(key, None)
         self.metrics.forget_portal(key)
         log.info("portal.removed", portal=key)
+        if drain:
+            await self._drain_gone(key)
+
+    async def _drain_gone(self, key: str) -> None:
+        """Consume a gone portal's queue: the router ends each command as portal_gone."""
+        if key not in self._gone or not self.topology.portal_queues:
+            return
+        await declare_portal(_started(self.connection), self.topology, key)
+        await self.consumers.add_portal(key, self.settings.PREFETCH)
+        log.info("portal.gone", portal=key, note="its commands end as portal_gone, never sent")
 
     async def _watch_backlog(self) -> None:
         """Keep `b24_queue_ready` and `backlog` current: each work queue's waiting

@@ -100,11 +100,17 @@ async def show(registry: Registry, key: str, *, out: IO[str], err: IO[str]) -> i
     return 0
 
 
-async def remove(registry: Registry, key: str, *, out: IO[str], err: IO[str]) -> int:
-    if not await registry.remove(key):
+async def remove(
+    registry: Registry, key: str, *, gone: bool = False, out: IO[str], err: IO[str]
+) -> int:
+    done = await registry.mark_gone(key) if gone else await registry.remove(key)
+    if not done:
         print(f"b24-worker portals remove: no portal {key} in the registry", file=err)
         return 1
-    print(f"removed {key}", file=out)
+    if gone:
+        print(f"marked {key} gone: its commands end as portal_gone, never sent", file=out)
+    else:
+        print(f"removed {key}", file=out)
     return 0
 
 
@@ -128,4 +134,5 @@ def _summary(entry: Entry) -> str:
         f"{entry.kind}, {entry.host}"
         + (f", {limits}" if limits else "")
         + f", added {entry.added_at}"
+        + (f", gone since {entry.gone_at}" if entry.gone_at else "")
     )

@@ -217,3 +217,24 @@ def test_a_malformed_key_is_named_without_its_value() -> None:
     with pytest.raises(RegistryKeyError, match="key 2 of 2 is not a Fernet key") as caught:
         Sealer(f"{new_key()},not-a-key-at-all")
     assert "not-a-key-at-all" not in str(caught.value)
+
+
+async def test_a_portal_marked_gone_keeps_a_tombstone_without_its_secrets(store: Store) -> None:
+    registry = Registry(store, Sealer(new_key()))
+    await registry.add("acme", webhook())
+    await registry.add("beta", oauth())
+    assert await registry.mark_gone("beta") is True
+    assert await registry.mark_gone("nobody") is False
+    assert await registry.gone() == {"beta"}
+    assert await registry.portals() == {"acme": webhook()}  # no lane for a gone portal
+    entry = await registry.entry("beta")
+    assert entry is not None
+    assert entry.gone_at is not None
+    raw = await raw_bytes(store)
+    assert b'"sealed"' in raw  # acme's, still there
+    assert raw.count(b'"sealed"') == 1  # beta's forgotten
+    assert await registry.rekey() == 1
+    # Installed again: a tombstone needs no --replace.
+    await registry.add("beta", oauth())
+    assert await registry.gone() == set()
+    assert sorted(await registry.portals()) == ["acme", "beta"]

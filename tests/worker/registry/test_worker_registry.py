@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
-from tests.worker.e2e import events, eventually, running_worker, settings_for, stored
+from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
 from worker.registry import Registry, Sealer, SqliteStore, new_key, with_registry
 from worker.runtime.app import Worker
 from worker.settings import PortalConfig
@@ -138,3 +138,49 @@ def host_of(worker: Worker, key: str) -> str | None:
 
 def host_of_url(url: str) -> str:
     return url.split("/")[2]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.sandbox
+async def test_a_portal_marked_gone_ends_its_commands_as_portal_gone_unsent(
+    amqp_url: str, north: RunningSandbox, south: RunningSandbox, tmp_path: Path
+) -> None:
+    key = new_key()
+    path = tmp_path / "portals.sqlite3"
+    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
+    await registry.add("south", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
+    settings = settings_for(
+        amqp_url,
+        north,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        REGISTRY_PATH=str(path),
+        REGISTRY_KEY=key,
+    )
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
+        try:
+            await eventually(lambda: "south" in worker.lanes, 10)  # registered: taken up
+            command = {"entityTypeId": 2, "id": 8, "fields": {"title": "served"}}
+            headers = {PORTAL_HEADER: "south"}
+            await publish(broker, settings.UPDATE_QUEUE, command, headers=headers)
+            assert len(await take(broker, settings.RESULT_QUEUE, 1, timeout_s=10)) == 1
+            calls = int(control(south, "GET", "counters")["requests"])
+
+            await registry.mark_gone("south")
+            await eventually(lambda: "south" not in worker.lanes, 10)
+            for n in (9, 10):
+                late = {"entityTypeId": 2, "id": n, "fields": {"title": "after uninstall"}}
+                await publish(broker, settings.UPDATE_QUEUE, late, headers=headers)
+            failed = events(await take(broker, settings.DEAD_LETTER_QUEUE, 2, timeout_s=10))
+        finally:
+            channel = await broker.channel()
+            await channel.queue_delete(worker.topology.portal_queue("south"))
+    assert sorted(event["id"] for event in failed) == [9, 10]
+    assert {(e["error"]["class"], e["error"]["code"], e["error"]["retryable"]) for e in failed} == {
+        ("portal_gone", "PORTAL_GONE", False)
+    }
+    assert {event["portal"] for event in failed} == {"south"}
+    assert int(control(south, "GET", "counters")["requests"]) == calls  # never sent
