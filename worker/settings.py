@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         default="b24-oauth-token.json",
         description="where the rotated refresh token is kept (in Redis when LIMITER_URL is set)",
     )
+    B24_TOKEN_RENEW_DAYS: Annotated[float, Field(gt=0, le=27)] = Field(
+        default=14.0,
+        description="renew an OAuth refresh token older than this, used or not (the cloud "
+        "lets one lapse after 28 days)",
+    )
     B24_TIMEOUT_S: Annotated[float, Field(gt=0, le=120)] = Field(
         default=70.0, description="HTTP read timeout; the portal cuts a request off at 60 s"
     )

@@ -17,6 +17,7 @@ token that is itself refused stops the portal for an operator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -159,6 +160,40 @@ class OAuthAuth:
             task.add_done_callback(self._finished)
         # shield: a caller being cancelled must not cancel the refresh the others wait for
         return await asyncio.shield(self._inflight)
+
+    async def keep_alive(self, max_age_s: float) -> bool:
+        """Renew the refresh token when the one in use is older than ``max_age_s``
+        (or its age is unknown: nothing stored yet). An idle portal makes no call
+        that would renew it, and the cloud lets a refresh token lapse after 28 days.
+        True when it was due (renewed here, or by a replica meanwhile)."""
+        if self._young(await self._read(), max_age_s):
+            return False
+        while self._inflight is not None:
+            # A renewal already on its way (a call's) may be the one that was due.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._inflight)
+            if self._young(await self._read(), max_age_s):
+                return True
+        task = asyncio.ensure_future(self._renew_aged(max_age_s))
+        self._inflight = task
+        task.add_done_callback(self._finished)
+        await asyncio.shield(task)
+        return True
+
+    def _young(self, stored: StoredToken | None, max_age_s: float) -> bool:
+        return (
+            stored is not None
+            and stored.origin == self._origin
+            and self._clock() - stored.saved_at < max_age_s
+        )
+
+    async def _renew_aged(self, max_age_s: float) -> str:
+        async with self._store.hold():
+            stored = await self._read()
+            if stored is not None and stored.access_token and self._young(stored, max_age_s):
+                self._access = stored.access_token  # a replica renewed it meanwhile
+                return stored.access_token
+            return await self._refresh_under_lock(stored)
 
     def _finished(self, task: asyncio.Future[str]) -> None:
         self._inflight = None

@@ -71,6 +71,12 @@ class Metrics:
             ["queue", "portal"],
             registry=r,
         )
+        self.token_renewal_failed = Gauge(
+            "b24_token_renewal_failed",
+            "1 when the portal's OAuth refresh token could not be renewed at the last try",
+            ["portal"],
+            registry=r,
+        )
         self.portal_up = Gauge(
             "b24_portal_up",
             "1 when the portal answers, 0 while it is in a portal-wide state",
@@ -91,6 +97,7 @@ class Metrics:
             self.operating_left,
             self.queue_ready,
             self.portal_up,
+            self.token_renewal_failed,
         )
         for metric in labelled:
             found = {

@@ -219,7 +219,7 @@ class Worker:
             self._build(key, portal)
         await self.consumers.open()
         for key in self.lanes:
-            self._running[key] = asyncio.create_task(self.lanes[key].pipeline.run())
+            self._running[key] = asyncio.create_task(self.lanes[key].run())
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
         if self._registry is not None:
@@ -321,7 +321,7 @@ class Worker:
             self.backlog[key] = queue
         lane = self._build(key, portal)
         self._registered[key] = config
-        self._running[key] = asyncio.create_task(lane.pipeline.run())
+        self._running[key] = asyncio.create_task(lane.run())
         if self.topology.portal_queues:
             await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
         log.info("portal.added", portal=key, host=portal.host)

@@ -11,19 +11,24 @@ definitions are shared, under the portal's host, by every replica serving it.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import structlog
 
 from worker.amqp.acks import Acks
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import Topology
 from worker.bitrix import (
+    Auth,
     BitrixClient,
     CommandAnswer,
+    OAuthAuth,
     PortalError,
     make_http_client,
 )
@@ -48,6 +53,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Lane", "build_lane"]
 
+log = structlog.get_logger("worker.runtime.lanes")
+
+# How often an OAuth portal's refresh token is checked for its age, and how soon
+# after the start the first time at the latest.
+TOKEN_CHECK_EVERY_S = 3600.0
+TOKEN_FIRST_CHECK_WITHIN_S = 600.0
+
 # Seconds of the portal's drain its bucket keeps empty (see RequestPacer): how
 # much earlier than planned, against those before it, a request may arrive.
 LOCAL_HEADROOM_S = 0.1
@@ -63,6 +75,38 @@ class Lane:
     definitions: FieldDefinitions
     http: httpx.AsyncClient
     limiter: SharedBackends | None = None  # None: the limiter's state is in this process
+    auth: Auth | None = None
+    metrics: Metrics | None = None
+    token_max_age_s: float = 14 * 86_400.0
+
+    async def run(self) -> None:
+        """The pipeline, and with OAuth the refresh token kept alive, until cancelled."""
+        await asyncio.gather(self.pipeline.run(), self._keep_token_alive())
+
+    async def _keep_token_alive(self) -> None:
+        """Renew an OAuth refresh token older than B24_TOKEN_RENEW_DAYS: a portal with
+        no commands makes no call that would, and the cloud lets it lapse after 28
+        days. Checked once an hour, the first time within ten minutes of the start
+        (spread, so that a thousand portals do not renew at once)."""
+        auth = self.auth
+        if not isinstance(auth, OAuthAuth):
+            return
+        await asyncio.sleep(random.uniform(0, TOKEN_FIRST_CHECK_WITHIN_S))  # noqa: S311
+        while True:
+            try:
+                renewed = await auth.keep_alive(self.token_max_age_s)
+            except Exception as exc:
+                self._token_renewal_failed(1)
+                log.error("oauth.renewal_failed", portal=self.portal.key, error=str(exc))
+            else:
+                self._token_renewal_failed(0)
+                if renewed:
+                    log.info("oauth.renewed", portal=self.portal.key, note="before it lapses")
+            await asyncio.sleep(TOKEN_CHECK_EVERY_S)
+
+    def _token_renewal_failed(self, value: int) -> None:
+        if self.metrics is not None:
+            self.metrics.token_renewal_failed.labels(self.portal.key).set(value)
 
     async def close(self) -> None:
         await self.pipeline.close()
@@ -123,9 +167,8 @@ def build_lane(
         clock=clock,
         backend=shared.budget if shared else None,
     )
-    client = BitrixClient(
-        http=http, auth=build_auth(settings, portal, http=http, mask=mask, redis=redis)
-    )
+    auth = build_auth(settings, portal, http=http, mask=mask, redis=redis)
+    client = BitrixClient(http=http, auth=auth)
     # Probes and field definitions take tokens from the same bucket as updates.
     paced = _Paced(client, pacer)
 
@@ -165,7 +208,16 @@ def build_lane(
         definitions=definitions,
         backlog=lambda: waiting.get(portal.key, 0) > 0,
     )
-    return Lane(portal, pipeline, definitions, http, shared)
+    return Lane(
+        portal,
+        pipeline,
+        definitions,
+        http,
+        shared,
+        auth=auth,
+        metrics=metrics,
+        token_max_age_s=settings.B24_TOKEN_RENEW_DAYS * 86_400.0,
+    )
 
 
 class _Paced:

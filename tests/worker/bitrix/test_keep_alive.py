@@ -1,0 +1,87 @@
+"""An idle portal's refresh token is renewed before it lapses (28 days in the cloud)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.worker.bitrix.oauthfake import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FIRST_REFRESH,
+    PORTAL_URL,
+    TOKEN_URL,
+    MemoryStore,
+    OAuthPortal,
+)
+from worker.bitrix import OAuthAuth, StoredToken, TokenRenewalError
+from worker.bitrix.tokens import fingerprint
+
+DAY_S = 86_400.0
+MAX_AGE_S = 14 * DAY_S
+NOW = 100 * DAY_S
+
+
+def auth_for(portal: OAuthPortal, store: MemoryStore) -> OAuthAuth:
+    return OAuthAuth(
+        http=httpx.AsyncClient(transport=httpx.MockTransport(portal.handler)),
+        portal_url=PORTAL_URL,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        refresh_token=FIRST_REFRESH,
+        token_url=TOKEN_URL,
+        store=store,
+        clock=lambda: NOW,
+    )
+
+
+def stored_at(saved_at: float, refresh_token: str = FIRST_REFRESH) -> StoredToken:
+    return StoredToken(
+        refresh_token=refresh_token,
+        origin=fingerprint(FIRST_REFRESH),
+        saved_at=saved_at,
+        version=1,
+        access_token="accesstoken-old",
+    )
+
+
+async def test_a_token_never_renewed_is_renewed_and_stored() -> None:
+    portal, store = OAuthPortal(), MemoryStore()
+    assert await auth_for(portal, store).keep_alive(MAX_AGE_S) is True
+    assert len(portal.refresh_forms) == 1
+    assert store.stored is not None
+    assert store.stored.saved_at == NOW
+    assert store.stored.refresh_token in portal.refresh_tokens
+
+
+async def test_a_recent_token_is_left_alone() -> None:
+    portal, store = OAuthPortal(), MemoryStore(stored=stored_at(NOW - DAY_S))
+    assert await auth_for(portal, store).keep_alive(MAX_AGE_S) is False
+    assert portal.refresh_forms == []
+
+
+async def test_an_old_token_is_renewed_before_it_lapses() -> None:
+    portal, store = OAuthPortal(), MemoryStore(stored=stored_at(NOW - 20 * DAY_S))
+    auth = auth_for(portal, store)
+    assert await auth.keep_alive(MAX_AGE_S) is True
+    assert [form["refresh_token"] for form in portal.refresh_forms] == [FIRST_REFRESH]
+    assert store.stored is not None
+    assert store.stored.saved_at == NOW
+    assert store.stored.version == 2
+    assert await auth.token() == portal.access  # the calls use the renewed access token
+
+
+async def test_a_renewal_and_calls_at_once_share_one_refresh() -> None:
+    portal, store = OAuthPortal(), MemoryStore(stored=stored_at(NOW - 20 * DAY_S))
+    auth = auth_for(portal, store)
+    await asyncio.gather(auth.keep_alive(MAX_AGE_S), auth.refresh(None), auth.refresh(None))
+    assert len(portal.refresh_forms) == 1
+
+
+async def test_a_refused_renewal_is_raised() -> None:
+    portal = OAuthPortal(refresh_tokens=set())  # the portal no longer knows the token
+    store = MemoryStore(stored=stored_at(NOW - 20 * DAY_S))
+    with pytest.raises(TokenRenewalError):
+        await auth_for(portal, store).keep_alive(MAX_AGE_S)
