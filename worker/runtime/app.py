@@ -261,12 +261,19 @@ class Worker:
 
     async def _watch_registry(self) -> None:
         """Serve the portals the registry gains, and stop serving those it loses."""
+        failing = False
         while True:
             await asyncio.sleep(REGISTRY_EVERY_S)
             try:
                 await self._refresh_registry()
-            except Exception as exc:  # the registry is unreachable: keep serving what is known
-                log.warning("registry.unread", error=str(exc))
+            except Exception as exc:  # unreachable, or the broker: keep serving what is known
+                if not failing:  # once per spell, not every second
+                    log.warning("registry.unread", error=str(exc), note="tried again each second")
+                failing = True
+            else:
+                if failing:
+                    log.info("registry.read_again")
+                failing = False
 
     async def _refresh_registry(self) -> None:
         """Read the registry again if it changed, and follow it."""
@@ -278,29 +285,37 @@ class Worker:
             found = await registry.portals()
             gone = await registry.gone()
             self._registry_version = version
-            for key in sorted(self._gone - gone):  # back, or forgotten: no longer drained
-                self._gone.discard(key)
-                if key not in self.lanes:
-                    await self.consumers.remove_portal(key)
-            for key in sorted(gone - self._gone - self._configured):
-                self._gone.add(key)  # from now on its deliveries end as portal_gone
-                self._retire(key, drain=True)
-            for key in sorted(set(self._registered) - set(found)):
-                self._retire(key)
-            for key, config in sorted(found.items()):
-                if key in self._configured:
-                    log.warning(
-                        "registry.conflict",
-                        portal=key,
-                        note="registered and also configured: the configured one is served",
-                    )
-                elif self._registered.get(key) != config:
-                    if key in self._registered:
-                        self._retire(key)  # changed: served anew once the old lane is gone
-                    if key in self.lanes:
-                        self._registry_version = None  # read again next time
-                        continue
-                    await self._add_portal(key, config)
+            try:
+                await self._follow(found, gone)
+            except BaseException:
+                self._registry_version = None  # what was not done is done at the next look
+                raise
+
+    async def _follow(self, found: dict[str, PortalConfig], gone: set[str]) -> None:
+        """Apply the registry's portals (``found``) and those gone for good (``gone``)."""
+        for key in sorted(self._gone - gone):  # back, or forgotten: no longer drained
+            self._gone.discard(key)
+            if key not in self.lanes:
+                await self.consumers.remove_portal(key)
+        for key in sorted(gone - self._gone - self._configured):
+            self._gone.add(key)  # from now on its deliveries end as portal_gone
+            self._retire(key, drain=True)
+        for key in sorted(set(self._registered) - set(found)):
+            self._retire(key)
+        for key, config in sorted(found.items()):
+            if key in self._configured:
+                log.warning(
+                    "registry.conflict",
+                    portal=key,
+                    note="registered and also configured: the configured one is served",
+                )
+            elif self._registered.get(key) != config:
+                if key in self._registered:
+                    self._retire(key)  # changed: served anew once the old lane is gone
+                if key in self.lanes:
+                    self._registry_version = None  # read again next time
+                    continue
+                await self._add_portal(key, config)
 
     def _retire(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key`` in the background: its calls out may take up to
@@ -313,6 +328,7 @@ class Worker:
         retiring.add_done_callback(self._retiring.discard)
 
     async def _add_portal(self, key: str, config: PortalConfig) -> None:
+        """Serve ``key``: all of it, or (the broker failing midway) nothing of it."""
         portal = self.settings.portal(key, config)
         if self.mask is not None:
             self.mask.add(*portal_secrets(portal))
@@ -320,22 +336,37 @@ class Worker:
             queue = await declare_portal(_started(self.connection), self.topology, key)
             self.backlog[key] = queue
         lane = self._build(key, portal)
-        self._registered[key] = config
         self._running[key] = asyncio.create_task(lane.run())
-        if self.topology.portal_queues:
-            await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
+        try:
+            if self.topology.portal_queues:
+                await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
+        except BaseException:
+            await self._drop(key, lane)
+            raise
+        self._registered[key] = config
         log.info("portal.added", portal=key, host=portal.host)
 
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key``: its calls out settle, what the worker held of its queue
         goes back there, and its lane, metrics and queue consumer are dropped."""
         lane = self.lanes.get(key)
-        if lane is None:
+        try:
+            if lane is not None:
+                try:
+                    await lane.pipeline.retire()
+                    await self.consumers.remove_portal(key)
+                finally:
+                    # The lane goes whatever failed: its deliveries went back with
+                    # their channel if the broker was lost meanwhile.
+                    await self._drop(key, lane)
+                log.info("portal.removed", portal=key)
             if drain:
                 await self._drain_gone(key)
-            return
-        await lane.pipeline.retire()
-        await self.consumers.remove_portal(key)
+        except Exception as exc:
+            log.error("portal.remove_failed", portal=key, error=str(exc))
+            self._registry_version = None  # looked at again, and drained, next time
+
+    async def _drop(self, key: str, lane: Lane) -> None:
         self._pipelines.pop(key, None)
         self.lanes.pop(key, None)
         running = self._running.pop(key, None)
@@ -344,9 +375,6 @@ class Worker:
         await lane.close()
         self.backlog.pop(key, None)
         self.metrics.forget_portal(key)
-        log.info("portal.removed", portal=key)
-        if drain:
-            await self._drain_gone(key)
 
     async def _drain_gone(self, key: str) -> None:
         """Consume a gone portal's queue: the router ends each command as portal_gone."""

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -16,7 +17,9 @@ from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.worker.broker import connected, publish, take
 from tests.worker.e2e import control, events, eventually, running_worker, settings_for, stored
+from worker.amqp.topology import declare_portal
 from worker.registry import Registry, Sealer, SqliteStore, new_key, with_registry
+from worker.runtime import app
 from worker.runtime.app import Worker
 from worker.settings import PortalConfig
 
@@ -184,3 +187,53 @@ async def test_a_portal_marked_gone_ends_its_commands_as_portal_gone_unsent(
     }
     assert {event["portal"] for event in failed} == {"south"}
     assert int(control(south, "GET", "counters")["requests"]) == calls  # never sent
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.sandbox
+async def test_a_portal_whose_queue_could_not_be_declared_is_taken_up_at_the_next_look(
+    amqp_url: str,
+    north: RunningSandbox,
+    south: RunningSandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker fails as a portal is taken up: nothing of it is half built, and the
+    registry is looked at again until it is served (its version unchanged)."""
+    key = new_key()
+    path = tmp_path / "portals.sqlite3"
+    settings = settings_for(
+        amqp_url,
+        north,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        REGISTRY_PATH=str(path),
+        REGISTRY_KEY=key,
+    )
+    failures: list[str] = []
+    real = declare_portal
+
+    async def failing_once(*args: Any) -> int:
+        if not failures:
+            failures.append(args[2])
+            raise ConnectionError("the broker went away")
+        return await real(*args)
+
+    monkeypatch.setattr(app, "declare_portal", failing_once)
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
+        try:
+            registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
+            await registry.add("south", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
+            await eventually(lambda: "south" in worker.lanes, 10)
+            command = {"entityTypeId": 2, "id": 2, "fields": {"title": "at the second look"}}
+            await publish(broker, settings.UPDATE_QUEUE, command, headers={PORTAL_HEADER: "south"})
+            done = events(await take(broker, settings.RESULT_QUEUE, 1, timeout_s=10))
+        finally:
+            channel = await broker.channel()
+            await channel.queue_delete(worker.topology.portal_queue("south"))
+    assert failures == ["south"]
+    assert [(event["status"], event["portal"]) for event in done] == [("succeeded", "south")]
+    assert stored(south, 2, 2)["title"] == "at the second look"
