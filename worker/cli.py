@@ -220,6 +220,7 @@ def _portals(args: argparse.Namespace) -> int:
                     rate_reserve=args.rate_reserve,
                     operating_limit_s=args.operating_limit_s,
                     operating_window_s=args.operating_window_s,
+                    member_id=args.member_id,
                     replace=args.replace,
                 )
                 return await portals.add(
@@ -396,6 +397,11 @@ def _portals_parser(commands: Any) -> None:
     add.add_argument("--rate-reserve", type=int, metavar="N", help="bucket requests left unused")
     add.add_argument("--operating-limit-s", type=float, metavar="S", help="operating seconds")
     add.add_argument("--operating-window-s", type=float, metavar="S", help="their window")
+    add.add_argument(
+        "--member-id",
+        metavar="ID",
+        help="the portal's own id (auth[member_id]): messages may name it by this too",
+    )
     add.add_argument("--replace", action="store_true", help="change a portal registered already")
     listing = actions.add_parser("list", help="the registered portals, one line each")
     listing.add_argument("--json", action="store_true", help="one JSON object per portal")

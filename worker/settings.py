@@ -12,6 +12,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,8 +36,10 @@ __all__ = [
     "Portal",
     "PortalConfig",
     "Settings",
+    "check_member_ids",
     "check_portal_config",
     "load_settings",
+    "member_ids",
     "portal_secrets",
     "redact_url",
 ]
@@ -72,6 +75,9 @@ class PortalConfig(BaseModel):
     rate_reserve: Annotated[int, Field(ge=0)] | None = None
     operating_limit_s: Annotated[float, Field(gt=0)] | None = None
     operating_window_s: Annotated[float, Field(gt=0)] | None = None
+    # The portal's own stable id (auth[member_id] of its install event): messages may
+    # name the portal by it as well as by its key.
+    member_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,13 @@ class Portal:
     rate_reserve: int
     operating_limit_s: float
     operating_window_s: float
+    member_id: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What the portal's limits and field definitions are kept under: its member_id,
+        which stays when its domain changes, or else its host."""
+        return self.member_id or self.host
 
     @property
     def host(self) -> str:
@@ -306,6 +319,7 @@ class Settings(BaseSettings):
             )
         for key, config in self.B24_PORTALS.items():
             check_portal_config(key, config, allow_http=self.B24_ALLOW_HTTP)
+        check_member_ids(self.B24_PORTALS)
         return self
 
     @property
@@ -342,6 +356,7 @@ class Settings(BaseSettings):
             rate_reserve=c.rate_reserve,
             operating_limit_s=c.operating_limit_s,
             operating_window_s=c.operating_window_s,
+            member_id=c.member_id,
         )
 
     def _portal(
@@ -358,6 +373,7 @@ class Settings(BaseSettings):
         rate_reserve: int | None = None,
         operating_limit_s: float | None = None,
         operating_window_s: float | None = None,
+        member_id: str | None = None,
     ) -> Portal:
         return Portal(
             key=key,
@@ -371,6 +387,7 @@ class Settings(BaseSettings):
             rate_reserve=self.B24_RATE_RESERVE if rate_reserve is None else rate_reserve,
             operating_limit_s=operating_limit_s or self.B24_OPERATING_LIMIT_S,
             operating_window_s=operating_window_s or self.B24_OPERATING_WINDOW_S,
+            member_id=member_id,
         )
 
     def topology(self) -> Topology:
@@ -384,6 +401,9 @@ class Settings(BaseSettings):
             shards=self.SHARDS,
             portals=tuple(sorted(self.portals())) if self.portal_queues else (),
             by_portal=self.portal_queues,
+            aliases=tuple(sorted(member_ids(self.B24_PORTALS).items()))
+            if self.portal_queues
+            else (),
         )
 
     @property
@@ -515,6 +535,32 @@ def check_portal_config(
         )
     if c.portal_url is not None:
         _check_portal_url(c.portal_url, f"{where}.portal_url", allow_http=allow_http, webhook=False)
+    if c.member_id is not None and not is_portal_key(c.member_id):
+        raise ValueError(
+            f"{where}.member_id: use 1-63 of a-z, 0-9, '_', '.', '-' (a portal's member_id "
+            "is 32 hexadecimal digits)"
+        )
+
+
+def member_ids(portals: Mapping[str, PortalConfig]) -> dict[str, str]:
+    """Each portal's member_id (a second name messages may give it) and its key."""
+    return {c.member_id: key for key, c in portals.items() if c.member_id is not None}
+
+
+def check_member_ids(portals: Mapping[str, PortalConfig]) -> None:
+    """ValueError when a member_id names two portals, or is another portal's key."""
+    seen: dict[str, str] = {}
+    for key, c in portals.items():
+        if c.member_id is None:
+            continue
+        if c.member_id in seen:
+            raise ValueError(
+                f"portals {seen[c.member_id]} and {key} have the same member_id: one portal "
+                "cannot be two"
+            )
+        if c.member_id in portals and c.member_id != key:
+            raise ValueError(f"portal {key}: its member_id is the key of portal {c.member_id}")
+        seen[c.member_id] = key
 
 
 def _describe_portal(c: PortalConfig) -> dict[str, object]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from worker.settings import ConfigError, Settings, load_settings, redact_url
 
@@ -246,3 +248,43 @@ def test_b24_portals_and_a_portals_file_together_are_refused(
     monkeypatch.setenv("B24_PORTALS", json.dumps(_portal_entries(1)))
     with pytest.raises(ConfigError, match="not both"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("portals", "problem"),
+    [
+        (
+            {
+                "a": {"webhook_url": "https://a.example.com/rest/1/c0de01/", "member_id": "m1"},
+                "b": {"webhook_url": "https://b.example.com/rest/1/c0de02/", "member_id": "m1"},
+            },
+            "portals a and b have the same member_id",
+        ),
+        (
+            {
+                "a": {"webhook_url": "https://a.example.com/rest/1/c0de01/", "member_id": "b"},
+                "b": {"webhook_url": "https://b.example.com/rest/1/c0de02/"},
+            },
+            "portal a: its member_id is the key of portal b",
+        ),
+        (
+            {"a": {"webhook_url": "https://a.example.com/rest/1/c0de01/", "member_id": "Not Ok"}},
+            r"B24_PORTALS\[a\].member_id: use 1-63",
+        ),
+    ],
+)
+def test_a_member_id_must_name_one_portal(portals: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Settings(B24_PORTALS=portals)
+
+
+def test_member_ids_are_second_names_of_portal_queues() -> None:
+    settings = Settings(
+        B24_PORTALS={
+            "a": {"webhook_url": "https://a.example.com/rest/1/c0de01/", "member_id": "m1"},
+            "b": {"webhook_url": "https://b.example.com/rest/1/c0de02/"},
+        }
+    )
+    assert settings.topology().aliases == (("m1", "a"),)
+    assert settings.portals()["a"].identity == "m1"
+    assert settings.portals()["b"].identity == "b.example.com"

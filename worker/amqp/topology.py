@@ -59,7 +59,7 @@ queue is deleted (README, "Many portals").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +120,9 @@ class Topology:
     portals: tuple[str, ...] = ()
     # Portal queues even with no portal yet: portals come and go at run time.
     by_portal: bool = False
+    # Second names of portals (their member_id) and the key each stands for: a
+    # command naming either reaches the same queue.
+    aliases: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.shards and self.portal_queues:
@@ -152,6 +155,9 @@ class Topology:
 
     def portal_queue(self, portal: str) -> str:
         return wire.portal_queue(self.update_queue, portal)
+
+    def aliases_of(self, portal: str) -> tuple[str, ...]:
+        return tuple(alias for alias, key in self.aliases if key == portal)
 
     @property
     def work_queues(self) -> tuple[str, ...]:
@@ -243,13 +249,15 @@ async def declare(connection: AbstractConnection, topology: Topology) -> dict[st
     return ready
 
 
-async def declare_portal(connection: AbstractConnection, topology: Topology, key: str) -> int:
-    """Declare one portal's queue and bind it (a portal registered at run time);
-    returns its ready messages."""
+async def declare_portal(
+    connection: AbstractConnection, topology: Topology, key: str, aliases: Iterable[str] = ()
+) -> int:
+    """Declare one portal's queue and bind it, under its key and ``aliases`` (a portal
+    registered at run time); returns its ready messages."""
     name = topology.portal_queue(key)
     ready: dict[str, int] = {}
     await _declare_queues(connection, [(name, topology.portal_queue_arguments())], ready)
-    await _bind_portals(connection, topology, [key])
+    await _bind_portals(connection, topology, [key], aliases={key: tuple(aliases)})
     return ready[name]
 
 
@@ -278,18 +286,23 @@ async def _declare_queues(
 
 
 async def _bind_portals(
-    connection: AbstractConnection, topology: Topology, keys: list[str]
+    connection: AbstractConnection,
+    topology: Topology,
+    keys: list[str],
+    aliases: Mapping[str, tuple[str, ...]] | None = None,
 ) -> None:
-    """Each portal queue on its x-b24-portal header."""
+    """Each portal queue on its x-b24-portal header: its key, and each of its aliases."""
     async with _channel(connection) as channel:
         underlay = await channel.get_underlay_channel()
         for key in keys:
-            await underlay.queue_bind(
-                topology.portal_queue(key),
-                topology.update_queue,
-                # "all" would ignore headers named x-...: every binding would match.
-                arguments={"x-match": "all-with-x", wire.PORTAL_HEADER: key},
-            )
+            names = aliases[key] if aliases is not None else topology.aliases_of(key)
+            for name in (key, *names):
+                await underlay.queue_bind(
+                    topology.portal_queue(key),
+                    topology.update_queue,
+                    # "all" would ignore headers named x-...: every binding would match.
+                    arguments={"x-match": "all-with-x", wire.PORTAL_HEADER: name},
+                )
 
 
 async def declare_exchange(connection: AbstractConnection, topology: Topology) -> None:

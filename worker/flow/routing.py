@@ -37,6 +37,7 @@ class Router:
         observer: Observer,
         refresh: Callable[[], Awaitable[None]] | None = None,
         gone: Container[str] = frozenset(),
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         """``refresh``: learn of portals registered since (read the registry again),
         asked before a command naming an unknown portal fails. ``gone``: portals gone
@@ -44,6 +45,8 @@ class Router:
         self._pipelines = pipelines  # by portal key; the runtime adds lanes to it
         self._refresh = refresh
         self._gone = gone
+        # A portal's second name (its member_id) -> its key; the runtime keeps it current.
+        self._aliases: Mapping[str, str] = aliases if aliases is not None else {}
         self._default_portal = default_portal
         self._outcomes = outcomes  # settles what ends here, reporting to `observer`
         self._observer = observer
@@ -58,6 +61,7 @@ class Router:
         if isinstance(named, bytes):
             named = named.decode("utf-8", "replace")
         key = named if isinstance(named, str) else self._default_portal
+        key = self._aliases.get(key, key)  # one portal, one lane, whichever name it is given
         if key in self._gone:
             await self._end(message, source, _gone(key))
             return

@@ -19,7 +19,7 @@ from schemas.wire import is_portal_key
 from worker.registry.errors import RegistryError, RegistryKeyError
 from worker.registry.sealing import Sealer
 from worker.registry.stores import RedisStore, SqliteStore, Store
-from worker.settings import PortalConfig, check_portal_config, redact_url
+from worker.settings import PortalConfig, check_member_ids, check_portal_config, redact_url
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -48,6 +48,7 @@ class Entry:
     webhook_url: str | None = None  # its code masked
     portal_url: str | None = None
     client_id: str | None = None
+    member_id: str | None = None
     limits: dict[str, float] | None = None
     gone_at: str | None = None  # gone for good since then: its commands end as portal_gone
 
@@ -78,6 +79,7 @@ class Registry:
         present = await self._store.read(key)
         if not replace and present is not None and not _loaded(key, present).get("gone"):
             raise RegistryError(f"portal {key} is already registered (--replace to change it)")
+        await self._check_names(key, config)
         sealer = self._need_sealer()
         entry = _entry(key, config, added_at=_now())
         sealed = {
@@ -91,6 +93,27 @@ class Registry:
         doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
         await self._store.write({key: json.dumps(doc, sort_keys=True)})
         return entry
+
+    async def _check_names(self, key: str, config: PortalConfig) -> None:
+        """RegistryError when ``key`` or its member_id already names another portal."""
+        others = {
+            other: _loaded(other, raw)
+            for other, raw in (await self._store.read_all()).items()
+            if other != key
+        }
+        names = {
+            other: doc.get("config", {}).get("member_id") or doc["shown"].get("member_id")
+            for other, doc in others.items()
+        }
+        for other, member_id in names.items():
+            if member_id is not None and member_id in (key, config.member_id):
+                raise RegistryError(
+                    f"portal {key}: {member_id} is already the member_id of portal {other}"
+                )
+        if config.member_id is not None and config.member_id in others:
+            raise RegistryError(
+                f"portal {key}: its member_id is the key of portal {config.member_id}"
+            )
 
     async def remove(self, key: str) -> bool:
         """Forget ``key``; False when it was not registered."""
@@ -203,7 +226,12 @@ async def with_registry(settings: Settings) -> Settings:
             f"portal {', '.join(both)}: registered and also configured (B24_PORTALS, "
             "B24_PORTALS_FILE or B24_PORTAL_KEY); remove it from one of them"
         )
-    return settings.model_copy(update={"B24_PORTALS": {**settings.B24_PORTALS, **found}})
+    merged = {**settings.B24_PORTALS, **found}
+    try:
+        check_member_ids(merged)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
+    return settings.model_copy(update={"B24_PORTALS": merged})
 
 
 def _entry(key: str, config: PortalConfig, *, added_at: str) -> Entry:
@@ -216,6 +244,7 @@ def _entry(key: str, config: PortalConfig, *, added_at: str) -> Entry:
             host=_host(url),
             added_at=added_at,
             webhook_url=redact_url(url),
+            member_id=config.member_id,
             limits=limits or None,
         )
     return Entry(
@@ -225,6 +254,7 @@ def _entry(key: str, config: PortalConfig, *, added_at: str) -> Entry:
         added_at=added_at,
         portal_url=config.portal_url,
         client_id=config.client_id,
+        member_id=config.member_id,
         limits=limits or None,
     )
 

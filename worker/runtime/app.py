@@ -134,6 +134,8 @@ class Worker:
         self._registry: Registry | None = None
         self._registry_version: int | None = 0
         self._gone: set[str] = set()  # portals gone for good (the registry says so)
+        # Each portal's member_id, a second name messages may give it -> its key.
+        self._aliases: dict[str, str] = dict(self.topology.aliases)
         self._registry_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         if settings.uses_registry:
@@ -203,6 +205,7 @@ class Worker:
             # A portal registered a moment ago: read the registry again before failing.
             refresh=self._refresh_registry if self._registry is not None else None,
             gone=self._gone,
+            aliases=self._aliases,
         )
         portals = s.portals()
         self._consumers = Consumers(
@@ -332,8 +335,10 @@ class Worker:
         portal = self.settings.portal(key, config)
         if self.mask is not None:
             self.mask.add(*portal_secrets(portal))
+        aliases = (portal.member_id,) if portal.member_id else ()
         if self.topology.portal_queues:
-            queue = await declare_portal(_started(self.connection), self.topology, key)
+            connection = _started(self.connection)
+            queue = await declare_portal(connection, self.topology, key, aliases)
             self.backlog[key] = queue
         lane = self._build(key, portal)
         self._running[key] = asyncio.create_task(lane.run())
@@ -344,6 +349,7 @@ class Worker:
             await self._drop(key, lane)
             raise
         self._registered[key] = config
+        self._aliases.update(dict.fromkeys(aliases, key))
         log.info("portal.added", portal=key, host=portal.host)
 
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:
@@ -367,6 +373,8 @@ class Worker:
             self._registry_version = None  # looked at again, and drained, next time
 
     async def _drop(self, key: str, lane: Lane) -> None:
+        # Its aliases stay: a command naming its member_id then ends as its key's would
+        # (portal_gone when it is gone for good), and its queue keeps that binding.
         self._pipelines.pop(key, None)
         self.lanes.pop(key, None)
         running = self._running.pop(key, None)

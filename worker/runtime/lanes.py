@@ -141,7 +141,7 @@ def build_lane(
     )
     clock = SystemClock()
     # With LIMITER_URL the bucket and the budget live in Redis under the portal's
-    # host: every replica (and every deployment) serving the portal shares them.
+    # member_id, or its host: every replica (and deployment) serving it shares them.
     shared: SharedBackends | None = None
     cache: DefinitionsCache | None = None
     if redis is not None:
@@ -149,8 +149,8 @@ def build_lane(
         from worker.flow.redis_definitions import RedisDefinitionsCache
         from worker.limiter.shared import shared_backends
 
-        shared = shared_backends(redis, scope=portal.host)
-        cache = RedisDefinitionsCache(redis, scope=portal.host)
+        shared = shared_backends(redis, scope=portal.identity)
+        cache = RedisDefinitionsCache(redis, scope=portal.identity)
     pacer = RequestPacer(
         burst=portal.rate_burst,
         rate_per_s=portal.rate_per_second,

@@ -33,6 +33,7 @@ class AddOptions:
     rate_reserve: int | None = None
     operating_limit_s: float | None = None
     operating_window_s: float | None = None
+    member_id: str | None = None
     replace: bool = False
 
 

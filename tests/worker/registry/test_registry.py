@@ -238,3 +238,18 @@ async def test_a_portal_marked_gone_keeps_a_tombstone_without_its_secrets(store:
     await registry.add("beta", oauth())
     assert await registry.gone() == set()
     assert sorted(await registry.portals()) == ["acme", "beta"]
+
+
+async def test_a_member_id_names_one_portal_only(store: Store) -> None:
+    registry = Registry(store, Sealer(new_key()))
+    member = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    acme = PortalConfig(**{**webhook().model_dump(), "member_id": member})
+    entry = await registry.add("acme", acme)
+    assert entry.member_id == member
+    with pytest.raises(RegistryError, match=f"{member} is already the member_id of portal acme"):
+        await registry.add("beta", PortalConfig(**{**oauth().model_dump(), "member_id": member}))
+    with pytest.raises(RegistryError, match="its member_id is the key of portal acme"):
+        await registry.add("beta", PortalConfig(**{**oauth().model_dump(), "member_id": "acme"}))
+    with pytest.raises(RegistryError, match="already the member_id of portal acme"):
+        await registry.add(member, oauth())
+    await registry.add("acme", acme, replace=True)  # its own member_id again: fine
