@@ -9,6 +9,7 @@ old key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,24 +56,20 @@ class Sealer:
         return self._keys.encrypt(secret.encode()).decode()
 
     def open(self, sealed: str) -> str:
+        return self._unsealing(self._keys.decrypt, sealed)
+
+    def reseal(self, sealed: str) -> str:
+        """The same secret sealed under the first key."""
+        return self._unsealing(self._keys.rotate, sealed)
+
+    @staticmethod
+    def _unsealing(use: Callable[[bytes], bytes], sealed: str) -> str:
         from cryptography.fernet import InvalidToken
 
         try:
-            return self._keys.decrypt(sealed.encode()).decode()
+            return use(sealed.encode()).decode()
         except InvalidToken:
             raise RegistryKeyError(
                 "REGISTRY_KEY opens none of the registry's secrets: a key it was sealed "
                 "under is missing (keep the old key after the new one until `portals rekey`)"
-            ) from None
-
-    def reseal(self, sealed: str) -> str:
-        """The same secret sealed under the first key."""
-        from cryptography.fernet import InvalidToken
-
-        try:
-            return self._keys.rotate(sealed.encode()).decode()
-        except InvalidToken:
-            raise RegistryKeyError(
-                "REGISTRY_KEY opens none of the registry's secrets: a key it was sealed "
-                "under is missing"
             ) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from schemas.wire import DELIVERY_COUNT_HEADER, PORTAL_HEADER
 from tests.worker.flow.memory import TOPOLOGY, MemoryFlow, RecordingObserver, deal
 from tests.worker.flow.test_pipeline import applied
@@ -10,9 +12,15 @@ from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
 
 
-def router_for(flow: MemoryFlow, observer: RecordingObserver) -> Router:
+def router_for(
+    flow: MemoryFlow,
+    observer: RecordingObserver,
+    *,
+    pipelines: dict[str, Pipeline] | None = None,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> Router:
     return Router(
-        pipelines={"acme": flow.pipeline},
+        pipelines={"acme": flow.pipeline} if pipelines is None else pipelines,
         default_portal="acme",
         outcomes=Outcomes(
             publisher=flow.publisher,
@@ -22,6 +30,7 @@ def router_for(flow: MemoryFlow, observer: RecordingObserver) -> Router:
             observer=observer,
         ),
         observer=observer,
+        refresh=refresh,
     )
 
 
@@ -79,19 +88,7 @@ async def test_an_unknown_portal_is_looked_up_again_before_it_fails() -> None:
         lookups.append(len(pipelines))
         pipelines["acme"] = flow.pipeline
 
-    router = Router(
-        pipelines=pipelines,
-        default_portal="acme",
-        outcomes=Outcomes(
-            publisher=flow.publisher,
-            acks=flow.acks,
-            topology=TOPOLOGY,
-            max_attempts=5,
-            observer=ended,
-        ),
-        observer=ended,
-        refresh=refresh,
-    )
+    router = router_for(flow, ended, pipelines=pipelines, refresh=refresh)
     async with flow.running():
         await router.accept(flow.delivery(deal(1, "just registered")), "update")
         await flow.until_settled(1)
@@ -108,19 +105,7 @@ async def test_a_registry_that_cannot_be_read_leaves_the_portals_known_so_far() 
     async def refresh() -> None:
         raise OSError("connection refused")
 
-    router = Router(
-        pipelines={"acme": flow.pipeline},
-        default_portal="acme",
-        outcomes=Outcomes(
-            publisher=flow.publisher,
-            acks=flow.acks,
-            topology=TOPOLOGY,
-            max_attempts=5,
-            observer=ended,
-        ),
-        observer=ended,
-        refresh=refresh,
-    )
+    router = router_for(flow, ended, refresh=refresh)
     async with flow.running():
         await router.accept(flow.delivery(deal(5, "x"), headers={PORTAL_HEADER: "nope"}), "update")
         await router.accept(flow.delivery(deal(6, "y")), "update")

@@ -21,7 +21,26 @@ from worker.amqp.topology import declare_portal
 from worker.registry import Registry, Sealer, SqliteStore, new_key, with_registry
 from worker.runtime import app
 from worker.runtime.app import Worker
-from worker.settings import PortalConfig
+from worker.settings import PortalConfig, Settings
+
+
+def registry_settings(amqp_url: str, north: RunningSandbox, path: Path, key: str) -> Settings:
+    """North configured (the default portal); the registry at ``path``, sealed under ``key``."""
+    return settings_for(
+        amqp_url,
+        north,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        REGISTRY_PATH=str(path),
+        REGISTRY_KEY=key,
+    )
+
+
+async def registered(path: Path, key: str, portal: str, sandbox: RunningSandbox) -> Registry:
+    """The registry at ``path``, with ``sandbox`` registered as ``portal``."""
+    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
+    await registry.add(portal, PortalConfig(webhook_url=SecretStr(sandbox.webhook_url)))
+    return registry
 
 
 @pytest.mark.rabbitmq
@@ -31,16 +50,8 @@ async def test_a_registered_portal_gets_its_commands(
 ) -> None:
     key = new_key()
     path = tmp_path / "portals.sqlite3"
-    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
-    await registry.add("south", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
-    settings = settings_for(
-        amqp_url,
-        north,
-        B24_PORTAL_KEY="north",
-        B24_DEFAULT_PORTAL="north",
-        REGISTRY_PATH=str(path),
-        REGISTRY_KEY=key,
-    )
+    await registered(path, key, "south", south)
+    settings = registry_settings(amqp_url, north, path, key)
     merged = await with_registry(settings)
     async with (
         running_worker(merged) as worker,
@@ -95,14 +106,7 @@ async def test_a_changed_entry_is_served_anew_and_a_removed_one_not_at_all(
     key = new_key()
     path = tmp_path / "portals.sqlite3"
     registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
-    settings = settings_for(
-        amqp_url,
-        north,
-        B24_PORTAL_KEY="north",
-        B24_DEFAULT_PORTAL="north",
-        REGISTRY_PATH=str(path),
-        REGISTRY_KEY=key,
-    )
+    settings = registry_settings(amqp_url, north, path, key)
     async with (
         running_worker(settings) as worker,
         connected(amqp_url, worker.topology) as broker,
@@ -150,16 +154,8 @@ async def test_a_portal_marked_gone_ends_its_commands_as_portal_gone_unsent(
 ) -> None:
     key = new_key()
     path = tmp_path / "portals.sqlite3"
-    registry = Registry(SqliteStore(path), Sealer(key), allow_http=True)
-    await registry.add("south", PortalConfig(webhook_url=SecretStr(south.webhook_url)))
-    settings = settings_for(
-        amqp_url,
-        north,
-        B24_PORTAL_KEY="north",
-        B24_DEFAULT_PORTAL="north",
-        REGISTRY_PATH=str(path),
-        REGISTRY_KEY=key,
-    )
+    registry = await registered(path, key, "south", south)
+    settings = registry_settings(amqp_url, north, path, key)
     async with (
         running_worker(settings) as worker,
         connected(amqp_url, worker.topology) as broker,
@@ -202,14 +198,7 @@ async def test_a_portal_whose_queue_could_not_be_declared_is_taken_up_at_the_nex
     registry is looked at again until it is served (its version unchanged)."""
     key = new_key()
     path = tmp_path / "portals.sqlite3"
-    settings = settings_for(
-        amqp_url,
-        north,
-        B24_PORTAL_KEY="north",
-        B24_DEFAULT_PORTAL="north",
-        REGISTRY_PATH=str(path),
-        REGISTRY_KEY=key,
-    )
+    settings = registry_settings(amqp_url, north, path, key)
     failures: list[str] = []
     real = declare_portal
 
