@@ -142,6 +142,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _opt(parser, "client-id", str, _D.client_id, "OAuth application client_id")
     _opt(
         parser,
+        "member-id",
+        str,
+        None,
+        "the portal's member_id in its tokens and app events (random per portal)",
+    )
+    _opt(
+        parser,
         "client-secret",
         str,
         _D.client_secret,
@@ -186,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         key_file=args.key_file,
         client_id=args.client_id,
         client_secret=args.client_secret,
+        member_id=args.member_id,
         access_token_ttl_s=args.access_token_ttl_s,
         access_log=args.access_log,
     )

@@ -124,6 +124,9 @@ class SandboxConfig:
     # OAuth application
     client_id: str = "local.sandbox00000001.00000001"
     client_secret: str = "sandboxclientsecret0000000000000000000000000000000"  # noqa: S105
+    # the portal's own id, as its install events and token answers give it; None: a
+    # random one per portal (each of --portals N has its own)
+    member_id: str | None = None
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 28 * 86400.0
     # transport

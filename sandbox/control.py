@@ -4,13 +4,23 @@
 ``GET files/{id}``, ``GET|PATCH faults``, ``PATCH limits`` (``{"enabled": false}``),
 ``POST reset`` (optionally ``{"seed": N}``), ``POST oauth/authorize`` and
 ``POST oauth/tokens``. It never shows the webhook code or client secret.
+
+``POST app/install`` (``{"handler": URL}``) and ``POST app/uninstall``
+(``{"handler": URL, "clean": bool}``) play the portal installing or removing
+its application: they POST ``ONAPPINSTALL`` (fresh tokens, a new application
+token) or ``ONAPPUNINSTALL`` to the handler, form-encoded as Bitrix24 does,
+and answer with the handler's status. An uninstall revokes the portal's
+tokens; ``"application_token"`` in its body sends that one instead of the
+real one (a forgery, for tests).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -46,6 +56,7 @@ async def summary(request: Request) -> Response:
     return _json(
         {
             "user_id": config.user_id,
+            "member_id": state.member_id,
             "entity_types": {t: s.entity.title for t, s in state.schemas.items()},
             "items": {t: state.store.count(t) for t in state.schemas},
             "limits_enabled": state.limits_enabled,
@@ -138,6 +149,53 @@ async def tokens(request: Request) -> Response:
     return _json(state.tokens.issue(state.config.user_id, endpoint))
 
 
+async def app_install(request: Request) -> Response:
+    state = _state(request)
+    body = await _patch(request)
+    endpoint = f"{request.url.scheme}://{request.url.netloc}"
+    issued = state.tokens.issue(state.config.user_id, endpoint)
+    state.application_token = secrets.token_hex(16)
+    auth = {**issued, "application_token": state.application_token}
+    data = {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "en"}
+    return await _send_event(state, str(body.get("handler", "")), "ONAPPINSTALL", data, auth)
+
+
+async def app_uninstall(request: Request) -> Response:
+    state = _state(request)
+    body = await _patch(request)
+    endpoint = f"{request.url.scheme}://{request.url.netloc}"
+    token = body.get("application_token", state.application_token or "")
+    auth = {
+        "domain": endpoint.split("://", 1)[-1],
+        "client_endpoint": f"{endpoint}/rest/",
+        "server_endpoint": f"{endpoint}/oauth/rest/",
+        "member_id": state.member_id,
+        "application_token": str(token),
+    }
+    data = {"CLEAN": "1" if body.get("clean") else "0", "LANGUAGE_ID": "en"}
+    answer = await _send_event(state, str(body.get("handler", "")), "ONAPPUNINSTALL", data, auth)
+    if "application_token" not in body:  # the real uninstall: the tokens die with it
+        state.tokens.clear()
+        state.application_token = None
+    return answer
+
+
+async def _send_event(
+    state: PortalState, handler: str, event: str, data: dict[str, str], auth: dict[str, Any]
+) -> Response:
+    if not handler.startswith(("http://", "https://")):
+        return _json({"error": 'give the handler\'s URL as {"handler": "http..."}'}, 400)
+    form = {"event": event, "ts": str(int(state.clock.time()))}
+    form |= {f"data[{name}]": value for name, value in data.items()}
+    form |= {f"auth[{name}]": str(value) for name, value in auth.items()}
+    try:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            sent = await client.post(handler, data=form)
+    except httpx.HTTPError as exc:
+        return _json({"error": f"the handler did not answer: {type(exc).__name__}"}, 502)
+    return _json({"event": event, "member_id": state.member_id, "status": sent.status_code})
+
+
 def control_routes() -> list[BaseRoute]:
     return [
         Route("/", summary),
@@ -150,4 +208,6 @@ def control_routes() -> list[BaseRoute]:
         Route("/reset", reset, methods=["POST"]),
         Route("/oauth/authorize", authorize, methods=["POST"]),
         Route("/oauth/tokens", tokens, methods=["POST"]),
+        Route("/app/install", app_install, methods=["POST"]),
+        Route("/app/uninstall", app_uninstall, methods=["POST"]),
     ]

@@ -36,9 +36,10 @@ class _Grant:
 
 
 class TokenStore:
-    def __init__(self, config: SandboxConfig, clock: Clock) -> None:
+    def __init__(self, config: SandboxConfig, clock: Clock, *, member_id: str) -> None:
         self._config = config
         self._clock = clock
+        self._member_id = member_id
         self._codes: dict[str, _Grant] = {}
         self._access: dict[str, _Grant] = {}
         self._refresh: dict[str, _Grant] = {}
@@ -63,7 +64,7 @@ class TokenStore:
             "server_endpoint": f"{endpoint}/oauth/rest/",
             "status": "L",
             "client_endpoint": f"{endpoint}/rest/",
-            "member_id": "sandbox0000000000000000000000000",
+            "member_id": self._member_id,
             "user_id": user_id,
             "refresh_token": refresh,
         }

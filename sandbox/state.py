@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import secrets
 from collections.abc import Iterator, Mapping
 
 from sandbox.clock import Clock, SystemClock
@@ -54,7 +55,10 @@ class PortalState:
         # Costs drawn from a range have a source of their own (same seed): turning a
         # range on leaves the faults each request meets as they were.
         self.cost_rng = random.Random(config.random_seed)  # noqa: S311 - simulation only
-        self.tokens = TokenStore(config, self.clock)
+        # The portal's own id, and the token its application was installed with.
+        self.member_id = config.member_id or secrets.token_hex(16)
+        self.application_token: str | None = None
+        self.tokens = TokenStore(config, self.clock, member_id=self.member_id)
         self.limits_enabled = config.limits_enabled
         self.bucket = LeakyBucket(
             burst=config.rate_burst, drain_per_s=config.rate_per_second, clock=self.clock
@@ -103,6 +107,7 @@ class PortalState:
         self.bucket.reset()
         self.operating.reset()
         self.tokens.clear()
+        self.application_token = None
         self.limits_enabled = self.config.limits_enabled
         self.rng.seed(self.config.random_seed)
         self.cost_rng.seed(self.config.random_seed)
