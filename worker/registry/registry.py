@@ -65,8 +65,17 @@ class Registry:
         self._sealer = sealer
         self._allow_http = allow_http
 
-    async def add(self, key: str, config: PortalConfig, *, replace: bool = False) -> Entry:
-        """Register ``config`` under ``key``; a key already there needs ``replace``."""
+    async def add(
+        self,
+        key: str,
+        config: PortalConfig,
+        *,
+        replace: bool = False,
+        application_token: str | None = None,
+    ) -> Entry:
+        """Register ``config`` under ``key``; a key already there needs ``replace``.
+        ``application_token``: the one its application was installed with, kept
+        sealed (an uninstall or a reinstall must show it)."""
         if not is_portal_key(key):
             raise RegistryError(
                 f"portal key {key!r}: use 1-63 of a-z, 0-9, '_', '.', '-', starting with a "
@@ -91,8 +100,19 @@ class Registry:
             name: value for name, value in config if name not in _SECRETS and value is not None
         }
         doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
+        if application_token is not None:
+            doc["application_token"] = sealer.seal(application_token)
         await self._store.write({key: json.dumps(doc, sort_keys=True)})
         return entry
+
+    async def application_token(self, key: str) -> str | None:
+        """The application token ``key`` was installed with; None for a portal added
+        otherwise, gone, or not registered."""
+        raw = await self._store.read(key)
+        if raw is None:
+            return None
+        sealed = _loaded(key, raw).get("application_token")
+        return None if sealed is None else self._need_sealer().open(sealed)
 
     async def _check_names(self, key: str, config: PortalConfig) -> None:
         """RegistryError when ``key`` or its member_id already names another portal."""
@@ -169,6 +189,8 @@ class Registry:
             if doc.get("gone"):
                 continue
             doc["sealed"] = {name: sealer.reseal(value) for name, value in doc["sealed"].items()}
+            if "application_token" in doc:
+                doc["application_token"] = sealer.reseal(doc["application_token"])
             changed[key] = json.dumps(doc, sort_keys=True)
         if changed:
             await self._store.write(changed)

@@ -253,3 +253,19 @@ async def test_a_member_id_names_one_portal_only(store: Store) -> None:
     with pytest.raises(RegistryError, match="already the member_id of portal acme"):
         await registry.add(member, oauth())
     await registry.add("acme", acme, replace=True)  # its own member_id again: fine
+
+
+async def test_an_application_token_is_kept_sealed_and_dropped_when_gone(store: Store) -> None:
+    old, new = new_key(), new_key()
+    registry = Registry(store, Sealer(old))
+    await registry.add("m1", oauth(), application_token="apptoken-5Qx8")
+    await registry.add("acme", webhook())
+    assert b"apptoken-5Qx8" not in await raw_bytes(store)
+    assert await registry.application_token("m1") == "apptoken-5Qx8"
+    assert await registry.application_token("acme") is None
+    assert await registry.application_token("nobody") is None
+    rotated = Registry(store, Sealer(f"{new},{old}"))
+    await rotated.rekey()
+    assert await Registry(store, Sealer(new)).application_token("m1") == "apptoken-5Qx8"
+    await registry.mark_gone("m1")
+    assert await Registry(store, Sealer(new)).application_token("m1") is None
