@@ -242,6 +242,19 @@ class Settings(BaseSettings):
         "first seals, any opens",
     )
 
+    # A Marketplace application's install and uninstall events
+    INSTALL_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0,
+        description="the application's event handler (ONAPPINSTALL, ONAPPUNINSTALL): it faces "
+        "the internet; 0 disables",
+    )
+    B24_APP_CLIENT_ID: str | None = Field(
+        default=None, description="the Marketplace application's client id, for every portal"
+    )
+    B24_APP_CLIENT_SECRET: SecretStr | None = Field(
+        default=None, description="the Marketplace application's client secret"
+    )
+
     # Operations
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="/metrics, /healthz, /readyz; 0 disables"
@@ -322,10 +335,38 @@ class Settings(BaseSettings):
         check_member_ids(self.B24_PORTALS)
         return self
 
+    @model_validator(mode="after")
+    def _app_events(self) -> Settings:
+        if not self.INSTALL_PORT:
+            return self
+        missing = [
+            name
+            for name in ("REGISTRY_KEY", "B24_APP_CLIENT_ID", "B24_APP_CLIENT_SECRET")
+            if not getattr(self, name)
+            or (
+                isinstance(getattr(self, name), SecretStr)
+                and not getattr(self, name).get_secret_value()
+            )
+        ]
+        if missing:
+            raise ValueError(
+                f"INSTALL_PORT needs {', '.join(missing)}: installed portals are registered "
+                "with the application's credentials, their secrets sealed"
+            )
+        if self.INSTALL_PORT == self.HTTP_PORT:
+            raise ValueError(
+                "INSTALL_PORT and HTTP_PORT must differ: only the first faces the internet"
+            )
+        return self
+
     @property
     def has_portal(self) -> bool:
-        return bool(self.B24_PORTALS) or (
-            self.B24_WEBHOOK_URL is not None or self.B24_PORTAL_URL is not None
+        """A portal is configured, or portals may be registered (or installed) at run time."""
+        return (
+            bool(self.B24_PORTALS)
+            or self.B24_WEBHOOK_URL is not None
+            or self.B24_PORTAL_URL is not None
+            or self.uses_registry
         )
 
     def portals(self) -> dict[str, Portal]:
@@ -440,6 +481,8 @@ class Settings(BaseSettings):
             if password:
                 found.append(password)
         found += [key.strip() for key in self.REGISTRY_KEY.get_secret_value().split(",")]
+        if self.B24_APP_CLIENT_SECRET is not None:
+            found.append(self.B24_APP_CLIENT_SECRET.get_secret_value())
         for portal in self.portals().values():
             found += portal_secrets(portal)
         return found
@@ -544,7 +587,11 @@ def check_portal_config(
 
 def member_ids(portals: Mapping[str, PortalConfig]) -> dict[str, str]:
     """Each portal's member_id (a second name messages may give it) and its key."""
-    return {c.member_id: key for key, c in portals.items() if c.member_id is not None}
+    return {
+        c.member_id: key
+        for key, c in portals.items()
+        if c.member_id is not None and c.member_id != key
+    }
 
 
 def check_member_ids(portals: Mapping[str, PortalConfig]) -> None:

@@ -288,3 +288,26 @@ def test_member_ids_are_second_names_of_portal_queues() -> None:
     assert settings.topology().aliases == (("m1", "a"),)
     assert settings.portals()["a"].identity == "m1"
     assert settings.portals()["b"].identity == "b.example.com"
+
+
+def test_the_install_endpoint_needs_the_registry_and_the_application() -> None:
+    with pytest.raises(
+        ValidationError,
+        match="INSTALL_PORT needs REGISTRY_KEY, B24_APP_CLIENT_ID, B24_APP_CLIENT_SECRET",
+    ):
+        Settings(INSTALL_PORT=8090)
+    with pytest.raises(ValidationError, match="INSTALL_PORT and HTTP_PORT must differ"):
+        Settings(
+            INSTALL_PORT=8080,
+            REGISTRY_KEY="k",
+            B24_APP_CLIENT_ID="app.1",
+            B24_APP_CLIENT_SECRET="s3cret-app",
+        )
+    ready = Settings(
+        INSTALL_PORT=8090,
+        REGISTRY_KEY="k",
+        B24_APP_CLIENT_ID="app.1",
+        B24_APP_CLIENT_SECRET="s3cret-app",
+    )
+    assert ready.has_portal  # portals come with their installs
+    assert "s3cret-app" in ready.secrets()

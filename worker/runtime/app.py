@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from worker.observability.health import HealthServer
+    from worker.runtime.install import AppEventsServer
 
 __all__ = ["Worker", "run"]
 
@@ -121,6 +122,8 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
+        self._app_events: AppEventsServer | None = None
+        self._app_events_http: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
         # Each lane's pipeline task, by portal: a lane may be dropped at run time.
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -239,8 +242,29 @@ class Worker:
                 port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.readiness.reason
             )
             await self._health.start()
+        if s.INSTALL_PORT:
+            await self._serve_app_events()
         tune_collector()
         await self.consumers.start()
+
+    async def _serve_app_events(self) -> None:
+        """The application's install and uninstall events, on INSTALL_PORT."""
+        from worker.runtime.install import AppEvents, AppEventsServer
+
+        s = self.settings
+        if s.B24_APP_CLIENT_ID is None or s.B24_APP_CLIENT_SECRET is None:
+            raise RuntimeError("INSTALL_PORT without the application's credentials")
+        self._app_events_http = httpx.AsyncClient(verify=self._tls)
+        events = AppEvents(
+            registry=_started(self._registry),
+            client_id=s.B24_APP_CLIENT_ID,
+            client_secret=s.B24_APP_CLIENT_SECRET.get_secret_value(),
+            token_url=s.B24_OAUTH_TOKEN_URL,
+            http=self._app_events_http,
+            changed=self._refresh_registry,
+        )
+        self._app_events = AppEventsServer(port=s.INSTALL_PORT, events=events)
+        await self._app_events.start()
 
     def _build(self, key: str, portal: Portal) -> Lane:
         lane = build_lane(
@@ -335,7 +359,7 @@ class Worker:
         portal = self.settings.portal(key, config)
         if self.mask is not None:
             self.mask.add(*portal_secrets(portal))
-        aliases = (portal.member_id,) if portal.member_id else ()
+        aliases = (portal.member_id,) if portal.member_id not in (None, key) else ()
         if self.topology.portal_queues:
             connection = _started(self.connection)
             queue = await declare_portal(connection, self.topology, key, aliases)
@@ -454,6 +478,10 @@ class Worker:
             await lane.close()
         if self._health is not None:
             await self._health.stop()
+        if self._app_events is not None:
+            await self._app_events.stop()
+        if self._app_events_http is not None:
+            await self._app_events_http.aclose()
         if self._redis is not None:
             await self._redis.aclose()
 

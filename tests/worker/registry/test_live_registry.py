@@ -70,7 +70,8 @@ async def send(connection: aio_pika.abc.AbstractConnection, exchange: str, body:
 async def test_two_workers_follow_the_registry_without_a_restart(
     amqp_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    topology = dataclasses.replace(unique_topology(), by_portal=True)
+    # As the workers declare it: north (configured) has a portal queue too.
+    topology = dataclasses.replace(unique_topology(), by_portal=True, portals=("north",))
     south_queue = topology.portal_queue("south")
     with (
         sandbox_process(seed_items=10) as north,
