@@ -82,5 +82,7 @@ def token_store(
 
     if redis is None:
         redis = Redis.from_url(limiter_url)
-    origin = urlsplit(portal.portal_url or "").hostname or portal.key
+    # Under the portal's member_id when it has one: it stays when the domain changes,
+    # and two portals on one host (a test's sandboxes) keep tokens of their own.
+    origin = portal.member_id or urlsplit(portal.portal_url or "").hostname or portal.key
     return RedisTokenStore(redis, key=f"b24-worker:oauth:{origin}:{portal.client_id}")

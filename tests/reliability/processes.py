@@ -72,6 +72,10 @@ class Portal:
     def control_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/_sandbox"
 
+    @property
+    def token_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/oauth/token/"
+
     def items(self, entity_type_id: int) -> dict[int, dict[str, Any]]:
         """Every stored item of a type, by id."""
         answer = httpx.get(f"{self.control_url}/items/{entity_type_id}", timeout=30)

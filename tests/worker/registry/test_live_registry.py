@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from sandbox.config import SandboxConfig
 from schemas.wire import PORTAL_HEADER
-from tests.reliability.processes import WorkerRun, sandbox_process, worker_env, worker_run
+from tests.reliability.processes import (
+    WorkerRun,
+    free_port,
+    sandbox_process,
+    worker_env,
+    worker_run,
+)
 from tests.worker.broker import connected, depth, take, unique_topology
 from tests.worker.e2e import events
 from worker.registry import new_key
@@ -53,7 +61,9 @@ async def until_logged(run: WorkerRun, event: str, timeout_s: float, **fields: A
         await asyncio.sleep(0.05)
 
 
-async def send(connection: aio_pika.abc.AbstractConnection, exchange: str, body: Any) -> None:
+async def send(
+    connection: aio_pika.abc.AbstractConnection, exchange: str, body: Any, portal: str = "south"
+) -> None:
     """As producers do with portal queues: to the headers exchange, naming the portal."""
     channel = await connection.channel()
     target = await channel.get_exchange(exchange)
@@ -61,7 +71,7 @@ async def send(connection: aio_pika.abc.AbstractConnection, exchange: str, body:
         json.dumps(body).encode(),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        headers={PORTAL_HEADER: "south"},
+        headers={PORTAL_HEADER: portal},
     )
     await target.publish(message, routing_key="")
     await channel.close()
@@ -130,3 +140,72 @@ async def test_two_workers_follow_the_registry_without_a_restart(
             if keys:
                 await redis.delete(*keys)
             await redis.aclose()
+
+
+async def forget(redis_url: str, *patterns: str) -> None:
+    redis = Redis.from_url(redis_url)
+    for pattern in patterns:
+        keys = [key async for key in redis.scan_iter(match=pattern)]
+        if keys:
+            await redis.delete(*keys)
+    await redis.aclose()
+
+
+async def test_a_portal_installed_through_one_worker_is_served_by_both(
+    amqp_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The sandbox installs the application on one worker's INSTALL_PORT; the registry
+    in Redis carries it to the other, and a command naming its member_id is applied
+    within 5 s of the install, with no restart."""
+    topology = dataclasses.replace(unique_topology(), by_portal=True, portals=("north",))
+    app, port = SandboxConfig(), free_port()
+    with (
+        sandbox_process(seed_items=10) as north,
+        sandbox_process(seed_items=10) as east,
+    ):
+        async with httpx.AsyncClient(timeout=10) as client:
+            member = (await client.get(east.control_url + "/")).json()["member_id"]
+        env = worker_env(
+            amqp_url,
+            north.webhook_url,
+            topology,
+            B24_PORTAL_KEY="north",
+            B24_DEFAULT_PORTAL="north",
+            LIMITER_URL=redis_url,
+            REGISTRY_KEY=new_key(),
+            DRAIN_TIMEOUT_S="5",
+            B24_APP_CLIENT_ID=app.client_id,
+            B24_APP_CLIENT_SECRET=app.client_secret,
+            B24_OAUTH_TOKEN_URL=east.token_url,
+        )
+        try:
+            async with connected(amqp_url, topology) as broker:
+                with worker_run(env, tmp_path) as run:
+                    run.start(INSTALL_PORT=str(port))  # the handler Bitrix24 calls
+                    run.start()
+                    await until_logged(run, "worker.started", 30)
+
+                    async with httpx.AsyncClient(timeout=30) as client:
+                        answer = await client.post(
+                            east.control_url + "/app/install",
+                            json={"handler": f"http://127.0.0.1:{port}/b24/events"},
+                        )
+                    assert answer.json()["status"] == 200, answer.text
+                    installed = time.monotonic()
+                    command = {"entityTypeId": 2, "id": 5, "fields": {"title": "installed"}}
+                    await send(broker, topology.update_queue, command, portal=member)
+                    done = events(await take(broker, topology.result_queue, 1, timeout_s=10))
+                    taken_up = time.monotonic() - installed
+                    assert [(e["status"], e["portal"]) for e in done] == [("succeeded", member)]
+                    assert taken_up <= TAKEN_UP_S, taken_up
+                    assert east.items(2)[5]["title"] == "installed"
+                    await until_logged(run, "portal.added", TAKEN_UP_S, portal=member)
+        finally:
+            async with connected(amqp_url, topology) as broker:
+                channel = await broker.channel()
+                await channel.queue_delete(topology.portal_queue(member))
+            await forget(
+                redis_url,
+                f"b24-worker:registry:{topology.update_queue}:*",
+                f"b24-worker:oauth:{member}:*",
+            )
