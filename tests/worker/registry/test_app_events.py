@@ -4,9 +4,11 @@ forged events change nothing; the real uninstall ends its commands as portal_gon
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 
@@ -86,17 +88,32 @@ async def test_installed_served_forgeries_refused_uninstalled_gone(
             assert [entry.key for entry in await registry.entries()] == [member]
             assert member in worker.lanes
 
-            # The real uninstall: the portal is gone, its commands end as portal_gone.
+            # Two commands wait in the portal's queue (its consumption held back).
+            await worker.consumers.hold(member)
+            exchange = await (await broker.channel()).get_exchange(settings.UPDATE_QUEUE)
+            for n in (6, 7):
+                queued = {"entityTypeId": 2, "id": n, "fields": {"title": "queued"}}
+                message = aio_pika.Message(
+                    json.dumps(queued).encode(), headers={PORTAL_HEADER: member}
+                )
+                await exchange.publish(message, routing_key="")
+
+            # The real uninstall: the portal is gone, its commands end as portal_gone,
+            # those queued before it and those sent after.
             uninstalled = await sandbox_control(south, "app/uninstall", {"handler": handler})
             assert uninstalled["status"] == 200
             await eventually(lambda: member not in worker.lanes, 10)
             for n in (4, 5):
                 late = {"entityTypeId": 2, "id": n, "fields": {"title": "after uninstall"}}
                 await publish(broker, settings.UPDATE_QUEUE, late, headers={PORTAL_HEADER: member})
-            failed = events(await take(broker, settings.DEAD_LETTER_QUEUE, 2, timeout_s=10))
+            failed = events(await take(broker, settings.DEAD_LETTER_QUEUE, 4, timeout_s=10))
+            extra = await take(broker, settings.DEAD_LETTER_QUEUE, 1, timeout_s=1)
+            successes = await take(broker, settings.RESULT_QUEUE, 1, timeout_s=0.5)
         finally:
             channel = await broker.channel()
             await channel.queue_delete(worker.topology.portal_queue(member))
-    assert sorted(event["id"] for event in failed) == [4, 5]
+    assert sorted(event["id"] for event in failed) == [4, 5, 6, 7]  # one outcome each
+    assert extra == []
+    assert successes == []
     assert {event["error"]["class"] for event in failed} == {"portal_gone"}
     assert stored(south, 2, 4)["title"] != "after uninstall"
