@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 
 from worker.bitrix.errors import NoAnswerError, TokenRenewalError, UnexpectedAnswerError
 from worker.bitrix.tokens import StoredToken, TokenStore, fingerprint, version_of
@@ -35,6 +36,9 @@ __all__ = ["Auth", "OAuthAuth", "WebhookAuth"]
 _WEBHOOK_PATH = re.compile(r"^/rest/([0-9]+)/[^/]+/?$")
 _REFRESH = "oauth token refresh"
 _ROTATED_MEANWHILE = 3  # refusals followed by a newer stored token, before giving up
+
+
+log = structlog.get_logger("worker.bitrix.auth")
 
 
 class Auth(Protocol):
@@ -265,6 +269,20 @@ class OAuthAuth:
             self.lost_saves += 1
         return access
 
+    def _follow(self, endpoint: object) -> None:
+        """Call the portal where the OAuth server says it is now: a portal's domain can
+        change (its member_id does not). Never from https down to http."""
+        if not isinstance(endpoint, str):
+            return
+        try:
+            where = _origin(endpoint, "client_endpoint")
+        except ValueError:
+            return
+        if where == self._where or (self._where.startswith("https:") and where.startswith("http:")):
+            return
+        log.info("portal.moved", before=self._where, now=where)
+        self._where, self._rest = where, where + "/rest/"
+
     async def _grant(self, refresh_token: str) -> tuple[str, str]:
         """Send ``refresh_token`` to the token endpoint: the new access and refresh tokens."""
         form = {
@@ -302,6 +320,7 @@ class OAuthAuth:
         access = body.get("access_token") or None
         rotated = body.get("refresh_token") or None
         if status == 200 and isinstance(access, str) and isinstance(rotated, str):
+            self._follow(body.get("client_endpoint"))
             return access, rotated
         error = body.get("error")
         if isinstance(error, str) and 400 <= status < 500:

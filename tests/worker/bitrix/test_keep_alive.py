@@ -85,3 +85,40 @@ async def test_a_refused_renewal_is_raised() -> None:
     store = MemoryStore(stored=stored_at(NOW - 20 * DAY_S))
     with pytest.raises(TokenRenewalError):
         await auth_for(portal, store).keep_alive(MAX_AGE_S)
+
+
+async def moved_to(endpoint: str, portal: OAuthPortal) -> OAuthAuth:
+    """An auth whose OAuth server answers that the portal is now at ``endpoint``."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        answer = await portal.handler(request)
+        if str(request.url).startswith(TOKEN_URL) and answer.status_code == 200:
+            body = {**answer.json(), "client_endpoint": endpoint}
+            return httpx.Response(200, json=body)
+        return answer
+
+    return OAuthAuth(
+        http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        portal_url=PORTAL_URL,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        refresh_token=FIRST_REFRESH,
+        token_url=TOKEN_URL,
+        store=MemoryStore(),
+        clock=lambda: NOW,
+    )
+
+
+async def test_a_portal_whose_domain_changed_is_called_where_it_is_now() -> None:
+    auth = await moved_to("https://renamed.example/rest/", OAuthPortal())
+    assert auth.endpoint("crm.item.update") == PORTAL_URL + "/rest/crm.item.update"
+    await auth.token()
+    assert auth.endpoint("crm.item.update") == "https://renamed.example/rest/crm.item.update"
+    assert auth.where == "https://renamed.example"
+
+
+@pytest.mark.parametrize("endpoint", ["http://renamed.example/rest/", "not a url", ""])
+async def test_a_move_to_plain_http_or_to_nowhere_is_not_followed(endpoint: str) -> None:
+    auth = await moved_to(endpoint, OAuthPortal())
+    await auth.token()
+    assert auth.where == PORTAL_URL
