@@ -60,10 +60,20 @@ class Registry:
     """Portals by key. ``sealer`` may be None for a registry that is only listed,
     shown or shrunk: adding a portal, or reading its credentials, needs REGISTRY_KEY."""
 
-    def __init__(self, store: Store, sealer: Sealer | None, *, allow_http: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer | None,
+        *,
+        allow_http: bool = False,
+        app: tuple[str, str] | None = None,
+    ) -> None:
+        """``app``: the Marketplace application's client id and secret (B24_APP_*),
+        which the portals installed through it share and do not keep."""
         self._store = store
         self._sealer = sealer
         self._allow_http = allow_http
+        self._app = app
 
     async def add(
         self,
@@ -72,10 +82,13 @@ class Registry:
         *,
         replace: bool = False,
         application_token: str | None = None,
+        through_app: bool = False,
     ) -> Entry:
         """Register ``config`` under ``key``; a key already there needs ``replace``.
         ``application_token``: the one its application was installed with, kept
-        sealed (an uninstall or a reinstall must show it)."""
+        sealed (an uninstall or a reinstall must show it). ``through_app``: installed
+        through the application, whose credentials the entry does not keep: they
+        are the application's, taken from it each time."""
         if not is_portal_key(key):
             raise RegistryError(
                 f"portal key {key!r}: use 1-63 of a-z, 0-9, '_', '.', '-', starting with a "
@@ -99,7 +112,13 @@ class Registry:
         plain = {
             name: value for name, value in config if name not in _SECRETS and value is not None
         }
+        if through_app:
+            # The application's credentials once, for all its portals: not in the entry.
+            plain.pop("client_id", None)
+            sealed.pop("client_secret", None)
         doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
+        if through_app:
+            doc["app"] = True
         if application_token is not None:
             doc["application_token"] = sealer.seal(application_token)
         await self._store.write({key: json.dumps(doc, sort_keys=True)})
@@ -173,6 +192,13 @@ class Registry:
         found = {}
         for key, doc in docs.items():
             opened = {name: sealer.open(value) for name, value in doc["sealed"].items()}
+            if doc.get("app"):
+                if self._app is None:
+                    raise RegistryError(
+                        f"portal {key} was installed through the application: set "
+                        "B24_APP_CLIENT_ID and B24_APP_CLIENT_SECRET"
+                    )
+                opened |= {"client_id": self._app[0], "client_secret": self._app[1]}
             try:
                 found[key] = PortalConfig.model_validate({**doc["config"], **opened})
             except ValidationError:
@@ -226,7 +252,10 @@ def open_registry(settings: Settings) -> Registry:
         store = RedisStore(Redis.from_url(limiter_url), prefix=prefix)
     else:
         store = SqliteStore(settings.REGISTRY_PATH)
-    return Registry(store, sealer, allow_http=settings.B24_ALLOW_HTTP)
+    app = None
+    if settings.B24_APP_CLIENT_ID and settings.B24_APP_CLIENT_SECRET is not None:
+        app = (settings.B24_APP_CLIENT_ID, settings.B24_APP_CLIENT_SECRET.get_secret_value())
+    return Registry(store, sealer, allow_http=settings.B24_ALLOW_HTTP, app=app)
 
 
 async def with_registry(settings: Settings) -> Settings:

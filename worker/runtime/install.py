@@ -126,7 +126,9 @@ class AppEvents:
             refresh_token=SecretStr(str(answer["refresh_token"])),
             member_id=member_id,
         )
-        await self._registry.add(member_id, config, replace=True, application_token=token)
+        await self._registry.add(
+            member_id, config, replace=True, application_token=token, through_app=True
+        )
         log.info("app.installed", portal=member_id, host=parts.netloc)
         return 200, "installed"
 

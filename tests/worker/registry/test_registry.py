@@ -6,6 +6,7 @@ Redis hash replicas share (the machine's Redis, at REDIS_URL).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
@@ -269,3 +270,32 @@ async def test_an_application_token_is_kept_sealed_and_dropped_when_gone(store: 
     assert await Registry(store, Sealer(new)).application_token("m1") == "apptoken-5Qx8"
     await registry.mark_gone("m1")
     assert await Registry(store, Sealer(new)).application_token("m1") is None
+
+
+async def test_portals_installed_through_the_application_share_its_credentials(
+    store: Store,
+) -> None:
+    """The application's client id and secret once, for all its portals: not in their
+    entries, so a new secret (B24_APP_CLIENT_SECRET) serves every portal at once."""
+    key = new_key()
+    installed = Registry(store, Sealer(key), app=("app.5f1e", CLIENT_SECRET))
+    await installed.add("m1", oauth(), through_app=True)
+    raw = await raw_bytes(store)
+    assert b"app.5f1e" in raw  # shown, as any client id
+    found = await installed.portals()
+    assert found["m1"] == oauth()
+    renewed = Registry(store, Sealer(key), app=("app.5f1e", "a-new-app-secret"))
+    assert (await renewed.portals())["m1"].client_secret == SecretStr("a-new-app-secret")
+    with pytest.raises(RegistryError, match="set B24_APP_CLIENT_ID and B24_APP_CLIENT_SECRET"):
+        await Registry(store, Sealer(key)).portals()
+
+
+async def test_an_entry_of_the_application_keeps_no_client_secret_even_sealed(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "portals.sqlite3")
+    await Registry(store, Sealer(new_key()), app=("app.5f1e", CLIENT_SECRET)).add(
+        "m1", oauth(), through_app=True
+    )
+    [doc] = (await store.read_all()).values()
+    assert sorted(json.loads(doc)["sealed"]) == ["refresh_token"]
