@@ -81,6 +81,14 @@ class RedisTokenStore:
             ) from None
         return bool(kept)
 
+    async def forget(self) -> None:
+        try:
+            await self._redis.delete(self._key, f"{self._key}:refresh-lock")
+        except RedisError as exc:
+            raise TokenRenewalError(
+                f"cannot remove the token from Redis ({type(exc).__name__})"
+            ) from None
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         lock = self._redis.lock(

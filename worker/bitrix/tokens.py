@@ -114,6 +114,10 @@ class TokenStore(Protocol):
         """
         ...
 
+    async def forget(self) -> None:
+        """Remove the stored token (the portal removed the application, asking for it)."""
+        ...
+
     def hold(self) -> AbstractAsyncContextManager[None]:
         """The portal's refresh lock, across processes; held at most `LOCK_TTL_S`.
 
@@ -136,6 +140,11 @@ class FileTokenStore:
 
     async def save(self, token: StoredToken) -> bool:
         return await asyncio.to_thread(self._save_if_current, token)
+
+    async def forget(self) -> None:
+        lock = self.path.with_name(self.path.name + ".lock")
+        for path in (self.path, lock):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

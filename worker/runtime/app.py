@@ -27,6 +27,7 @@ from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import connect_nodes
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare, declare_portal
+from worker.credentials import token_store
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
@@ -262,9 +263,15 @@ class Worker:
             token_url=s.B24_OAUTH_TOKEN_URL,
             http=self._app_events_http,
             changed=self._refresh_registry,
+            forget=self._forget_tokens,
         )
         self._app_events = AppEventsServer(port=s.INSTALL_PORT, events=events)
         await self._app_events.start()
+
+    async def _forget_tokens(self, key: str, config: PortalConfig) -> None:
+        """Remove the portal's stored OAuth token (an uninstall asking to clean up)."""
+        portal = self.settings.portal(key, config)
+        await token_store(self.settings, portal, redis=self._redis).forget()
 
     def _build(self, key: str, portal: Portal) -> Lane:
         lane = build_lane(

@@ -16,8 +16,8 @@ HTTP_PORT.
   install.
 - Uninstall. It must carry that application token. The portal is then marked
   gone for good: its commands, queued and to come, end as `portal_gone`.
-  (`data[CLEAN]=1` asks to remove what the worker keeps about the portal: its
-  credentials go with the mark itself; nothing else is kept yet.)
+  `data[CLEAN]=1` also removes what the worker keeps of it beside the registry:
+  its stored OAuth token (the registry's secrets go with the mark itself).
 
 A refused event changes nothing and is answered 403, logged without a secret.
 """
@@ -59,13 +59,17 @@ class AppEvents:
         token_url: str,
         http: httpx.AsyncClient,
         changed: Callable[[], Awaitable[None]] | None = None,
+        forget: Callable[[str, PortalConfig], Awaitable[None]] | None = None,
     ) -> None:
+        """``forget``: remove what the worker keeps of a portal beside the registry
+        (its OAuth token), for an uninstall with data[CLEAN]=1."""
         self._registry = registry
         self._client_id = client_id
         self._client_secret = client_secret
         self._token_url = token_url
         self._http = http
         self._changed = changed
+        self._forget = forget
 
     async def handle(self, form: Mapping[str, str]) -> tuple[int, str]:
         event = form.get("event", "").upper()
@@ -145,8 +149,13 @@ class AppEvents:
                 reason="application token",
             )
             return 403, "the application token differs from the install's"
+        clean = form.get("data[CLEAN]") == "1"
+        if clean and self._forget is not None:
+            config = (await self._registry.portals()).get(member_id)
+            if config is not None:
+                await self._forget(member_id, config)
         await self._registry.mark_gone(member_id)
-        log.info("app.uninstalled", portal=member_id, clean=form.get("data[CLEAN]") == "1")
+        log.info("app.uninstalled", portal=member_id, clean=clean)
         return 200, "uninstalled"
 
     async def _confirmed(self, refresh_token: str) -> dict[str, Any] | None:

@@ -45,6 +45,9 @@ class MemoryStore:
         self.saves.append(token)
         return True
 
+    async def forget(self) -> None:
+        self.stored = None
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         async with self.lock:

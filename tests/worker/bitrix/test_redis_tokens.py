@@ -128,3 +128,21 @@ def test_each_portal_keeps_its_token_in_a_file_of_its_own(tmp_path: Path) -> Non
         f"FileTokenStore({str(tmp_path / name)!r})"
         for name in ("token.json", "token.east.json", "token.west.json")
     }
+
+
+async def test_a_forgotten_token_is_gone_from_either_store(redis_url: str, tmp_path: Path) -> None:
+    token = StoredToken(refresh_token="r", origin="o", saved_at=1.0, version=1)
+    file_store = FileTokenStore(tmp_path / "token.json")
+    redis = Redis.from_url(redis_url)
+    redis_store = RedisTokenStore(redis, key=f"test-forget:{uuid.uuid4().hex}")
+    try:
+        for store in (file_store, redis_store):
+            assert await store.save(token) is True
+            async with store.hold():
+                pass
+            await store.forget()
+            assert await store.load() is None
+            await store.forget()  # nothing left: no error either
+        assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []  # lock too
+    finally:
+        await redis.aclose()

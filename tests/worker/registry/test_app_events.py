@@ -69,6 +69,8 @@ async def test_installed_served_forgeries_refused_uninstalled_gone(
             done = events(await take(broker, settings.RESULT_QUEUE, 1, timeout_s=10))
             assert [(e["status"], e["portal"]) for e in done] == [("succeeded", member)]
             assert stored(south, 2, 3)["title"] == "installed"
+            token_file = tmp_path / f"token.{member}.json"  # its refreshed token, kept
+            assert token_file.exists()
             token = await registry.application_token(member)
 
             # A forged uninstall and a forged reinstall: refused, nothing changed.
@@ -100,7 +102,8 @@ async def test_installed_served_forgeries_refused_uninstalled_gone(
 
             # The real uninstall: the portal is gone, its commands end as portal_gone,
             # those queued before it and those sent after.
-            uninstalled = await sandbox_control(south, "app/uninstall", {"handler": handler})
+            uninstall = {"handler": handler, "clean": True}
+            uninstalled = await sandbox_control(south, "app/uninstall", uninstall)
             assert uninstalled["status"] == 200
             await eventually(lambda: member not in worker.lanes, 10)
             for n in (4, 5):
@@ -114,6 +117,7 @@ async def test_installed_served_forgeries_refused_uninstalled_gone(
             await channel.queue_delete(worker.topology.portal_queue(member))
     assert sorted(event["id"] for event in failed) == [4, 5, 6, 7]  # one outcome each
     assert extra == []
+    assert not token_file.exists()  # data[CLEAN]=1: its stored token removed too
     assert successes == []
     assert {event["error"]["class"] for event in failed} == {"portal_gone"}
     assert stored(south, 2, 4)["title"] != "after uninstall"
