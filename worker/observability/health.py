@@ -19,23 +19,17 @@ from starlette.routing import Route
 
 from worker.observability.metrics import Metrics
 
-__all__ = ["HealthServer"]
+__all__ = ["HealthServer", "InLoopServer"]
 
 
-class HealthServer:
-    def __init__(self, *, port: int, metrics: Metrics, not_ready: Callable[[], str | None]) -> None:
-        self._metrics = metrics
-        self._not_ready = not_ready
-        app = Starlette(
-            routes=[
-                Route("/metrics", self._metrics_page),
-                Route("/healthz", self._healthz),
-                Route("/readyz", self._readyz),
-            ]
-        )
+class InLoopServer:
+    """A Starlette app served by uvicorn on ``port`` (every address), as a task of the
+    worker's own event loop: no logging of its own, no lifespan."""
+
+    def __init__(self, app: Starlette, *, port: int) -> None:
         config = uvicorn.Config(
             app,
-            host="0.0.0.0",  # noqa: S104 - probes and scrapers come from outside
+            host="0.0.0.0",  # noqa: S104 - scrapers, probes and portals come from outside
             port=port,
             log_config=None,
             access_log=False,
@@ -51,6 +45,20 @@ class HealthServer:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+class HealthServer(InLoopServer):
+    def __init__(self, *, port: int, metrics: Metrics, not_ready: Callable[[], str | None]) -> None:
+        self._metrics = metrics
+        self._not_ready = not_ready
+        app = Starlette(
+            routes=[
+                Route("/metrics", self._metrics_page),
+                Route("/healthz", self._healthz),
+                Route("/readyz", self._readyz),
+            ]
+        )
+        super().__init__(app, port=port)
 
     async def _metrics_page(self, request: Request) -> Response:
         return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)

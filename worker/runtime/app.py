@@ -42,8 +42,7 @@ from worker.settings import Portal, PortalConfig, Settings, portal_secrets, reda
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from worker.observability.health import HealthServer
-    from worker.runtime.install import AppEventsServer
+    from worker.observability.health import HealthServer, InLoopServer
 
 __all__ = ["Worker", "run"]
 
@@ -123,7 +122,7 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
-        self._app_events: AppEventsServer | None = None
+        self._app_events: InLoopServer | None = None
         self._app_events_http: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
         # Each lane's pipeline task, by portal: a lane may be dropped at run time.
@@ -250,7 +249,7 @@ class Worker:
 
     async def _serve_app_events(self) -> None:
         """The application's install and uninstall events, on INSTALL_PORT."""
-        from worker.runtime.install import AppEvents, AppEventsServer
+        from worker.runtime.install import AppEvents, app_events_server
 
         s = self.settings
         if s.B24_APP_CLIENT_ID is None or s.B24_APP_CLIENT_SECRET is None:
@@ -265,7 +264,7 @@ class Worker:
             changed=self._refresh_registry,
             forget=self._forget_tokens,
         )
-        self._app_events = AppEventsServer(port=s.INSTALL_PORT, events=events)
+        self._app_events = app_events_server(port=s.INSTALL_PORT, events=events)
         await self._app_events.start()
 
     async def _forget_tokens(self, key: str, config: PortalConfig) -> None:

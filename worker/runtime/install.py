@@ -24,7 +24,6 @@ A refused event changes nothing and is answered 403, logged without a secret.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -33,12 +32,17 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import structlog
 from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from schemas.wire import is_portal_key
+from worker.observability.health import InLoopServer
 from worker.registry import Registry, RegistryError
 from worker.settings import PortalConfig
 
-__all__ = ["AppEvents", "AppEventsServer"]
+__all__ = ["AppEvents", "app_events_server"]
 
 log = structlog.get_logger("worker.runtime.install")
 
@@ -178,41 +182,18 @@ class AppEvents:
         return body
 
 
-class AppEventsServer:
+def app_events_server(*, port: int, events: AppEvents) -> InLoopServer:
     """`AppEvents` on its own port: a POST to any path is an event."""
 
-    def __init__(self, *, port: int, events: AppEvents) -> None:
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import PlainTextResponse, Response
-        from starlette.routing import Route
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_EVENT_BYTES:
+            return PlainTextResponse("too large for an event", status_code=413)
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        form = {name: values[0] for name, values in parsed.items()}
+        status, text = await events.handle(form)
+        return PlainTextResponse(text, status_code=status)
 
-        async def receive(request: Request) -> Response:
-            body = await request.body()
-            if len(body) > MAX_EVENT_BYTES:
-                return PlainTextResponse("too large for an event", status_code=413)
-            parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-            form = {name: values[0] for name, values in parsed.items()}
-            status, text = await events.handle(form)
-            return PlainTextResponse(text, status_code=status)
-
-        app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
-        config = uvicorn.Config(
-            app,
-            host="0.0.0.0",  # noqa: S104 - the portals call it from the internet
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+    app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    # Off HTTP_PORT: the portals call it from the internet, the scrapers must not.
+    return InLoopServer(app, port=port)
