@@ -339,15 +339,13 @@ class Settings(BaseSettings):
     def _app_events(self) -> Settings:
         if not self.INSTALL_PORT:
             return self
-        missing = [
-            name
-            for name in ("REGISTRY_KEY", "B24_APP_CLIENT_ID", "B24_APP_CLIENT_SECRET")
-            if not getattr(self, name)
-            or (
-                isinstance(getattr(self, name), SecretStr)
-                and not getattr(self, name).get_secret_value()
-            )
-        ]
+        secret = self.B24_APP_CLIENT_SECRET
+        given = {
+            "REGISTRY_KEY": self.uses_registry,
+            "B24_APP_CLIENT_ID": bool(self.B24_APP_CLIENT_ID),
+            "B24_APP_CLIENT_SECRET": secret is not None and bool(secret.get_secret_value()),
+        }
+        missing = [name for name, there in given.items() if not there]
         if missing:
             raise ValueError(
                 f"INSTALL_PORT needs {', '.join(missing)}: installed portals are registered "

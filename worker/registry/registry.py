@@ -112,12 +112,11 @@ class Registry:
         plain = {
             name: value for name, value in config if name not in _SECRETS and value is not None
         }
+        doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
         if through_app:
             # The application's credentials once, for all its portals: not in the entry.
             plain.pop("client_id", None)
             sealed.pop("client_secret", None)
-        doc = {"format": _FORMAT, "shown": entry.as_dict(), "config": plain, "sealed": sealed}
-        if through_app:
             doc["app"] = True
         if application_token is not None:
             doc["application_token"] = sealer.seal(application_token)
@@ -140,11 +139,8 @@ class Registry:
             for other, raw in (await self._store.read_all()).items()
             if other != key
         }
-        names = {
-            other: doc.get("config", {}).get("member_id") or doc["shown"].get("member_id")
-            for other, doc in others.items()
-        }
-        for other, member_id in names.items():
+        for other, doc in others.items():
+            member_id = doc["shown"].get("member_id")
             if member_id is not None and member_id in (key, config.member_id):
                 raise RegistryError(
                     f"portal {key}: {member_id} is already the member_id of portal {other}"
@@ -172,8 +168,7 @@ class Registry:
 
     async def gone(self) -> set[str]:
         """The portals marked gone for good."""
-        docs = await self._store.read_all()
-        return {key for key, raw in docs.items() if _loaded(key, raw).get("gone")}
+        return (await self.read())[1]
 
     async def entries(self) -> list[Entry]:
         return [_shown(key, doc) for key, doc in (await self._store.read_all()).items()]
@@ -184,26 +179,36 @@ class Registry:
 
     async def portals(self) -> dict[str, PortalConfig]:
         """Every registered portal with its credentials opened."""
+        return (await self.read())[0]
+
+    async def read(self) -> tuple[dict[str, PortalConfig], set[str]]:
+        """In one read of the store: every registered portal with its credentials
+        opened, and the portals marked gone for good."""
         docs = {key: _loaded(key, raw) for key, raw in (await self._store.read_all()).items()}
-        docs = {key: doc for key, doc in docs.items() if not doc.get("gone")}
-        if not docs:
-            return {}
+        gone = {key for key, doc in docs.items() if doc.get("gone")}
+        found = {key: self._opened(key, doc) for key, doc in docs.items() if key not in gone}
+        return found, gone
+
+    async def portal(self, key: str) -> PortalConfig | None:
+        """One registered portal with its credentials opened; None when gone or absent."""
+        raw = await self._store.read(key)
+        doc = None if raw is None else _loaded(key, raw)
+        return None if doc is None or doc.get("gone") else self._opened(key, doc)
+
+    def _opened(self, key: str, doc: dict[str, Any]) -> PortalConfig:
         sealer = self._need_sealer()
-        found = {}
-        for key, doc in docs.items():
-            opened = {name: sealer.open(value) for name, value in doc["sealed"].items()}
-            if doc.get("app"):
-                if self._app is None:
-                    raise RegistryError(
-                        f"portal {key} was installed through the application: set "
-                        "B24_APP_CLIENT_ID and B24_APP_CLIENT_SECRET"
-                    )
-                opened |= {"client_id": self._app[0], "client_secret": self._app[1]}
-            try:
-                found[key] = PortalConfig.model_validate({**doc["config"], **opened})
-            except ValidationError:
-                raise RegistryError(f"portal {key}: its registry entry is not valid") from None
-        return found
+        opened = {name: sealer.open(value) for name, value in doc["sealed"].items()}
+        if doc.get("app"):
+            if self._app is None:
+                raise RegistryError(
+                    f"portal {key} was installed through the application: set "
+                    "B24_APP_CLIENT_ID and B24_APP_CLIENT_SECRET"
+                )
+            opened |= {"client_id": self._app[0], "client_secret": self._app[1]}
+        try:
+            return PortalConfig.model_validate({**doc["config"], **opened})
+        except ValidationError:
+            raise RegistryError(f"portal {key}: its registry entry is not valid") from None
 
     async def rekey(self) -> int:
         """Seal every secret again under REGISTRY_KEY's first key; returns the portals."""

@@ -315,8 +315,7 @@ class Worker:
             version = await registry.version()
             if version == self._registry_version:
                 return
-            found = await registry.portals()
-            gone = await registry.gone()
+            found, gone = await registry.read()
             self._registry_version = version
             try:
                 await self._follow(found, gone)

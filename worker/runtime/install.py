@@ -155,7 +155,7 @@ class AppEvents:
             return 403, "the application token differs from the install's"
         clean = form.get("data[CLEAN]") == "1"
         if clean and self._forget is not None:
-            config = (await self._registry.portals()).get(member_id)
+            config = await self._registry.portal(member_id)
             if config is not None:
                 await self._forget(member_id, config)
         await self._registry.mark_gone(member_id)

@@ -116,6 +116,7 @@ class OAuthPortal:
         seen: list[str] | None = None,
         refresh: str = FIRST_REFRESH,
         handler: Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]] | None = None,
+        now: float = 1000.0,
     ) -> tuple[httpx.AsyncClient, OAuthAuth]:
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler or self.handler))
         auth = OAuthAuth(
@@ -127,6 +128,6 @@ class OAuthPortal:
             token_url=TOKEN_URL,
             store=store,
             on_new_secret=None if seen is None else seen.append,
-            clock=lambda: 1000.0,
+            clock=lambda: now,
         )
         return http, auth

@@ -8,8 +8,6 @@ import httpx
 import pytest
 
 from tests.worker.bitrix.oauthfake import (
-    CLIENT_ID,
-    CLIENT_SECRET,
     FIRST_REFRESH,
     PORTAL_URL,
     TOKEN_URL,
@@ -25,16 +23,7 @@ NOW = 100 * DAY_S
 
 
 def auth_for(portal: OAuthPortal, store: MemoryStore) -> OAuthAuth:
-    return OAuthAuth(
-        http=httpx.AsyncClient(transport=httpx.MockTransport(portal.handler)),
-        portal_url=PORTAL_URL,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        refresh_token=FIRST_REFRESH,
-        token_url=TOKEN_URL,
-        store=store,
-        clock=lambda: NOW,
-    )
+    return portal.auth(store, now=NOW)[1]
 
 
 def stored_at(saved_at: float, refresh_token: str = FIRST_REFRESH) -> StoredToken:
@@ -97,16 +86,7 @@ async def moved_to(endpoint: str, portal: OAuthPortal) -> OAuthAuth:
             return httpx.Response(200, json=body)
         return answer
 
-    return OAuthAuth(
-        http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        portal_url=PORTAL_URL,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        refresh_token=FIRST_REFRESH,
-        token_url=TOKEN_URL,
-        store=MemoryStore(),
-        clock=lambda: NOW,
-    )
+    return portal.auth(MemoryStore(), handler=handler, now=NOW)[1]
 
 
 async def test_a_portal_whose_domain_changed_is_called_where_it_is_now() -> None:

@@ -29,6 +29,7 @@ from tests.reliability.processes import (
 )
 from tests.worker.broker import connected, depth, take, unique_topology
 from tests.worker.e2e import events
+from worker.amqp.topology import Topology
 from worker.registry import new_key
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.redis]
@@ -77,26 +78,38 @@ async def send(
     await channel.close()
 
 
+def registry_topology() -> Topology:
+    """As the workers declare it: north, the configured portal, has a portal queue too."""
+    return dataclasses.replace(unique_topology(), by_portal=True, portals=("north",))
+
+
+def registry_env(
+    amqp_url: str, redis_url: str, north: str, topology: Topology, **extra: str
+) -> dict[str, str]:
+    """Workers with north (a webhook) configured and the registry in Redis."""
+    return worker_env(
+        amqp_url,
+        north,
+        topology,
+        B24_PORTAL_KEY="north",
+        B24_DEFAULT_PORTAL="north",
+        LIMITER_URL=redis_url,
+        REGISTRY_KEY=new_key(),
+        DRAIN_TIMEOUT_S="5",
+        **extra,
+    )
+
+
 async def test_two_workers_follow_the_registry_without_a_restart(
     amqp_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    # As the workers declare it: north (configured) has a portal queue too.
-    topology = dataclasses.replace(unique_topology(), by_portal=True, portals=("north",))
+    topology = registry_topology()
     south_queue = topology.portal_queue("south")
     with (
         sandbox_process(seed_items=10) as north,
         sandbox_process(seed_items=10) as south,
     ):
-        env = worker_env(
-            amqp_url,
-            north.webhook_url,
-            topology,
-            B24_PORTAL_KEY="north",
-            B24_DEFAULT_PORTAL="north",
-            LIMITER_URL=redis_url,
-            REGISTRY_KEY=new_key(),
-            DRAIN_TIMEOUT_S="5",
-        )
+        env = registry_env(amqp_url, redis_url, north.webhook_url, topology)
         try:
             async with connected(amqp_url, topology) as broker:
                 with worker_run(env, tmp_path) as run:
@@ -157,7 +170,7 @@ async def test_a_portal_installed_through_one_worker_is_served_by_both(
     """The sandbox installs the application on one worker's INSTALL_PORT; the registry
     in Redis carries it to the other, and a command naming its member_id is applied
     within 5 s of the install, with no restart."""
-    topology = dataclasses.replace(unique_topology(), by_portal=True, portals=("north",))
+    topology = registry_topology()
     app, port = SandboxConfig(), free_port()
     with (
         sandbox_process(seed_items=10) as north,
@@ -165,15 +178,11 @@ async def test_a_portal_installed_through_one_worker_is_served_by_both(
     ):
         async with httpx.AsyncClient(timeout=10) as client:
             member = (await client.get(east.control_url + "/")).json()["member_id"]
-        env = worker_env(
+        env = registry_env(
             amqp_url,
+            redis_url,
             north.webhook_url,
             topology,
-            B24_PORTAL_KEY="north",
-            B24_DEFAULT_PORTAL="north",
-            LIMITER_URL=redis_url,
-            REGISTRY_KEY=new_key(),
-            DRAIN_TIMEOUT_S="5",
             B24_APP_CLIENT_ID=app.client_id,
             B24_APP_CLIENT_SECRET=app.client_secret,
             B24_OAUTH_TOKEN_URL=east.token_url,
