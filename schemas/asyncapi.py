@@ -15,6 +15,8 @@ from schemas.wire import (
     DEFAULT_DEAD_LETTER_QUEUE,
     DEFAULT_RESULT_QUEUE,
     DEFAULT_UPDATE_QUEUE,
+    JOB_HEADER,
+    JOB_ID_PATTERN,
     PORTAL_HEADER,
     PORTAL_KEY_PATTERN,
 )
@@ -125,7 +127,16 @@ def _command_headers() -> dict[str, Any]:
                     "unknown key ends the command as a validation failure. Credentials "
                     "never travel in a message."
                 ),
-            }
+            },
+            JOB_HEADER: {
+                "type": "string",
+                "pattern": JOB_ID_PATTERN,
+                "description": (
+                    "The bulk job the command belongs to (optional): the worker counts its "
+                    "outcome under this id (`b24-worker jobs show`), names it in the event's "
+                    "`job`, and ends it as `aborted`, unsent, once the job is aborted."
+                ),
+            },
         },
     }
 

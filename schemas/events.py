@@ -39,6 +39,7 @@ class ErrorClass(StrEnum):
     TRANSIENT = "transient"  # retryable failures that outlasted the attempts
     IN_DOUBT = "in_doubt"  # not idempotent, and whether it was applied is unknown
     PORTAL_GONE = "portal_gone"  # the portal is gone for good (the application was uninstalled)
+    ABORTED = "aborted"  # its bulk job was aborted before the command was sent: never sent
     UNKNOWN = "unknown"  # an error code the worker does not know (kept in `code`)
 
 
@@ -57,6 +58,11 @@ class _Event(BaseModel):
         "or the worker's default portal); null when it named none the worker serves "
         "(one gone for good, class portal_gone, is named). Item 351 of two portals is told "
         "apart by it",
+    )
+    job: str | None = Field(
+        default=None,
+        description="the bulk job the command belonged to (its x-b24-job header); "
+        "null for a command of no job",
     )
 
     def to_json(self) -> bytes:

@@ -3,7 +3,7 @@
 Producers, the tools and the worker all read these from here, so a header
 name or a naming rule is written once. Pure values and functions, no I/O.
 
-    headers a producer may set      PORTAL_HEADER
+    headers a producer may set      PORTAL_HEADER, JOB_HEADER
     headers the worker sets         ATTEMPTS_HEADER, ASSIGNED_ID_HEADER (retry copies)
     headers the broker sets         DELIVERY_COUNT_HEADER (quorum queues), DEATH_HEADER
     routing key of a command        item_routing_key (the entry exchange, with SHARDS > 0)
@@ -25,10 +25,13 @@ __all__ = [
     "DEFAULT_RESULT_QUEUE",
     "DEFAULT_UPDATE_QUEUE",
     "DELIVERY_COUNT_HEADER",
+    "JOB_HEADER",
+    "JOB_ID_PATTERN",
     "JSON_CONTENT_TYPES",
     "PORTAL_HEADER",
     "PORTAL_KEY_PATTERN",
     "WORKER_HEADERS",
+    "is_job_id",
     "is_portal_key",
     "item_routing_key",
     "poison_queue",
@@ -44,6 +47,12 @@ __all__ = [
 PORTAL_HEADER = "x-b24-portal"
 # What a portal key may be: it names a portal in headers, routing keys and logs.
 PORTAL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+# The bulk job a command belongs to: the worker counts its outcomes under this id
+# (`b24-worker jobs`). Optional; a command without it belongs to no job.
+JOB_HEADER = "x-b24-job"
+# What a job id may be: it names the job on the command line and in the job store.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 # Set on retry copies: how many calls to the portal the command has had so far.
 ATTEMPTS_HEADER = "x-b24-attempts"
@@ -67,11 +76,17 @@ DEFAULT_RESULT_QUEUE = "crm.item.update.result"
 DEFAULT_DEAD_LETTER_QUEUE = "crm.item.update.dead"
 
 _PORTAL_KEY = re.compile(PORTAL_KEY_PATTERN)
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 def is_portal_key(value: str) -> bool:
     """True when ``value`` may name a portal."""
     return _PORTAL_KEY.match(value) is not None
+
+
+def is_job_id(value: str) -> bool:
+    """True when ``value`` may name a bulk job."""
+    return _JOB_ID.match(value) is not None
 
 
 def item_routing_key(portal: str | None, entity_type_id: int, item_id: int) -> str:

@@ -136,8 +136,17 @@ def _tool_settings() -> Settings | None:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from schemas.wire import is_job_id
+    from worker.bulk import JobStoreError, open_jobs
     from worker.tools.publish import PublishOptions, publish_file
 
+    if args.job is not None and not is_job_id(args.job):
+        print(
+            f"b24-worker publish: --job {args.job!r}: a job id is 1-128 letters, digits and "
+            "'_.:-', starting with a letter or digit",
+            file=sys.stderr,
+        )
+        return 2
     settings = _tool_settings()
     if settings is None:
         return 2
@@ -151,19 +160,45 @@ def _publish(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         failures_path=args.failures,
         portal=args.portal,
+        job=args.job,
     )
-    return asyncio.run(publish_file(options))
+
+    async def act() -> int:
+        jobs = open_jobs(settings) if args.job is not None else None
+        try:
+            return await publish_file(options, jobs=jobs)
+        finally:
+            if jobs is not None:
+                await jobs.close()
+
+    try:
+        return asyncio.run(act())
+    except JobStoreError as exc:
+        print(f"b24-worker publish: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dlq(args: argparse.Namespace) -> int:
     from worker.tools.broker import ToolError, connect
     from worker.tools.dlq import replay, show
-    from worker.tools.letters import Selection
+    from worker.tools.letters import Selection, read_message_ids
 
     settings = _tool_settings()
     if settings is None:
         return 2
-    selection = Selection(error_class=args.error_class, code=args.code, portal=args.portal)
+    message_ids = None
+    if args.from_file is not None:
+        try:
+            message_ids = read_message_ids(args.from_file)
+        except ToolError as exc:
+            print(f"b24-worker dlq {args.action}: {exc}", file=sys.stderr)
+            return 2
+    selection = Selection(
+        error_class=args.error_class,
+        code=args.code,
+        portal=args.portal,
+        message_ids=message_ids,
+    )
 
     async def act() -> int:
         connection = await connect(settings.AMQP_URL.get_secret_value())
@@ -245,6 +280,42 @@ def _portals(args: argparse.Namespace) -> int:
         return 2
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from worker.bulk import JobStoreError, open_jobs
+    from worker.bulk.store import Which
+    from worker.tools import jobs
+
+    settings = _tool_settings()
+    if settings is None:
+        return 2
+
+    async def act() -> int:
+        store = open_jobs(settings)
+        try:
+            if args.action == "list":
+                return await jobs.list_jobs(store, as_json_lines=args.json, out=sys.stdout)
+            if args.action == "show":
+                return await jobs.show(
+                    store, args.job, follow=args.follow, as_json_object=args.json
+                )
+            if args.action == "results":
+                which: Which = "failed" if args.failed else "succeeded" if args.succeeded else "all"
+                return await jobs.results(
+                    store, args.job, which=which, fmt=args.format, out=sys.stdout, err=sys.stderr
+                )
+            return await jobs.abort(store, args.job, out=sys.stdout, err=sys.stderr)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(act())
+    except JobStoreError as exc:
+        print(f"b24-worker jobs {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # leaving `show --follow`
+        return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from worker.tools.check import run_checks
 
@@ -311,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         "header; with SHARDS > 0 also part of each command's routing key",
     )
     publish.add_argument(
+        "--job",
+        metavar="NAME",
+        help="publish the commands as (or into) bulk job NAME, sent as the x-b24-job header: "
+        "b24-worker jobs show NAME follows it",
+    )
+    publish.add_argument(
         "--skip-invalid",
         action="store_true",
         help="publish the valid commands when some are invalid (default: publish nothing)",
@@ -351,12 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="only the commands for this portal (as their event or x-b24-portal names it)",
         )
         action.add_argument(
+            "--from",
+            dest="from_file",
+            metavar="FILE",
+            help="only the letters whose message id FILE lists: a `jobs results` output "
+            "(JSON Lines or CSV), or one id per line",
+        )
+        action.add_argument(
             "--limit", type=int, metavar="N", help="list (show) or replay at most N letters"
         )
         action.set_defaults(handler=_dlq)
     dlq_show.add_argument("--json", action="store_true", help="one JSON object per letter")
 
     _portals_parser(commands)
+    _jobs_parser(commands)
 
     check = commands.add_parser(
         "check", help="check the settings, the broker, the queues and the portal"
@@ -422,6 +507,35 @@ def _portals_parser(commands: Any) -> None:
         "rekey", help="seal every secret again under REGISTRY_KEY's first key (key rotation)"
     )
     portals.set_defaults(handler=_portals)
+
+
+def _jobs_parser(commands: Any) -> None:
+    jobs = commands.add_parser(
+        "jobs", help="bulk jobs (publish FILE --job NAME): progress, results, abort"
+    )
+    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every job kept: progress, rate and estimate")
+    listing.add_argument("--json", action="store_true", help="one JSON object per job")
+    show = actions.add_parser("show", help="one job: progress, counts by outcome, rate, ETA")
+    show.add_argument("job", metavar="JOB")
+    show.add_argument(
+        "--follow", action="store_true", help="redraw every second until the job has ended"
+    )
+    show.add_argument("--json", action="store_true", help="the job as one JSON object")
+    outcomes = actions.add_parser(
+        "results",
+        help="each command's result; failures carry their command (dlq replay --from FILE)",
+    )
+    outcomes.add_argument("job", metavar="JOB")
+    which = outcomes.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="only the failures")
+    which.add_argument("--succeeded", action="store_true", help="only the successes")
+    outcomes.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    abort = actions.add_parser(
+        "abort", help="end the job's commands not sent yet as `aborted`, without sending them"
+    )
+    abort.add_argument("job", metavar="JOB")
+    jobs.set_defaults(handler=_jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

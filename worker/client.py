@@ -25,6 +25,10 @@ want each one's outcome back.
   may still be applied (once the client is closed, its success event goes to
   RESULT_QUEUE; a failure event always goes to DEAD_LETTER_QUEUE).
 - A lost connection ends every pending `update` with `ConnectionError`.
+- `submit_job(commands, jobs=open_jobs(settings))` publishes many commands as
+  one bulk job (the x-b24-job header) and returns its id once the broker has
+  confirmed them all; their outcomes go to RESULT_QUEUE and DEAD_LETTER_QUEUE,
+  and the job store counts them (`b24-worker jobs show JOB`, `jobs.state(JOB)`).
 """
 
 from __future__ import annotations
@@ -32,15 +36,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
-from schemas.wire import DEFAULT_UPDATE_QUEUE, PORTAL_HEADER
+from schemas.wire import DEFAULT_UPDATE_QUEUE, JOB_HEADER, PORTAL_HEADER, is_job_id
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -49,6 +53,9 @@ from worker.tools.broker import (
     publish_confirmed,
 )
 from worker.tools.replies import Replies
+
+if TYPE_CHECKING:
+    from worker.bulk import JobStore
 
 __all__ = [
     "CommandValidationError",
@@ -147,6 +154,75 @@ class UpdateClient:
             ) from None
         finally:
             self._replies.forget(correlation_id)
+
+    async def submit_job(
+        self,
+        commands: Iterable[Mapping[str, Any]],
+        *,
+        jobs: JobStore,
+        job: str | None = None,
+        portal: str | None = None,
+        window: int = 256,
+    ) -> str:
+        """Publish ``commands`` (crm.item.update parameters) as one bulk job and return
+        its id (``job``, or a new one) once the broker has confirmed every one.
+
+        Every command is checked first: one bad command raises
+        `CommandValidationError` (its position in the message) and none is sent.
+        A publish the broker refuses raises `PublishRefusedError` after the rest
+        are sent; the job then counts only what was confirmed. Calling again with
+        the same ``job`` adds commands to it.
+        """
+        if self._channel is None or self._entry is None:
+            raise RuntimeError("use the client inside `async with`")
+        job = job if job is not None else f"job-{uuid.uuid4().hex[:12]}"
+        if not is_job_id(job):
+            raise ValueError(f"job {job!r}: 1-128 letters, digits and '_.:-', starting alnum")
+        portal = _portal_key(portal) or self._portal
+        checked = []
+        for position, command in enumerate(commands):
+            try:
+                parsed = parse_command(dict(command))
+            except CommandValidationError as exc:
+                exc.add_note(f"command {position} of the job: nothing was sent")
+                raise
+            checked.append((parsed.entityTypeId, parsed.id, json.dumps(dict(command)).encode()))
+        headers: dict[str, Any] = {JOB_HEADER: job}
+        if portal:
+            headers[PORTAL_HEADER] = portal
+        await jobs.publishing(job, len(checked))  # before a worker can end the first
+        slots = asyncio.Semaphore(window)
+        refused: list[BaseException] = []
+        channel, entry = self._channel, self._entry
+
+        async def one(entity_type_id: int, item_id: int, body: bytes) -> None:
+            message = aio_pika.Message(
+                body=body,
+                headers=dict(headers),
+                content_type="application/json",
+                delivery_mode=DeliveryMode.PERSISTENT,
+                message_id=uuid.uuid4().hex,
+            )
+            try:
+                exchange, routing_key = entry.route(portal, entity_type_id, item_id)
+                await publish_confirmed(channel, message, routing_key, exchange=exchange)
+            except PublishRefusedError as exc:
+                refused.append(exc)
+            finally:
+                slots.release()
+
+        tasks = []
+        for entity_type_id, item_id, body in checked:
+            await slots.acquire()
+            tasks.append(asyncio.create_task(one(entity_type_id, item_id, body)))
+        await asyncio.gather(*tasks)
+        if refused:
+            await jobs.publishing(job, -len(refused))
+            raise PublishRefusedError(
+                f"{len(refused)} of {len(checked)} commands of job {job} not confirmed: "
+                f"{refused[0]}"
+            )
+        return job
 
     def _closed(self, _: Any, error: BaseException | None = None) -> None:
         if self._replies is not None:

@@ -234,12 +234,19 @@ class Settings(BaseSettings):
     REGISTRY_PATH: str = Field(
         default="b24-portals.sqlite3",
         description="the registry's file, without LIMITER_URL (with it, the registry is in "
-        "that Redis)",
+        "that Redis); bulk jobs are kept in it too",
     )
     REGISTRY_KEY: SecretStr = Field(
         default=SecretStr(""),
         description="Fernet key(s) sealing the registry's secrets, comma-separated: the "
         "first seals, any opens",
+    )
+
+    # Bulk jobs (`b24-worker jobs`)
+    JOB_RETENTION_DAYS: Annotated[float, Field(gt=0)] = Field(
+        default=7,
+        description="a bulk job, its counts and each command's result are kept this long "
+        "after its last activity",
     )
 
     # A Marketplace application's install and uninstall events

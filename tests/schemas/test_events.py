@@ -18,6 +18,7 @@ def test_success_event_json() -> None:
         id=351,
         attempts=1,
         portal="acme",
+        job="prices-2026-12",
         item={"id": 351, "title": "x"},
         ignoredFields=["Title"],
         notApplied=["stageId"],
@@ -31,6 +32,7 @@ def test_success_event_json() -> None:
         "id": 351,
         "attempts": 1,
         "portal": "acme",
+        "job": "prices-2026-12",
         "item": {"id": 351, "title": "x"},
         "ignoredFields": ["Title"],
         "notApplied": ["stageId"],
@@ -74,6 +76,7 @@ def test_error_classes_are_the_contract_ones() -> None:
         "transient",
         "in_doubt",
         "portal_gone",
+        "aborted",
         "unknown",
     }
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas import CommandValidationError, UpdateCommand, parse_command
 from schemas.events import ErrorClass
-from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER, JSON_CONTENT_TYPES
+from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER, JOB_HEADER, JSON_CONTENT_TYPES
 from worker.amqp.deliveries import Delivery, Source
 
 __all__ = ["ItemKey", "Job"]
@@ -71,3 +71,11 @@ class Job:
     @property
     def correlation_id(self) -> str | None:
         return self.message.correlation_id
+
+    @property
+    def bulk_job(self) -> str | None:
+        """The bulk job the command belongs to: its x-b24-job header, when it is text."""
+        value = self.message.header(JOB_HEADER)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return value if isinstance(value, str) and value else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from worker.amqp.publishing import (
 )
 from worker.amqp.topology import Topology
 from worker.flow.jobs import Job
+from worker.flow.ledger import JobResult, Ledger
 
 if TYPE_CHECKING:
     from pamqp.commands import Basic
@@ -107,10 +109,13 @@ class Outcomes:
         observer: Observer,
         max_message_bytes: int = 1_048_576,
         portal: str | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``portal``: the key every event of these outcomes names (None: before any
-        portal, such as a command for an unknown one)."""
+        portal, such as a command for an unknown one); ``ledger``: where the ends of
+        commands that belong to a bulk job are written down."""
         self._portal = portal
+        self._ledger = ledger
         self._publisher = publisher
         self._acks = acks
         self._topology = topology
@@ -139,25 +144,30 @@ class Outcomes:
                 retryable=True,
             )
         message = job.message
+        event: SuccessEvent | FailureEvent | None = None
         match outcome:
             case HandBack():
                 await self._acks.hand_back(message, message_id=job.message_id)
                 return Settled.HANDED_BACK
             case Succeeded():
-                await self._publish_success(job, outcome)
+                event = await self._publish_success(job, outcome)
                 settled = Settled.SUCCEEDED
             case Failed():
                 job.failure = outcome.error_class
-                await self._publish_failure(job, outcome)
+                event = await self._publish_failure(job, outcome)
                 settled = Settled.FAILED
             case Retry():
                 await self._publish_retry(job)
                 settled = Settled.RETRIED
+        if event is not None and event.job is not None and self._ledger is not None:
+            # Written down before the ack: a delivery the broker gives again after a
+            # kill is written again, and the ledger keeps one end per message id.
+            await self._ledger.record(_job_result(event))
         if message.delivery_tag is not None:
             self._acks.ack(message.channel, message.delivery_tag, job.message_id)
         return settled
 
-    async def _publish_success(self, job: Job, outcome: Succeeded) -> None:
+    async def _publish_success(self, job: Job, outcome: Succeeded) -> SuccessEvent:
         command = job.command
         if command is None:
             raise ValueError("a success needs a parsed command")
@@ -165,6 +175,7 @@ class Outcomes:
             messageId=job.message_id,
             correlationId=job.correlation_id,
             portal=self._portal,
+            job=job.bulk_job,
             entityTypeId=command.entityTypeId,
             id=command.id,
             attempts=job.attempts,
@@ -174,16 +185,17 @@ class Outcomes:
         )
         body = event.to_json()
         reply_to = job.message.reply_to
-        if reply_to and await self._publish(body, reply_to, job, mandatory=True):
-            return
-        await self._publish(body, self._topology.result_queue, job)
+        if not (reply_to and await self._publish(body, reply_to, job, mandatory=True)):
+            await self._publish(body, self._topology.result_queue, job)
+        return event
 
-    async def _publish_failure(self, job: Job, outcome: Failed) -> None:
+    async def _publish_failure(self, job: Job, outcome: Failed) -> FailureEvent:
         command = job.command
         event = FailureEvent(
             messageId=job.message_id,
             correlationId=job.correlation_id,
             portal=self._portal or outcome.portal,
+            job=job.bulk_job,
             entityTypeId=command.entityTypeId if command else None,
             id=command.id if command else None,
             attempts=job.attempts,
@@ -201,6 +213,7 @@ class Outcomes:
         reply_to = job.message.reply_to
         if reply_to:
             await self._publish(body, reply_to, job, mandatory=True)
+        return event
 
     async def _publish_retry(self, job: Job) -> None:
         original = job.message
@@ -254,6 +267,35 @@ class Outcomes:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _job_result(event: SuccessEvent | FailureEvent) -> JobResult:
+    job = event.job or ""
+    at = time.time()
+    if isinstance(event, SuccessEvent):
+        return JobResult(
+            job,
+            event.messageId,
+            "succeeded",
+            at,
+            portal=event.portal,
+            entity_type_id=event.entityTypeId,
+            item_id=event.id,
+        )
+    return JobResult(
+        job,
+        event.messageId,
+        "failed",
+        at,
+        portal=event.portal,
+        entity_type_id=event.entityTypeId,
+        item_id=event.id,
+        error_class=event.error.error_class,
+        code=event.error.code,
+        description=event.error.description,
+        command=event.command,
+        properties=event.properties,
+    )
 
 
 def _original_command(body: bytes, max_bytes: int) -> dict[str, Any] | str:

@@ -3,7 +3,8 @@
 In the order a command travels, each step a method of `Pipeline`:
 
     accept   a Job (jobs), decoded and validated; it waits for its item's turn (ordering)
-    ready    custom fields checked (definitions); encoded once for a batch; queued (batching)
+    ready    custom fields checked (definitions); encoded once for a batch; queued (batching);
+             a command whose bulk job was aborted ends here as `aborted` (ledger)
     run      a group forms when the limiter lets a call go (batching, limiter)
     send     one call for the group, a decision per command (calling)
     decided  the decision carried out (outcomes: event, confirm, ack); the item's turn
@@ -49,6 +50,7 @@ from worker.flow.breaker import Breaker
 from worker.flow.calling import Again, Calls, Decision, PortalDown
 from worker.flow.definitions import FieldDefinitions
 from worker.flow.jobs import Job
+from worker.flow.ledger import Ledger
 from worker.flow.observer import Observer
 from worker.flow.ordering import OrderingGate
 from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes, Retry, Settled, Succeeded
@@ -62,6 +64,10 @@ log = structlog.get_logger("worker.flow.pipeline")
 MAX_CALLS_IN_FLIGHT = 4
 # How often items whose retry copy never came back are looked for.
 PARK_CHECK_S = 5.0
+
+_ABORTED = Failed(
+    ErrorClass.ABORTED, "JOB_ABORTED", "its bulk job was aborted before it was sent: not sent"
+)
 
 
 class Admission(Protocol):
@@ -98,10 +104,13 @@ class Pipeline:
         definitions: FieldDefinitions | None = None,
         max_in_flight: int = MAX_CALLS_IN_FLIGHT,
         backlog: Callable[[], bool] = lambda: False,
+        ledger: Ledger | None = None,
     ) -> None:
         """``backlog`` tells whether the portal's queue has commands waiting on the
-        broker: a group then fills on through gaps (see `Batcher`)."""
+        broker: a group then fills on through gaps (see `Batcher`); ``ledger`` tells
+        which bulk jobs were aborted."""
         self.portal = portal
+        self._ledger = ledger
         self._outcomes = outcomes
         self._limiter = limiter
         self._caller = caller
@@ -189,6 +198,9 @@ class Pipeline:
     # -- 2. ready: the job holds its item; checked, encoded, queued for a call
 
     async def _ready(self, job: Job) -> None:
+        if self._aborted(job):
+            await self._settle(job, _ABORTED)
+            return
         command = job.command
         if self._definitions is not None and command is not None:
             try:
@@ -207,6 +219,10 @@ class Pipeline:
         except ValueError:
             job.query = None
         self._batcher.add(job)
+
+    def _aborted(self, job: Job) -> bool:
+        bulk_job = job.bulk_job
+        return bulk_job is not None and self._ledger is not None and self._ledger.aborted(bulk_job)
 
     def _batchable(self, job: Job) -> bool:
         return self._batch_size > 1 and job.query is not None
@@ -243,6 +259,11 @@ class Pipeline:
     async def _send(self, jobs: list[Job], leave: Leave) -> None:
         try:
             jobs = await self._fresh(jobs)
+            aborted = [job for job in jobs if self._aborted(job)]
+            if aborted:
+                # Aborted while they waited for this call: they are not sent.
+                jobs = [job for job in jobs if not self._aborted(job)]
+                await asyncio.gather(*(self._settle(job, _ABORTED) for job in aborted))
             if self.paused or not jobs:
                 # The group formed as the portal went down or the drain began: the
                 # jobs wait again (a drain leaves them to the connection's close).

@@ -27,6 +27,7 @@ from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import connect_nodes
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare, declare_portal
+from worker.bulk import JobLedger, JobStoreError, open_jobs
 from worker.credentials import token_store
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
@@ -143,6 +144,10 @@ class Worker:
         self._retiring: set[asyncio.Task[None]] = set()
         if settings.uses_registry:
             self._registry = open_registry(settings)
+        # Bulk jobs: each result of a command that names one is written down here.
+        self.ledger = JobLedger(
+            open_jobs(settings), retention_s=settings.JOB_RETENTION_DAYS * 86_400.0
+        )
         # One TLS context for every lane's client: loading the CA bundle is the
         # costly part of a client, and a deployment may serve a thousand portals.
         self._tls = httpx.create_ssl_context()
@@ -203,6 +208,7 @@ class Worker:
                 max_attempts=s.MAX_ATTEMPTS,
                 observer=MetricsObserver(self.metrics, portal=None),
                 max_message_bytes=s.MAX_MESSAGE_BYTES,
+                ledger=self.ledger,
             ),
             observer=MetricsObserver(self.metrics, portal=None),
             # A portal registered a moment ago: read the registry again before failing.
@@ -228,6 +234,11 @@ class Worker:
             self._running[key] = asyncio.create_task(self.lanes[key].run())
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
+        try:
+            await self.ledger.read_aborts()  # before the first command is taken
+        except JobStoreError as exc:
+            log.warning("jobs.read_failed", error=str(exc))
+        self._tasks.append(asyncio.create_task(self.ledger.watch()))
         if self._registry is not None:
             # Read in full at the first look: what start-up took from it is known
             # already, the portals gone for good are not.
@@ -285,6 +296,7 @@ class Worker:
             mask=self.mask,
             redis=self._redis,
             backlog=self.backlog,
+            ledger=self.ledger,
         )
         self.lanes[key] = lane
         self._pipelines[key] = lane.pipeline
@@ -475,6 +487,8 @@ class Worker:
         if self._registry is not None:
             with contextlib.suppress(Exception):
                 await self._registry.close()
+        with contextlib.suppress(Exception):
+            await self.ledger.close()
         # The broker before the portal client: a call still out must not end, as
         # the client closes, in a retry copy published and acked after the drain.
         if self.connection is not None:

@@ -38,6 +38,7 @@ from worker.flow.breaker import Breaker
 from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
 from worker.flow.definitions import DefinitionsCache, FieldDefinitions
+from worker.flow.ledger import Ledger
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT, Consumption, Pipeline
 from worker.limiter import CallLimiter, OperatingBudget, RequestPacer, SystemClock
@@ -127,6 +128,7 @@ def build_lane(
     mask: SecretMask | None = None,
     redis: Redis | None = None,
     backlog: Mapping[str, int] | None = None,
+    ledger: Ledger | None = None,
 ) -> Lane:
     """The lane of ``portal``: its pipeline settles through the worker's one
     ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down.
@@ -195,6 +197,7 @@ def build_lane(
             observer=observer,
             max_message_bytes=settings.MAX_MESSAGE_BYTES,
             portal=portal.key,
+            ledger=ledger,
         ),
         limiter=limiter,
         caller=Caller(client=client, limiter=limiter, observer=observer),
@@ -207,6 +210,7 @@ def build_lane(
         linger_s=linger_for(settings.BATCH_LINGER_MS / 1000, portal.rate_per_second),
         definitions=definitions,
         backlog=lambda: waiting.get(portal.key, 0) > 0,
+        ledger=ledger,
     )
     return Lane(
         portal,

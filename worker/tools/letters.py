@@ -20,6 +20,8 @@ a longer queue is read that far.
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -67,14 +69,19 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which letters a command acts on: every one, or those of a class, a code
-    and/or a portal."""
+    """Which letters a command acts on: every one, or those of a class, a code,
+    a portal and/or a set of message ids."""
 
     error_class: str | None = None
     code: str | None = None
     portal: str | None = None
+    message_ids: frozenset[str] | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
+        if self.message_ids is not None and (
+            letter.event is None or letter.event.messageId not in self.message_ids
+        ):
+            return False
         if self.error_class is not None and letter.error_class != self.error_class:
             return False
         if self.portal is not None and letter.portal != self.portal:
@@ -128,6 +135,33 @@ async def reading(
         # they were taken (see the module's docstring).
         if not channel.is_closed:
             await channel.close()
+
+
+def read_message_ids(path: str) -> frozenset[str]:
+    """The message ids a file lists: `jobs results` JSON Lines (`messageId`), its CSV
+    (a `messageId` column), or one id per line."""
+    try:
+        with open(path, encoding="utf-8", newline="") as source:
+            text = source.read()
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror or exc}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].split(",")[0] == "messageId":
+        return frozenset(row["messageId"] for row in csv.DictReader(lines) if row["messageId"])
+    found = set()
+    for number, line in enumerate(lines, 1):
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                raise ToolError(f"{path}:{number}: not a JSON object") from None
+            message_id = doc.get("messageId") if isinstance(doc, dict) else None
+            if not isinstance(message_id, str):
+                raise ToolError(f"{path}:{number}: no messageId") from None
+            found.add(message_id)
+        else:
+            found.add(line)
+    return frozenset(found)
 
 
 def _failure_event(body: bytes) -> FailureEvent | None:

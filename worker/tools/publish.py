@@ -3,7 +3,8 @@ confirms, and with `--wait` collect each one's outcome.
 
     read + check every line -> (any invalid: stop, unless --skip-invalid)
       -> publish in file order, persistent, each with a message id, a correlation
-         id, (with --portal) the x-b24-portal header and (with --wait) reply_to; a
+         id, (with --portal) the x-b24-portal header, (with --job) the x-b24-job
+         header, counted in the job store first, and (with --wait) reply_to; a
          window of unconfirmed publishes; a nacked one is sent again (so it may
          land after later lines), then reported
       -> --wait: events by correlation id until all came or --timeout passed
@@ -26,13 +27,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
 
 from schemas import FailureEvent
-from schemas.wire import PORTAL_HEADER
+from schemas.wire import JOB_HEADER, PORTAL_HEADER
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -44,6 +45,9 @@ from worker.tools.broker import (
 from worker.tools.progress import Progress
 from worker.tools.replies import Event, Replies
 from worker.tools.sources import Format, Line, read_commands
+
+if TYPE_CHECKING:
+    from worker.bulk import JobStore
 
 __all__ = ["PublishOptions", "default_failures_path", "publish_file"]
 
@@ -62,6 +66,7 @@ class PublishOptions:
     failures_path: str | None = None
     window: int = 256  # publishes awaiting their confirm at most
     portal: str | None = None  # the x-b24-portal header of every command
+    job: str | None = None  # the x-b24-job header of every command
 
 
 def default_failures_path(path: str) -> str:
@@ -71,8 +76,15 @@ def default_failures_path(path: str) -> str:
 
 
 async def publish_file(
-    options: PublishOptions, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    options: PublishOptions,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    jobs: JobStore | None = None,
 ) -> int:
+    """``jobs``: where ``options.job`` is counted (needed with it)."""
+    if options.job is not None and jobs is None:
+        raise ValueError("a job needs the job store")
     try:
         lines = read_commands(options.path, fmt=options.fmt)
     except ToolError as exc:
@@ -107,14 +119,21 @@ async def publish_file(
             channel=channel,
             entry=entry,
             portal=options.portal,
+            job=options.job,
             reply_to=reply_to,
             replies=replies,
         )
+        if options.job is not None and jobs is not None:
+            # Counted before they are published: a worker may end them at once.
+            await jobs.publishing(options.job, len(valid))
         unconfirmed = await run.publish_all(valid, window=options.window, err=err)
+        if options.job is not None and jobs is not None and unconfirmed:
+            await jobs.publishing(options.job, -len(unconfirmed))
         published = [line for line in valid if line.number not in unconfirmed]
         print(
             f"published {len(published)} of {len(lines)} commands to {entry} "
-            f"({len(invalid)} invalid, {len(unconfirmed)} not confirmed)",
+            f"({len(invalid)} invalid, {len(unconfirmed)} not confirmed)"
+            + (f" as job {options.job}: b24-worker jobs show {options.job}" if options.job else ""),
             file=out,
         )
         for number, reason in sorted(unconfirmed.items())[:_SHOWN_LINES]:
@@ -135,12 +154,18 @@ class _Run:
         channel: AbstractChannel,
         entry: EntryPoint,
         portal: str | None,
+        job: str | None,
         reply_to: str | None,
         replies: Replies | None,
     ) -> None:
         self._channel = channel
         self._entry = entry
         self._portal = portal
+        self._headers = {
+            name: value
+            for name, value in ((PORTAL_HEADER, portal), (JOB_HEADER, job))
+            if value is not None
+        }
         self._reply_to = reply_to
         self._replies = replies
         self._prefix = uuid.uuid4().hex[:12]
@@ -192,7 +217,7 @@ class _Run:
             self._waits[line.number] = self._replies.expect(correlation_id)
         return aio_pika.Message(
             body=line.body,
-            headers={PORTAL_HEADER: self._portal} if self._portal else None,
+            headers=dict(self._headers) or None,
             content_type="application/json",
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex,
