@@ -46,8 +46,18 @@ __all__ = [
     "result_to_doc",
 ]
 
-# The rate of a job, for its estimate, is that of its last RATE_WINDOW_S seconds.
+# The rate of a job, for its estimate, is that of its last RATE_WINDOW_S seconds; of a
+# job younger than twice that, of the latest half of its time: the portal's burst at the
+# start of a job is spent once, and would otherwise make the rest look faster.
 RATE_WINDOW_S = 15
+
+
+def rate_window_s(first_at: float | None, now: float) -> float:
+    """The seconds before ``now`` whose results give a job's rate."""
+    if first_at is None:
+        return float(RATE_WINDOW_S)
+    return min(float(RATE_WINDOW_S), max((now - first_at) / 2, 1.0))
+
 
 Which = Literal["all", "succeeded", "failed"]
 
@@ -68,7 +78,8 @@ class JobState:
     aborted_at: float | None = None
     first_at: float | None = None  # its first result
     last_at: float | None = None  # its latest result
-    recent: int = 0  # results in the last RATE_WINDOW_S seconds before `read_at`
+    recent: int = 0  # results in the `window_s` seconds before `read_at`
+    window_s: float = float(RATE_WINDOW_S)
     read_at: float = 0.0
 
     @property
@@ -91,11 +102,10 @@ class JobState:
 
     @property
     def rate(self) -> float | None:
-        """Results per second over the last RATE_WINDOW_S seconds (None before any)."""
+        """Results per second lately (see `rate_window_s`); None before any."""
         if self.first_at is None:
             return None
-        window = min(float(RATE_WINDOW_S), max(self.read_at - self.first_at, 1.0))
-        return self.recent / window
+        return self.recent / self.window_s
 
     @property
     def eta_s(self) -> float | None:
@@ -290,9 +300,10 @@ class SqliteJobs:
                 state.failed[error_class or "unknown"] = count
             state.first_at = first if state.first_at is None else min(state.first_at, first)
             state.last_at = last if state.last_at is None else max(state.last_at, last)
+        state.window_s = rate_window_s(state.first_at, now)
         (state.recent,) = connection.execute(
             "SELECT count(*) FROM job_results WHERE job = ? AND at > ?",
-            (job, now - RATE_WINDOW_S),
+            (job, now - state.window_s),
         ).fetchone()
         return state
 
@@ -476,7 +487,9 @@ class RedisJobs:
             fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(meta)).items()}
             if not fields:
                 return None
-            window = [str(second) for second in range(int(now) - RATE_WINDOW_S + 1, int(now) + 1)]
+            window_s = rate_window_s(_float(fields.get("first_at")), now)
+            # Whole seconds: the window rounded up to the seconds the counts are kept by.
+            window = [str(second) for second in range(int(now - window_s) + 1, int(now) + 1)]
             recent = await self._redis.hmget(seconds, window)
         state = JobState(
             job,
@@ -487,6 +500,7 @@ class RedisJobs:
             first_at=_float(fields.get("first_at")),
             last_at=_float(fields.get("last_at")),
             recent=sum(int(count) for count in recent if count is not None),
+            window_s=float(len(window)),
             read_at=now,
         )
         state.failed = dict(

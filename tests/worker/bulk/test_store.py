@@ -179,3 +179,20 @@ async def test_the_ledger_writes_results_that_come_together_in_one_go(tmp_path: 
     assert sum(writes) == 50
     assert len(writes) < 5
     await ledger.close()
+
+
+async def test_a_burst_at_the_start_of_a_job_does_not_make_the_rest_look_faster(
+    store: JobStore, clock: Clock
+) -> None:
+    await store.publishing("prices", 3000)
+    start = clock.now
+    # The portal's burst: 500 results in the first second, then its pace of 100/s.
+    await store.record([ok(f"b{n}", start + n / 1000) for n in range(500)])
+    for second in range(1, 16):
+        await store.record([ok(f"m{second}-{n}", start + second + n / 100) for n in range(100)])
+    clock.now = start + 16
+    state = await store.state("prices")
+    assert state is not None
+    assert state.ended == 2000
+    assert state.rate == pytest.approx(100.0, rel=0.15)
+    assert state.eta_s == pytest.approx(10.0, rel=0.15)  # 1,000 left at 100/s
