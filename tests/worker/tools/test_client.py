@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
 from sandbox.testing import RunningSandbox
 from schemas import CommandValidationError, FailureEvent, SuccessEvent
+from schemas.wire import JOB_HEADER, PORTAL_HEADER
 from tests.worker.broker import connected, drain
 from tests.worker.e2e import force_error, running_worker, settings_for, stored
 from tests.worker.tools.helpers import declared_topology
+from worker.bulk.store import SqliteJobs
 from worker.client import UpdateClient
 from worker.tools.broker import BrokerUnavailableError, ToolError
 
@@ -81,3 +85,33 @@ async def test_a_missing_queue_or_broker_fails_on_entry(amqp_url: str) -> None:
     with pytest.raises(BrokerUnavailableError, match=r"amqp://app:\*\*\*@127\.0\.0\.1:1/"):
         async with UpdateClient("amqp://app:Secret123@127.0.0.1:1/"):
             pass
+
+
+async def test_submit_job_counts_and_labels_every_command_or_sends_none(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    jobs = SqliteJobs(tmp_path / "portals.sqlite3")
+    commands = [{"entityTypeId": 2, "id": n, "fields": {"title": f"T{n}"}} for n in range(1, 6)]
+    async with (
+        declared_topology(amqp_url) as (topology, broker),
+        UpdateClient(amqp_url, queue=topology.update_queue, portal="acme") as client,
+    ):
+        job = await client.submit_job(commands, jobs=jobs)
+        again = await client.submit_job(commands[:2], jobs=jobs, job=job)
+        with pytest.raises(CommandValidationError, match=r"fields\.opened"):
+            await client.submit_job(
+                [*commands, {"entityTypeId": 2, "id": 9, "fields": {"opened": 1}}],
+                jobs=jobs,
+                job="refused",
+            )
+        queued = await drain(broker, topology.update_queue)
+    state = await jobs.state(job)
+    await jobs.close()
+    assert again == job
+    assert state is not None
+    assert (state.queued, state.ended) == (7, 0)
+    assert len(queued) == 7
+    assert {m.headers[JOB_HEADER] for m in queued} == {job}
+    assert {m.headers[PORTAL_HEADER] for m in queued} == {"acme"}
+    assert [json.loads(m.body)["id"] for m in queued] == [1, 2, 3, 4, 5, 1, 2]
+    assert await SqliteJobs(tmp_path / "portals.sqlite3").state("refused") is None
