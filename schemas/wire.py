@@ -27,6 +27,7 @@ __all__ = [
     "DELIVERY_COUNT_HEADER",
     "JOB_HEADER",
     "JOB_ID_PATTERN",
+    "JOB_ID_RULE",
     "JSON_CONTENT_TYPES",
     "PORTAL_HEADER",
     "PORTAL_KEY_PATTERN",
@@ -53,6 +54,7 @@ PORTAL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 JOB_HEADER = "x-b24-job"
 # What a job id may be: it names the job on the command line and in the job store.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+JOB_ID_RULE = "a job id is 1-128 letters, digits and '_.:-', starting with a letter or digit"
 
 # Set on retry copies: how many calls to the portal the command has had so far.
 ATTEMPTS_HEADER = "x-b24-attempts"

@@ -19,7 +19,7 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,16 +136,12 @@ def _tool_settings() -> Settings | None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from schemas.wire import is_job_id
+    from schemas.wire import JOB_ID_RULE, is_job_id
     from worker.bulk import JobStoreError, open_jobs
     from worker.tools.publish import PublishOptions, publish_file
 
     if args.job is not None and not is_job_id(args.job):
-        print(
-            f"b24-worker publish: --job {args.job!r}: a job id is 1-128 letters, digits and "
-            "'_.:-', starting with a letter or digit",
-            file=sys.stderr,
-        )
+        print(f"b24-worker publish: --job {args.job!r}: {JOB_ID_RULE}", file=sys.stderr)
         return 2
     settings = _tool_settings()
     if settings is None:
@@ -171,10 +167,17 @@ def _publish(args: argparse.Namespace) -> int:
             if jobs is not None:
                 await jobs.close()
 
+    return _run_tool("publish", act, JobStoreError)
+
+
+def _run_tool(
+    name: str, act: Callable[[], Coroutine[Any, Any, int]], *errors: type[Exception]
+) -> int:
+    """Run a tool's ``act``; one of ``errors`` is its one-line error, exit code 2."""
     try:
         return asyncio.run(act())
-    except JobStoreError as exc:
-        print(f"b24-worker publish: {exc}", file=sys.stderr)
+    except errors as exc:
+        print(f"b24-worker {name}: {exc}", file=sys.stderr)
         return 2
 
 
@@ -222,11 +225,7 @@ def _dlq(args: argparse.Namespace) -> int:
                 out=sys.stdout,
             )
 
-    try:
-        return asyncio.run(act())
-    except ToolError as exc:
-        print(f"b24-worker dlq {args.action}: {exc}", file=sys.stderr)
-        return 2
+    return _run_tool(f"dlq {args.action}", act, ToolError)
 
 
 def _portals(args: argparse.Namespace) -> int:
@@ -273,11 +272,7 @@ def _portals(args: argparse.Namespace) -> int:
         finally:
             await registry.close()
 
-    try:
-        return asyncio.run(act())
-    except RegistryError as exc:
-        print(f"b24-worker portals {args.action}: {exc}", file=sys.stderr)
-        return 2
+    return _run_tool(f"portals {args.action}", act, RegistryError)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -308,10 +303,7 @@ def _jobs(args: argparse.Namespace) -> int:
             await store.close()
 
     try:
-        return asyncio.run(act())
-    except JobStoreError as exc:
-        print(f"b24-worker jobs {args.action}: {exc}", file=sys.stderr)
-        return 2
+        return _run_tool(f"jobs {args.action}", act, JobStoreError)
     except KeyboardInterrupt:  # leaving `show --follow`
         return 0
 

@@ -44,7 +44,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
-from schemas.wire import DEFAULT_UPDATE_QUEUE, JOB_HEADER, PORTAL_HEADER, is_job_id
+from schemas.wire import DEFAULT_UPDATE_QUEUE, JOB_HEADER, JOB_ID_RULE, PORTAL_HEADER, is_job_id
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -177,7 +177,7 @@ class UpdateClient:
             raise RuntimeError("use the client inside `async with`")
         job = job if job is not None else f"job-{uuid.uuid4().hex[:12]}"
         if not is_job_id(job):
-            raise ValueError(f"job {job!r}: 1-128 letters, digits and '_.:-', starting alnum")
+            raise ValueError(f"job {job!r}: {JOB_ID_RULE}")
         portal = _portal_key(portal) or self._portal
         checked = []
         for position, command in enumerate(commands):

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import AbstractAsyncContextManager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from worker.flow.ledger import JobResult
+from worker.registry.stores import open_owner_only, redis_errors, text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -196,10 +196,8 @@ class SqliteJobs:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            connection = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Used by one thread at a time (see _run), not always the same one.
+            connection = open_owner_only(self.path, check_same_thread=False)
             connection.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 connection.execute(statement)
@@ -231,14 +229,16 @@ class SqliteJobs:
 
     def _record(self, results: Sequence[JobResult]) -> None:
         connection = self._connect()
+        latest: dict[str, float] = {}
+        for result in results:
+            latest[result.job] = max(result.at, latest.get(result.job, result.at))
         with connection:
-            for result in results:
-                connection.execute(
-                    "INSERT INTO jobs (job, created_at, last_active) VALUES (?, ?, ?) "
-                    "ON CONFLICT (job) DO UPDATE SET last_active = max(last_active, "
-                    "excluded.last_active)",
-                    (result.job, result.at, result.at),
-                )
+            connection.executemany(
+                "INSERT INTO jobs (job, created_at, last_active) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET last_active = max(last_active, "
+                "excluded.last_active)",
+                [(job, at, at) for job, at in latest.items()],
+            )
             connection.executemany(
                 "INSERT INTO job_results (job, message_id, status, error_class, at, doc) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job, message_id) DO UPDATE SET "
@@ -478,13 +478,13 @@ class RedisJobs:
     async def aborted(self) -> set[str]:
         async with _redis_errors():
             members = await self._redis.smembers(self._aborted)
-        return {_text(member) for member in members}
+        return {text(member) for member in members}
 
     async def state(self, job: str) -> JobState | None:
         meta, _, seconds = self._keys(job)
         now = self._clock()
         async with _redis_errors():
-            fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(meta)).items()}
+            fields = {text(k): text(v) for k, v in (await self._redis.hgetall(meta)).items()}
             if not fields:
                 return None
             window_s = rate_window_s(_float(fields.get("first_at")), now)
@@ -517,7 +517,7 @@ class RedisJobs:
     async def jobs(self) -> list[JobState]:
         async with _redis_errors():
             found = await self._redis.zrange(self._index, 0, -1)
-            names = sorted(_text(name) for name in found if isinstance(name, bytes | str))
+            names = sorted(text(name) for name in found if isinstance(name, bytes | str))
         return [state for name in names if (state := await self.state(name)) is not None]
 
     async def results(self, job: str, which: Which = "all") -> AsyncIterator[JobResult]:
@@ -529,7 +529,7 @@ class RedisJobs:
                 cursor, page = await self._redis.hscan(kept, cursor, count=1000)
             docs = page.values() if isinstance(page, dict) else page
             for doc in docs:
-                result = result_from_doc(job, _text(doc))
+                result = result_from_doc(job, text(doc))
                 if which in ("all", result.status):
                     found.append(result)
             if cursor == 0:
@@ -541,7 +541,7 @@ class RedisJobs:
         cutoff = self._clock() - retention_s
         async with _redis_errors():
             found = await self._redis.zrangebyscore(self._index, 0, cutoff)
-            old = [_text(name) for name in found if isinstance(name, bytes | str)]
+            old = [text(name) for name in found if isinstance(name, bytes | str)]
         for job in old:
             await self.forget(job)
         return len(old)
@@ -558,18 +558,8 @@ class RedisJobs:
         await self._redis.aclose()
 
 
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    from redis.exceptions import RedisError
-
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise JobStoreError(f"the job store in Redis: {type(exc).__name__}: {exc}") from None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _redis_errors() -> AbstractAsyncContextManager[None]:
+    return redis_errors(JobStoreError, "the job store")
 
 
 def _float(value: str | None) -> float | None:

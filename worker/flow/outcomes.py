@@ -17,6 +17,7 @@ as a `Settled`, and reports it to the observer of the lane it serves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -270,26 +271,19 @@ class Outcomes:
 
 
 def _job_result(event: SuccessEvent | FailureEvent) -> JobResult:
-    job = event.job or ""
-    at = time.time()
-    if isinstance(event, SuccessEvent):
-        return JobResult(
-            job,
-            event.messageId,
-            "succeeded",
-            at,
-            portal=event.portal,
-            entity_type_id=event.entityTypeId,
-            item_id=event.id,
-        )
-    return JobResult(
-        job,
+    result = JobResult(
+        event.job or "",
         event.messageId,
-        "failed",
-        at,
+        event.status,
+        time.time(),
         portal=event.portal,
         entity_type_id=event.entityTypeId,
         item_id=event.id,
+    )
+    if isinstance(event, SuccessEvent):
+        return result
+    return dataclasses.replace(
+        result,
         error_class=event.error.error_class,
         code=event.error.code,
         description=event.error.description,

@@ -259,10 +259,13 @@ class Pipeline:
     async def _send(self, jobs: list[Job], leave: Leave) -> None:
         try:
             jobs = await self._fresh(jobs)
-            aborted = [job for job in jobs if self._aborted(job)]
+            # Those whose bulk job was aborted while they waited for this call are not sent.
+            aborted: list[Job] = []
+            kept: list[Job] = []
+            for job in jobs:
+                (aborted if self._aborted(job) else kept).append(job)
             if aborted:
-                # Aborted while they waited for this call: they are not sent.
-                jobs = [job for job in jobs if not self._aborted(job)]
+                jobs = kept
                 await asyncio.gather(*(self._settle(job, _ABORTED) for job in aborted))
             if self.paused or not jobs:
                 # The group formed as the portal went down or the drain began: the

@@ -8,6 +8,7 @@ learns that something changed by reading one number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["RedisStore", "SqliteStore", "Store"]
+__all__ = ["RedisStore", "SqliteStore", "Store", "open_owner_only", "redis_errors", "text"]
 
 
 class Store(Protocol):
@@ -54,12 +55,7 @@ class SqliteStore:
         return self._connect() if self.path.exists() else None
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            # Created with owner-only permissions before SQLite opens it.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        connection = sqlite3.connect(self.path, timeout=10.0)
-        # Readers (the workers) and a writer (the command line) side by side.
-        connection.execute("PRAGMA journal_mode=WAL")
+        connection = open_owner_only(self.path)
         for statement in _SCHEMA:
             connection.execute(statement)
         connection.commit()
@@ -146,12 +142,12 @@ class RedisStore:
     async def read_all(self) -> dict[str, str]:
         async with _redis_errors():
             raw = await self._redis.hgetall(self._entries)
-        return {_text(key): _text(doc) for key, doc in sorted(raw.items())}
+        return {text(key): text(doc) for key, doc in sorted(raw.items())}
 
     async def read(self, key: str) -> str | None:
         async with _redis_errors():
             doc = await self._redis.hget(self._entries, key)
-        return None if doc is None else _text(doc)
+        return None if doc is None else text(doc)
 
     async def write(self, entries: Mapping[str, str]) -> None:
         async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
@@ -176,15 +172,32 @@ class RedisStore:
         await self._redis.aclose()
 
 
+def open_owner_only(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """The SQLite file at ``path``, created readable by its owner only, in WAL mode:
+    readers (the workers) and a writer (the command line) side by side."""
+    if not path.exists():
+        # Created with owner-only permissions before SQLite opens it.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    connection = sqlite3.connect(path, timeout=10.0, check_same_thread=check_same_thread)
+    connection.execute("PRAGMA journal_mode=WAL")
+    return connection
+
+
 @asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
+async def redis_errors(error: type[Exception], what: str) -> AsyncIterator[None]:
+    """Redis failing (or unreachable) as ``error``, its message naming ``what`` failed."""
     from redis.exceptions import RedisError
 
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise RegistryError(f"the registry in Redis: {type(exc).__name__}: {exc}") from None
+        raise error(f"{what} in Redis: {type(exc).__name__}: {exc}") from None
 
 
-def _text(value: bytes | str) -> str:
+def _redis_errors() -> contextlib.AbstractAsyncContextManager[None]:
+    return redis_errors(RegistryError, "the registry")
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value

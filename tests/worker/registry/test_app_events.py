@@ -16,7 +16,8 @@ from sandbox.testing import RunningSandbox
 from schemas.wire import PORTAL_HEADER
 from tests.reliability.processes import free_port
 from tests.worker.broker import connected, publish, take
-from tests.worker.e2e import events, eventually, running_worker, settings_for, stored
+from tests.worker.e2e import events, eventually, running_worker, stored
+from tests.worker.registry.test_worker_registry import registry_settings
 from worker.registry import Registry, Sealer, SqliteStore, new_key
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
@@ -40,13 +41,11 @@ async def test_installed_served_forgeries_refused_uninstalled_gone(
 ) -> None:
     key, port, path = new_key(), free_port(), tmp_path / "portals.sqlite3"
     app = south.state.config  # the sandbox's application credentials
-    settings = settings_for(
+    settings = registry_settings(
         amqp_url,
         north,
-        B24_PORTAL_KEY="north",
-        B24_DEFAULT_PORTAL="north",
-        REGISTRY_PATH=str(path),
-        REGISTRY_KEY=key,
+        path,
+        key,
         INSTALL_PORT=port,
         B24_APP_CLIENT_ID=app.client_id,
         B24_APP_CLIENT_SECRET=app.client_secret,

@@ -24,8 +24,11 @@ from worker.runtime.app import Worker
 from worker.settings import PortalConfig, Settings
 
 
-def registry_settings(amqp_url: str, north: RunningSandbox, path: Path, key: str) -> Settings:
-    """North configured (the default portal); the registry at ``path``, sealed under ``key``."""
+def registry_settings(
+    amqp_url: str, north: RunningSandbox, path: Path, key: str, **more: Any
+) -> Settings:
+    """North configured (the default portal); the registry at ``path``, sealed under
+    ``key``; ``more`` settings beside."""
     return settings_for(
         amqp_url,
         north,
@@ -33,6 +36,7 @@ def registry_settings(amqp_url: str, north: RunningSandbox, path: Path, key: str
         B24_DEFAULT_PORTAL="north",
         REGISTRY_PATH=str(path),
         REGISTRY_KEY=key,
+        **more,
     )
 
 
