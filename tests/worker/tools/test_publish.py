@@ -163,3 +163,18 @@ async def test_an_unreachable_broker_is_said_without_its_password(tmp_path: Path
     assert ran.returncode == 2
     assert "cannot reach the broker at amqp://app:***@127.0.0.1:1/" in ran.stderr
     assert "Br0kerPassw0rd" not in ran.stdout + ran.stderr
+
+
+async def test_a_job_id_that_breaks_the_rule_is_refused_before_anything_is_sent(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    source = jsonl(tmp_path / "deals.jsonl", deal(1, title="ok"))
+    store = tmp_path / "portals.sqlite3"
+    async with declared_topology(amqp_url) as (topology, broker):
+        env = tool_env(amqp_url, topology, REGISTRY_PATH=str(store))
+        ran = await run_tool("publish", source, "--job", "prices/2026", env=env)
+        queued = await drain(broker, topology.update_queue)
+    assert ran.returncode == 2
+    assert "--job 'prices/2026': a job id is 1-128 letters" in ran.stderr
+    assert queued == []
+    assert not store.exists()
