@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml requirements/dev.txt
 setup: $(STAMP)
 
 # The local RabbitMQ (with the consistent-hash exchange) and Redis, started when they
-# do not answer; a broker elsewhere (AMQP_URL) is only checked.
+# do not answer; a broker elsewhere (AMQP_URL) is only checked. Chromium for the
+# /status page's browser test, installed from Debian's packages where apt can run.
 services:
 	bash scripts/ensure_broker.sh
 	bash scripts/ensure_redis.sh
+	bash scripts/ensure_chromium.sh
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

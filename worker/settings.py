@@ -264,7 +264,7 @@ class Settings(BaseSettings):
 
     # Operations
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
-        default=8080, description="/metrics, /healthz, /readyz; 0 disables"
+        default=8080, description="/metrics, /healthz, /readyz, /status; 0 disables"
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     LOG_FORMAT: Literal["json", "console"] = Field(default="json")

@@ -1,23 +1,26 @@
-"""/metrics, /healthz and /readyz on HTTP_PORT, served inside the worker's event loop.
+"""/metrics, /healthz, /readyz and /status on HTTP_PORT, served inside the worker's
+event loop.
 
 /healthz answers 200 while the event loop runs. /readyz answers 200 only while
 the worker consumes: connected to the broker and the portal not down; otherwise
-503 with the reason, so an orchestrator stops routing work to it.
+503 with the reason, so an orchestrator stops routing work to it. /status is a
+page for people (`status.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from worker.observability.metrics import Metrics
+from worker.observability.status import Status, render
 
 __all__ = ["HealthServer", "InLoopServer"]
 
@@ -48,16 +51,25 @@ class InLoopServer:
 
 
 class HealthServer(InLoopServer):
-    def __init__(self, *, port: int, metrics: Metrics, not_ready: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        metrics: Metrics,
+        not_ready: Callable[[], str | None],
+        status: Callable[[], Awaitable[Status]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._not_ready = not_ready
-        app = Starlette(
-            routes=[
-                Route("/metrics", self._metrics_page),
-                Route("/healthz", self._healthz),
-                Route("/readyz", self._readyz),
-            ]
-        )
+        self._status = status
+        routes = [
+            Route("/metrics", self._metrics_page),
+            Route("/healthz", self._healthz),
+            Route("/readyz", self._readyz),
+        ]
+        if status is not None:
+            routes.append(Route("/status", self._status_page))
+        app = Starlette(routes=routes)
         super().__init__(app, port=port)
 
     async def _metrics_page(self, request: Request) -> Response:
@@ -65,6 +77,11 @@ class HealthServer(InLoopServer):
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def _status_page(self, request: Request) -> Response:
+        assert self._status is not None  # noqa: S101 - the route exists only with it
+        page = render(await self._status())
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     async def _readyz(self, request: Request) -> Response:
         reason = self._not_ready()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,7 +25,7 @@ from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
 from worker.amqp.backlog import ready_counts
 from worker.amqp.consumer import Consumers
-from worker.amqp.nodes import connect_nodes
+from worker.amqp.nodes import NodesConnection, connect_nodes
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare, declare_portal
 from worker.bulk import JobLedger, JobStoreError, open_jobs
@@ -35,6 +36,7 @@ from worker.flow.routing import Router
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
+from worker.observability.status import REFRESH_S, JobRow, PortalRow, Status
 from worker.registry import Registry, RegistryError, open_registry, with_registry
 from worker.runtime.lanes import Lane, build_lane
 from worker.runtime.readiness import Readiness
@@ -118,6 +120,11 @@ class Worker:
         self.lanes: dict[str, Lane] = {}
         # Commands waiting in each portal's queue, by portal, as last read.
         self.backlog: dict[str, int] = {}
+        # Commands waiting on each work queue, by queue, as last read (and when).
+        self.queues: dict[str, int] = {}
+        self._queues_read_at = 0.0
+        self._status_lock = asyncio.Lock()
+        self._started_at = time.monotonic()
         self.readiness = Readiness(self.lanes)
         self._pipelines: dict[str, Pipeline] = {}
         self._consumers: Consumers | None = None
@@ -250,7 +257,10 @@ class Worker:
             from worker.observability.health import HealthServer
 
             self._health = HealthServer(
-                port=s.HTTP_PORT, metrics=self.metrics, not_ready=self.readiness.reason
+                port=s.HTTP_PORT,
+                metrics=self.metrics,
+                not_ready=self.readiness.reason,
+                status=self.status,
             )
             await self._health.start()
         if s.INSTALL_PORT:
@@ -436,25 +446,84 @@ class Worker:
     async def _watch_backlog(self) -> None:
         """Keep `b24_queue_ready` and `backlog` current: each work queue's waiting
         commands (a lane's calls fill on through gaps while its queue has some)."""
-        topology, connection = self.topology, _started(self.connection)
         while True:
-            # The portals of this moment: some are registered or removed at run time.
-            portal_of = {}
-            queues = topology.work_queues
-            if topology.portal_queues:
-                portal_of = {topology.portal_queue(key): key for key in self.lanes}
-                queues = (topology.update_queue, *portal_of)
-            try:
-                counts = await ready_counts(connection, queues)
-            except Exception as exc:  # reconnecting: read again next time
-                log.debug("backlog.unread", error=type(exc).__name__)
-            else:
-                for queue, ready in counts.items():
-                    portal = portal_of.get(queue, "")
-                    self.metrics.queue_ready.labels(queue, portal).set(ready)
-                    if portal:
-                        self.backlog[portal] = ready
+            await self._read_backlog()
             await asyncio.sleep(BACKLOG_EVERY_S)
+
+    async def _read_backlog(self) -> None:
+        topology, connection = self.topology, _started(self.connection)
+        # The portals of this moment: some are registered or removed at run time.
+        portal_of = {}
+        queues = topology.work_queues
+        if topology.portal_queues:
+            portal_of = {topology.portal_queue(key): key for key in self.lanes}
+            queues = (topology.update_queue, *portal_of)
+        try:
+            counts = await ready_counts(connection, queues)
+        except Exception as exc:  # reconnecting: read again next time
+            log.debug("backlog.unread", error=type(exc).__name__)
+            return
+        self.queues, self._queues_read_at = dict(counts), time.monotonic()
+        for queue, ready in counts.items():
+            portal = portal_of.get(queue, "")
+            self.metrics.queue_ready.labels(queue, portal).set(ready)
+            if portal:
+                self.backlog[portal] = ready
+
+    async def status(self) -> Status:
+        """What /status shows: the worker, its portals, its queues, the running jobs.
+
+        The queues are read again when the last reading is older than the page's
+        refresh: however many people watch, at most one reading per REFRESH_S.
+        """
+        async with self._status_lock:
+            if time.monotonic() - self._queues_read_at > REFRESH_S:
+                await self._read_backlog()
+        portals = []
+        for key, lane in sorted(self.lanes.items()):
+            pipeline = lane.pipeline
+            portals.append(
+                PortalRow(
+                    key=key,
+                    state=pipeline.down or "up",
+                    rate_per_second=lane.portal.rate_per_second,
+                    burst=lane.portal.rate_burst,
+                    waiting=self.backlog.get(key) if self.topology.portal_queues else None,
+                    held=pipeline.held,
+                    calls_out=pipeline.calls_out,
+                )
+            )
+        jobs: list[JobRow] = []
+        unread = None
+        try:
+            states = await self.ledger.store.jobs()
+        except JobStoreError as exc:
+            states, unread = [], str(exc)
+        for state in states:
+            if not state.done:
+                jobs.append(
+                    JobRow(
+                        job=state.job,
+                        ended=state.ended,
+                        expected=state.expected,
+                        succeeded=state.succeeded,
+                        failed=sum(state.failed.values()),
+                        rate=state.rate,
+                        eta_s=state.eta_s,
+                        aborting=state.aborted_at is not None,
+                    )
+                )
+        connection = self.connection
+        return Status(
+            ready=self.readiness.reason(),
+            node=connection.node if isinstance(connection, NodesConnection) else "-",
+            uptime_s=time.monotonic() - self._started_at,
+            portals=portals,
+            queues=dict(self.queues),
+            queues_read_s=time.monotonic() - self._queues_read_at,
+            jobs=jobs,
+            jobs_unread=unread,
+        )
 
     async def drain(self) -> None:
         """Stop consuming, finish what is in flight within DRAIN_TIMEOUT_S, then close.
