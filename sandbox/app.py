@@ -19,6 +19,7 @@ from sandbox.bodies import merge_params
 from sandbox.clock import Clock
 from sandbox.config import SandboxConfig
 from sandbox.control import control_routes
+from sandbox.counters import saving
 from sandbox.envelope import dumps
 from sandbox.oauth import OAuthError
 from sandbox.pipeline import RestRequest, handle_rest
@@ -58,8 +59,9 @@ async def _rest(request: Request, webhook: tuple[str, str] | None) -> Response:
         webhook=webhook,
         scheme=request.url.scheme,
     )
-    status, body = await handle_rest(state, call)
-    if state.faults.random_disconnect(state.rng):  # carried out, but the answer is lost
+    with saving() as saved:
+        status, body = await handle_rest(state, call)
+    if state.faults.random_disconnect(state.rng, wrote=bool(saved)):  # carried out, answer lost
         state.counters.disconnects += 1
         await drop_connection(request)
     return json_response(status, body)

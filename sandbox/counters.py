@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Counters"]
+__all__ = ["Counters", "saving"]
+
+# Set while one request is handled: whether it saved an item (nested batch commands
+# included). Each request is handled in a task of its own, so requests side by side
+# never see each other's.
+_SAVED: ContextVar[list[bool] | None] = ContextVar("sandbox_saved", default=None)
+
+
+@contextmanager
+def saving() -> Iterator[list[bool]]:
+    """Around one request: yields a list that holds True once the request saved an item."""
+    saved: list[bool] = []
+    token = _SAVED.set(saved)
+    try:
+        yield saved
+    finally:
+        _SAVED.reset(token)
 
 
 @dataclass(slots=True)
@@ -30,6 +49,13 @@ class Counters:
     # tell a client's start-up from its pacing; None until the first request
     first_request_at: float | None = None
     last_request_at: float | None = None
+
+    def saved(self) -> None:
+        """Count one item written, for the request being handled too (`saving`)."""
+        self.saves += 1
+        marks = _SAVED.get()
+        if marks is not None and not marks:
+            marks.append(True)
 
     def arrived(self) -> None:
         """Count one request taken in."""

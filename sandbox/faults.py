@@ -69,6 +69,7 @@ class Faults:
     forbidden_stages: list[str] = field(default_factory=list)
     item_errors: list[ItemErrorRule] = field(default_factory=list)
     disconnect_rate: float = 0.0
+    disconnect_writes_only: bool = False  # only requests that saved an item lose their answer
     html_rate: float = 0.0
     html_status: int = 502
 
@@ -119,8 +120,11 @@ class Faults:
     def random_failure(self, rng: random.Random) -> bool:
         return self.error_rate > 0 and rng.random() < self.error_rate
 
-    def random_disconnect(self, rng: random.Random) -> bool:
-        """The request was carried out, but this answer is to be lost with its connection."""
+    def random_disconnect(self, rng: random.Random, *, wrote: bool = True) -> bool:
+        """The request was carried out, but this answer is to be lost with its connection.
+        ``wrote``: it saved an item (with ``disconnect_writes_only``, only those lose it)."""
+        if self.disconnect_writes_only and not wrote:
+            return False
         return self.disconnect_rate > 0 and rng.random() < self.disconnect_rate
 
     def random_html(self, rng: random.Random) -> bool:

@@ -10,6 +10,7 @@ bytes into the typed command of the entity type, or raises `CommandValidationErr
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -88,10 +89,21 @@ class UpdateCommand(BaseModel):
         """False when applying the command twice could do more than applying it once:
         an fm entry with a value (an addition; or an entry id, which a portal may ignore
         and add the value again), or a file uploaded. fm deletions alone are idempotent."""
+        return not self.fm_additions() and not self.uploads_files
+
+    @property
+    def uploads_files(self) -> bool:
+        """True when a field carries a file to upload (each send uploads it again)."""
+        return any(_uploads_file(value) for value in self.fields_to_send().values())
+
+    def fm_additions(self) -> Counter[tuple[str, str]]:
+        """The fm values the command may add, as (typeId, value), counted: each entry
+        with a value, an entry id included (see `may_add_entries`)."""
         fm = getattr(self.fields, "fm", None)
-        if fm and may_add_entries(fm):
-            return False
-        return not any(_uploads_file(value) for value in self.fields_to_send().values())
+        if not fm or not may_add_entries(fm):
+            return Counter()
+        entries = fm.values() if isinstance(fm, dict) else fm
+        return Counter((entry.typeId, entry.value) for entry in entries if entry.value != "")
 
     def fields_to_send(self) -> dict[str, Any]:
         return self.fields.to_send(original_uf_names=self.useOriginalUfNames == "Y")

@@ -85,6 +85,12 @@ class SuccessEvent(_Event):
         default_factory=list,
         description="sent fields whose value in the returned item differs from what was sent",
     )
+    verifiedByReadBack: bool = Field(
+        default=False,
+        description="true when the answer was lost and the worker found the command applied "
+        "by reading the item back (its fm entries there, and not there before the send); "
+        "`item` is then the item as read",
+    )
 
 
 class EventError(BaseModel):

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     B24_TIMEOUT_S: Annotated[float, Field(gt=0, le=120)] = Field(
         default=70.0, description="HTTP read timeout; the portal cuts a request off at 60 s"
     )
+    B24_READ_BACK_AFTER_S: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=60.0,
+        description="a command adding fm values whose answer was lost is read back this long "
+        "after (the portal cuts a request at 60 s): applied, a verified success; not "
+        "applied, sent again; 0: it ends in_doubt at once",
+    )
     B24_ALLOW_HTTP: bool = Field(
         default=False,
         description="allow plain http to a host that is not loopback (the compose demo)",

@@ -24,5 +24,5 @@ def item_add(call: Call, params: dict[str, Any]) -> Outcome:
     ctx = call.state.write_context(call.user_id, original_names=original)
     item, _ = write_item(ctx, schema, fields, None)
     call.state.store.insert(schema.entity.id, item)
-    call.state.counters.saves += 1
+    call.state.counters.saved()
     return Outcome({"item": schema.render(item, original)})

@@ -45,7 +45,7 @@ def item_update(call: Call, params: dict[str, Any]) -> Outcome:
     item, saved = write_item(ctx, schema, fields, current)
     if saved:
         state.store.replace(type_id, item_id, item)
-        state.counters.saves += 1
+        state.counters.saved()
     else:
         state.counters.unchanged_updates += 1
     return Outcome({"item": schema.render(item, original)})

@@ -10,6 +10,10 @@ sandbox portal over HTTP, with a seeded fault, and checks that:
   an expired token);
 - what the portal stored agrees: fm entries are counted on the items, and an
   addition is never applied twice.
+
+The worker runs without reading back (B24_READ_BACK_AFTER_S=0), so a lost
+answer to an addition ends `in_doubt` as it did before reading back existed;
+the last scenario runs both ways (tests/worker/test_read_back.py has more).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from sandbox.clock import ManualClock
 from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected, publish_all
-from tests.worker.e2e import control, eventually, running_worker, settings_for
+from tests.worker.e2e import control, eventually, running_worker
+from tests.worker.e2e import settings_for as e2e_settings_for
 from worker.runtime.app import Worker
 from worker.settings import Settings
 
@@ -212,6 +217,11 @@ def idle(worker: Worker) -> bool:
 def published(worker: Worker) -> int:
     """The success and failure events the worker published, as its own counters say."""
     return int(metric(worker, "b24_succeeded_total") + metric(worker, "b24_failed_total"))
+
+
+def settings_for(amqp_url: str, portal: RunningSandbox, **overrides: Any) -> Settings:
+    """As the end-to-end tests', without reading back unless ``overrides`` ask for it."""
+    return e2e_settings_for(amqp_url, portal, **{"B24_READ_BACK_AFTER_S": 0, **overrides})
 
 
 def portal_with(**options: Any) -> SandboxConfig:
@@ -562,9 +572,13 @@ async def test_while_the_portal_is_blocked_nothing_is_sent_or_ended_and_all_succ
 # 9. fm additions under every fault at once ---------------------------------------------------
 
 
-async def test_fm_additions_are_never_applied_twice_whatever_the_fault(amqp_url: str) -> None:
+@pytest.mark.parametrize("read_back_after_s", [0, 0.3], ids=["in-doubt", "read-back"])
+async def test_fm_additions_are_never_applied_twice_whatever_the_fault(
+    amqp_url: str, read_back_after_s: float
+) -> None:
     """500s (the portal did not run the call), dropped answers (it did) and HTML pages (it
-    did not) at once, on leads, contacts and companies, both spellings of an addition."""
+    did not) at once, on leads, contacts and companies, both spellings of an addition;
+    the reads back meet the same faults."""
     lead, company = 1, 4
     adds = interleave(
         phone_additions(range(1, 31), "mixed", entity_type_id=lead),
@@ -576,7 +590,13 @@ async def test_fm_additions_are_never_applied_twice_whatever_the_fault(amqp_url:
     async with running_sandbox(portal_with(random_seed=5, error_rate=0.1)) as portal:
         control(portal, "PATCH", "faults", {"disconnect_rate": 0.1, "html_rate": 0.1})
         settings, done = await run_to_the_end(
-            amqp_url, portal, commands, BATCH_SIZE=3, MAX_ATTEMPTS=8, **UNPACED
+            amqp_url,
+            portal,
+            commands,
+            BATCH_SIZE=3,
+            MAX_ATTEMPTS=8,
+            B24_READ_BACK_AFTER_S=read_back_after_s,
+            **UNPACED,
         )
         counters = control(portal, "GET", "counters")
         check_bounded(done, settings.MAX_ATTEMPTS)
@@ -586,7 +606,17 @@ async def test_fm_additions_are_never_applied_twice_whatever_the_fault(amqp_url:
         assert classes(done, "-deal-") == {"succeeded": len(deals)}
         check_titles(portal, deals, done)
         fm = classes(done, "-fm-")
-        assert set(fm) == {"succeeded", "in_doubt"}
+        print(f"\nfm additions ({read_back_after_s=}): {dict(fm)}")
+        if read_back_after_s:
+            # Read back. Here the reads meet the same faults as the updates (a third
+            # of them fails), so a command whose item could not be read before its
+            # call (three tries) and whose answer is then lost stays in doubt: 0 of
+            # 90 in the runs seen, 5% allowed. test_read_back.py holds reads that
+            # answer to at most 1%.
+            assert set(fm) <= {"succeeded", "in_doubt"}
+            assert fm.get("in_doubt", 0) * 20 <= len(adds)
+        else:
+            assert set(fm) == {"succeeded", "in_doubt"}
         assert sum(fm.values()) == len(adds)
         phones = phones_added(portal, adds, "mixed")
         for message_id, _ in adds:

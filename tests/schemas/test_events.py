@@ -36,6 +36,7 @@ def test_success_event_json() -> None:
         "item": {"id": 351, "title": "x"},
         "ignoredFields": ["Title"],
         "notApplied": ["stageId"],
+        "verifiedByReadBack": False,
     }
 
 

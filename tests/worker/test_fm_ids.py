@@ -59,7 +59,10 @@ async def test_an_fm_entry_id_with_a_value_whose_answer_was_lost_is_in_doubt_and
     entry = {"typeId": "PHONE", "valueType": "WORK", "value": VALUE}
     sets_a_value = fm_command(1, {str(phone["id"]): entry})
     deletes = fm_command(2, {str(email["id"]): {"typeId": "EMAIL", "value": ""}})
-    settings = settings_for(amqp_url, portal, B24_TIMEOUT_S=0.5, MAX_ATTEMPTS=2)
+    # Without reading back (tests/worker/test_read_back.py reads back).
+    settings = settings_for(
+        amqp_url, portal, B24_TIMEOUT_S=0.5, MAX_ATTEMPTS=2, B24_READ_BACK_AFTER_S=0
+    )
     async with (
         running_worker(settings) as worker,
         connected(amqp_url, worker.topology) as broker,

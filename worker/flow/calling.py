@@ -31,7 +31,7 @@ from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
 from worker.limiter import CallLimiter, Leave, OperatingReport, Refused
 
-__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "PortalDown"]
+__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "Doubt", "PortalDown"]
 
 METHOD = "crm.item.update"
 
@@ -47,7 +47,15 @@ class PortalDown:
     code: str
 
 
-Decision = Outcome | Again | PortalDown
+@dataclass(frozen=True)
+class Doubt:
+    """The answer was lost for a command whose values were counted before its call:
+    the item is read back (`readback`) instead of ending it `in_doubt` at once."""
+
+    code: str
+
+
+Decision = Outcome | Again | PortalDown | Doubt
 
 
 class Calls(Protocol):
@@ -171,6 +179,8 @@ def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision
         # An error answer other than a refused token means the portal took the
         # request in and may have applied part of it: not re-sent blindly.
         if code != "expired_token" and command is not None and not command.is_idempotent:
+            if job.before is not None:
+                return Doubt(code or "ERROR")
             return Failed(
                 ErrorClass.IN_DOUBT,
                 code or "ERROR",
@@ -186,6 +196,8 @@ def _doubt(job: Job, what: str, maybe_sent: bool) -> Decision:
     job.attempts += 1
     command = job.command
     if maybe_sent and command is not None and not command.is_idempotent:
+        if job.before is not None:
+            return Doubt(what)
         return Failed(
             ErrorClass.IN_DOUBT,
             what,

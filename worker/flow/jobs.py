@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict)
     query: str | None = None  # the params as a batch carries them; None: they go alone
     failure: ErrorClass | None = None  # set when the command ended with a failure event
+    # The fm values it adds, as counted on the item just before its first call (readback).
+    before: Counter[tuple[str, str]] | None = None
 
     @classmethod
     def from_message(cls, message: Delivery, source: Source) -> Job:

@@ -58,6 +58,7 @@ _MAX_COMMAND_TEXT = 64 * 1024  # a failure event keeps at most this much of a no
 class Succeeded:
     item: dict[str, Any]
     not_applied: tuple[str, ...] = ()
+    verified: bool = False  # the answer was lost; reading the item back showed it applied
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class Outcomes:
             item=outcome.item,
             ignoredFields=list(command.ignored_fields),
             notApplied=list(outcome.not_applied),
+            verifiedByReadBack=outcome.verified,
         )
         body = event.to_json()
         reply_to = job.message.reply_to

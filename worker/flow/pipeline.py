@@ -6,7 +6,9 @@ In the order a command travels, each step a method of `Pipeline`:
     ready    custom fields checked (definitions); encoded once for a batch; queued (batching);
              a command whose bulk job was aborted ends here as `aborted` (ledger)
     run      a group forms when the limiter lets a call go (batching, limiter)
-    send     one call for the group, a decision per command (calling)
+    send     one call for the group, a decision per command (calling); a command adding
+             fm values has them counted on its item first, and if the answer is lost it
+             is read back after the cut-off (readback)
     decided  the decision carried out (outcomes: event, confirm, ack); the item's turn
              passes to its next command
 
@@ -47,13 +49,14 @@ from worker.amqp.topology import Topology
 from worker.bitrix import php_query
 from worker.flow.batching import Batcher
 from worker.flow.breaker import Breaker
-from worker.flow.calling import Again, Calls, Decision, PortalDown
+from worker.flow.calling import Again, Calls, Decision, Doubt, PortalDown
 from worker.flow.definitions import FieldDefinitions
 from worker.flow.jobs import Job
 from worker.flow.ledger import Ledger
 from worker.flow.observer import Observer
 from worker.flow.ordering import OrderingGate
 from worker.flow.outcomes import Failed, HandBack, Outcome, Outcomes, Retry, Settled, Succeeded
+from worker.flow.readback import ReadBack
 from worker.limiter import Leave
 
 __all__ = ["MAX_CALLS_IN_FLIGHT", "Admission", "Consumption", "Pipeline"]
@@ -105,12 +108,15 @@ class Pipeline:
         max_in_flight: int = MAX_CALLS_IN_FLIGHT,
         backlog: Callable[[], bool] = lambda: False,
         ledger: Ledger | None = None,
+        read_back: ReadBack | None = None,
     ) -> None:
         """``backlog`` tells whether the portal's queue has commands waiting on the
         broker: a group then fills on through gaps (see `Batcher`); ``ledger`` tells
         which bulk jobs were aborted."""
         self.portal = portal
         self._ledger = ledger
+        self._read_back = read_back
+        self._resolving: set[asyncio.Task[None]] = set()
         self._outcomes = outcomes
         self._limiter = limiter
         self._caller = caller
@@ -274,6 +280,8 @@ class Pipeline:
                 self._again(jobs)
                 return
             try:
+                if self._read_back is not None:
+                    await self._read_back.before(jobs)
                 decisions = await self._caller.send(jobs, leave)
             except Exception:
                 # A bug, not an answer: hand the jobs back. The broker counts the
@@ -281,9 +289,33 @@ class Pipeline:
                 log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
                 await asyncio.gather(*(self._settle(job, HandBack("crashed")) for job in jobs))
                 return
-            await asyncio.gather(*(self._decided(job, decision) for job, decision in decisions))
+            doubted = [job for job, decision in decisions if isinstance(decision, Doubt)]
+            if doubted:
+                self._resolve_later(doubted)
+            await asyncio.gather(
+                *(
+                    self._decided(job, decision)
+                    for job, decision in decisions
+                    if not isinstance(decision, Doubt)
+                )
+            )
         finally:
             self._slots.release()
+
+    def _resolve_later(self, jobs: list[Job]) -> None:
+        """Read the items back once their call can no longer be running; the jobs keep
+        their items meanwhile."""
+        task = asyncio.create_task(self._resolve(jobs))
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+
+    async def _resolve(self, jobs: list[Job]) -> None:
+        if self._read_back is None:  # pragma: no cover - a Doubt comes only with it
+            raise RuntimeError("a doubt without read-back")
+        for job, outcome in await self._read_back.resolve(jobs):
+            # Not applied: once more through a delay tier, counted as an attempt, its
+            # values counted again before that call.
+            await self._settle(job, outcome or Retry("read back: not applied"))
 
     # -- 5. decided: the decision carried out, the item's turn passed on
 
@@ -297,6 +329,8 @@ class Pipeline:
                 await self.pause(state, code)
             case Succeeded() | Failed() | Retry() | HandBack():
                 await self._settle(job, decision)
+            case Doubt():
+                self._resolve_later([job])
             case _:
                 assert_never(decision)
 
@@ -421,6 +455,9 @@ class Pipeline:
         self._sending.clear()
         while self._calls:
             await asyncio.gather(*list(self._calls), return_exceptions=True)
+        # Commands waiting to be read back stay unacked: they go back with the connection.
+        for task in list(self._resolving):
+            task.cancel()
 
     async def _fresh(self, jobs: list[Job]) -> list[Job]:
         """The jobs whose delivery's channel is still open.
@@ -453,9 +490,11 @@ class Pipeline:
             await self._ready(following)
 
     async def close(self) -> None:
-        """Stop probing (the worker is stopping)."""
+        """Stop probing and reading back (the worker is stopping)."""
         if self._probing is not None:
             self._probing.cancel()
+        for task in list(self._resolving):
+            task.cancel()
 
 
 def _returned(job: Job) -> bool:

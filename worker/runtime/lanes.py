@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,11 @@ from worker.flow.breaker import Breaker
 from worker.flow.calling import METHOD, Caller
 from worker.flow.classify import classify
 from worker.flow.definitions import DefinitionsCache, FieldDefinitions
+from worker.flow.jobs import ItemKey
 from worker.flow.ledger import Ledger
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT, Consumption, Pipeline
+from worker.flow.readback import ReadBack
 from worker.limiter import CallLimiter, OperatingBudget, RequestPacer, SystemClock
 from worker.observability.logging import SecretMask
 from worker.observability.metrics import Metrics
@@ -211,6 +213,9 @@ def build_lane(
         definitions=definitions,
         backlog=lambda: waiting.get(portal.key, 0) > 0,
         ledger=ledger,
+        read_back=ReadBack(paced, after_s=settings.B24_READ_BACK_AFTER_S)
+        if settings.B24_READ_BACK_AFTER_S > 0
+        else None,
     )
     return Lane(
         portal,
@@ -234,3 +239,26 @@ class _Paced:
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CommandAnswer:
         await self._pacer.acquire()
         return await self._client.call(method, params)
+
+    async def items(self, keys: Sequence[ItemKey]) -> dict[ItemKey, dict[str, Any] | None]:
+        """Items read in one ``batch`` of crm.item.get (read back); an item the portal
+        does not have is None, any other error raises."""
+        await self._pacer.acquire()
+        answer = await self._client.batch(
+            {
+                f"r{n}": ("crm.item.get", {"entityTypeId": t, "id": i})
+                for n, (t, i) in enumerate(keys)
+            }
+        )
+        found: dict[ItemKey, dict[str, Any] | None] = {}
+        for n, key in enumerate(keys):
+            command = answer.commands[f"r{n}"]
+            if command.error is not None and command.error.code == "NOT_FOUND":
+                found[key] = None
+            elif command.error is not None or not command.ran:
+                raise RuntimeError(f"crm.item.get {key}: {command.error or 'not run'}")
+            else:
+                result = command.result
+                item = result.get("item") if isinstance(result, dict) else None
+                found[key] = item if isinstance(item, dict) else None
+        return found
