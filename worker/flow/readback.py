@@ -79,7 +79,8 @@ class ReadBack:
         """True for a command whose doubt a reading can resolve: it adds fm values, and
         uploads no file."""
         command = job.command
-        return command is not None and not command.uploads_files and bool(command.fm_additions())
+        # fm first: asked of every command of every call, and most have none.
+        return command is not None and bool(command.fm_additions()) and not command.uploads_files
 
     async def before(self, jobs: Sequence[Job]) -> None:
         """Count, for each job that wants it and has no count yet, its values on the item
