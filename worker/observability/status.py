@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-__all__ = ["REFRESH_S", "JobRow", "PortalRow", "Status", "render"]
+__all__ = ["REFRESH_S", "JobRow", "PortalRow", "Status", "duration", "render"]
 
 REFRESH_S = 5
 
@@ -72,7 +72,8 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """``seconds`` as people read them: 42 s, 3 min 05 s, 2 h 10 min; "-" for unknown."""
     if seconds is None:
         return "-"
     whole = round(seconds)
@@ -112,7 +113,7 @@ def _job_rows(jobs: list[JobRow]) -> list[str]:
             f"{share:.1%}</td>"
             f'<td class="n">{j.ended} of {j.expected}</td>'
             f'<td class="n">{j.succeeded}</td><td class="n">{j.failed}</td>'
-            f'<td class="n">{rate}</td><td class="n">{_duration(j.eta_s)}</td></tr>'
+            f'<td class="n">{rate}</td><td class="n">{duration(j.eta_s)}</td></tr>'
         )
     return rows
 
@@ -131,14 +132,14 @@ def render(status: Status) -> str:
         f"<style>{_STYLE}</style></head><body>",
         "<h1>b24-worker</h1>",
         f'<p id="worker">{ready} &middot; broker {_e(status.node)} &middot; '
-        f"up {_duration(status.uptime_s)} &middot; "
+        f"up {duration(status.uptime_s)} &middot; "
         f'<span class="muted">reloads every {REFRESH_S} s</span></p>',
         f'<h2>Portals ({len(status.portals)})</h2><table id="portals">',
         "<tr><th>portal</th><th>state</th><th>pace</th><th>waiting</th>"
         "<th>in the worker</th><th>calls out</th></tr>",
         *_portal_rows(status.portals),
         "</table>",
-        f'<h2>Queues <span class="muted">(read {_duration(status.queues_read_s)} ago)</span>'
+        f'<h2>Queues <span class="muted">(read {duration(status.queues_read_s)} ago)</span>'
         '</h2><table id="queues"><tr><th>queue</th><th>waiting</th></tr>',
         *(
             f'<tr><td>{_e(name)}</td><td class="n">{count}</td></tr>'

@@ -24,6 +24,7 @@ from typing import TextIO
 
 from worker.bulk import JobState, JobStore
 from worker.bulk.store import Which, result_to_doc
+from worker.observability.status import duration
 
 __all__ = ["abort", "list_jobs", "results", "show"]
 
@@ -37,19 +38,6 @@ def _phase(state: JobState) -> str:
     if state.aborted_at is not None:
         return "aborting"
     return "running" if state.ended else "queued"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _when(stamp: float | None) -> str:
@@ -101,7 +89,7 @@ async def list_jobs(store: JobStore, *, as_json_lines: bool, out: TextIO) -> int
                 str(state.succeeded),
                 str(_failed(state)),
                 rate,
-                _duration(state.eta_s),
+                duration(state.eta_s),
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -129,7 +117,7 @@ def render(state: JobState) -> list[str]:
     if state.done:
         lines.append(f"  ended      {_when(state.last_at)}")
     else:
-        lines.append(f"  ETA        {_duration(state.eta_s)}")
+        lines.append(f"  ETA        {duration(state.eta_s)}")
     lines.append(f"  created    {_when(state.created_at)}")
     if state.aborted_at is not None:
         lines.append(f"  aborted    {_when(state.aborted_at)}")
