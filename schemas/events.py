@@ -91,6 +91,17 @@ class SuccessEvent(_Event):
         "by reading the item back (its fm entries there, and not there before the send); "
         "`item` is then the item as read",
     )
+    coalescedWith: list[str] = Field(
+        default_factory=list,
+        description="with COALESCE=safe, the message ids of the other commands of this item "
+        "applied in the same call as this one (their fields merged, the later value winning); "
+        "empty when it went alone",
+    )
+    superseded: list[str] = Field(
+        default_factory=list,
+        description="fields of this command that a later command applied in the same call "
+        "set to another value: the item shows the later value (not listed in notApplied)",
+    )
 
 
 class EventError(BaseModel):

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         default=50.0,
         description="how long a batch waits for its next command (20 times that in all)",
     )
+    COALESCE: Literal["off", "safe"] = Field(
+        default="off",
+        description="safe: consecutive commands of one item waiting in the worker go as one "
+        "call with their fields merged (never fm, files, differing stage moves); off: one "
+        "call per command",
+    )
     RETRY_DELAYS_S: str = Field(
         default="5,30,120,600",
         description="delay tiers for transient failures, comma-separated seconds",

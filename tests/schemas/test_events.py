@@ -22,6 +22,8 @@ def test_success_event_json() -> None:
         item={"id": 351, "title": "x"},
         ignoredFields=["Title"],
         notApplied=["stageId"],
+        coalescedWith=["m-2"],
+        superseded=["comments"],
     )
     assert json.loads(event.to_json()) == {
         "contractVersion": CONTRACT_VERSION,
@@ -37,6 +39,8 @@ def test_success_event_json() -> None:
         "ignoredFields": ["Title"],
         "notApplied": ["stageId"],
         "verifiedByReadBack": False,
+        "coalescedWith": ["m-2"],
+        "superseded": ["comments"],
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["not_applied"]
+__all__ = ["is_file", "not_applied"]
 
 _NOT_COMPARABLE = {"fm"}
 _EMPTY: tuple[Any, ...] = ("", None, [], 0)
@@ -22,18 +22,20 @@ def not_applied(sent: dict[str, Any], item: dict[str, Any]) -> list[str]:
     """Names of sent fields the returned item does not show as sent."""
     differing = []
     for name, value in sent.items():
-        if name in _NOT_COMPARABLE or name not in item or _is_file(value):
+        if name in _NOT_COMPARABLE or name not in item or is_file(value):
             continue
         if not _same(value, item[name]):
             differing.append(name)
     return differing
 
 
-def _is_file(value: Any) -> bool:
+def is_file(value: Any) -> bool:
+    """True for a file field's value: a file kept or removed (``{"id": ...}``), or one
+    to upload (``[name, content]``)."""
     if isinstance(value, dict):
         return set(value) == {"id"}
     if isinstance(value, list):
-        return any(_is_file(part) or _is_upload(part) for part in value) or _is_upload(value)
+        return any(is_file(part) or _is_upload(part) for part in value) or _is_upload(value)
     return False
 
 

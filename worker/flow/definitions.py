@@ -141,6 +141,27 @@ class FieldDefinitions:
         out.update(checked)
         return out
 
+    def check_now(
+        self, entity_type_id: int, fields: Mapping[str, Any], *, original_uf_names: bool
+    ) -> dict[str, Any] | None:
+        """As `check`, without waiting: None when the definitions would have to be
+        loaded first (none yet, too old, or a custom field they do not know)."""
+        picked = {n: v for n, v in fields.items() if n.startswith(_CUSTOM_PREFIXES)}
+        if not picked:
+            return dict(fields)
+        entry = self._entries.get(entity_type_id)
+        loaded = entry.loaded if entry is not None else None
+        if loaded is None or self._clock.monotonic() - loaded.at >= self._refresh_s:
+            return None
+        if self._unknown_custom(picked, loaded, original_uf_names=original_uf_names):
+            return None
+        checked = validate_custom_fields(
+            picked, loaded.definitions, original_uf_names=original_uf_names
+        )
+        out = dict(fields)
+        out.update(checked)
+        return out
+
     async def close(self) -> None:
         """Stop any load still running (on shutdown)."""
         tasks = [e.loading for e in self._entries.values() if e.loading is not None]

@@ -31,6 +31,10 @@ class Job:
     failure: ErrorClass | None = None  # set when the command ended with a failure event
     # The fm values it adds, as counted on the item just before its first call (readback).
     before: Counter[tuple[str, str]] | None = None
+    # Coalescing: the commands a merged call's job carries (empty: itself alone), and
+    # whether this command must go alone (it was split from a rejected merge).
+    parts: list[Job] = field(default_factory=list)
+    alone: bool = False
 
     @classmethod
     def from_message(cls, message: Delivery, source: Source) -> Job:

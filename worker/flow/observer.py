@@ -31,6 +31,9 @@ class Observer(Protocol):
     def sending(self, commands: int) -> None:
         """A call carrying this many commands is sent."""
 
+    def coalesced(self, commands: int) -> None:
+        """This many commands of one item were applied together, in one call's command."""
+
     def answered(self, seconds: float) -> None:
         """A call came back (answered or not) after this long."""
 
@@ -60,6 +63,9 @@ class QuietObserver:
         pass
 
     def sending(self, commands: int) -> None:
+        pass
+
+    def coalesced(self, commands: int) -> None:
         pass
 
     def answered(self, seconds: float) -> None:

@@ -56,6 +56,23 @@ class OrderingGate:
             lane.waiting.append(job)
         return False
 
+    def following(self, key: ItemKey) -> Job | None:
+        """The item's next waiting job, left where it is (coalescing looks at it)."""
+        lane = self._lanes.get(key)
+        return lane.waiting[0] if lane is not None and lane.waiting else None
+
+    def take_following(self, key: ItemKey) -> Job:
+        """The item's next waiting job, taken out: it rides in its active job's call."""
+        return self._lanes[key].waiting.popleft()
+
+    def put_back(self, key: ItemKey, jobs: list[Job]) -> None:
+        """Jobs taken with `take_following` go back first in line, in their order (their
+        merged call was not carried out)."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        lane.waiting.extendleft(reversed(jobs))
+
     def park(self, key: ItemKey, message_id: str, *, until: float) -> None:
         """The active job went to a delay tier: hold its item until the copy returns."""
         lane = self._lanes.get(key)

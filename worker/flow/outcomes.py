@@ -59,6 +59,8 @@ class Succeeded:
     item: dict[str, Any]
     not_applied: tuple[str, ...] = ()
     verified: bool = False  # the answer was lost; reading the item back showed it applied
+    coalesced_with: tuple[str, ...] = ()  # message ids applied in the same call (coalescing)
+    superseded: tuple[str, ...] = ()  # its fields a later command of that call overwrote
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ class Outcomes:
             ignoredFields=list(command.ignored_fields),
             notApplied=list(outcome.not_applied),
             verifiedByReadBack=outcome.verified,
+            coalescedWith=list(outcome.coalesced_with),
+            superseded=list(outcome.superseded),
         )
         body = event.to_json()
         reply_to = job.message.reply_to

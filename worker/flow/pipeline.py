@@ -5,7 +5,9 @@ In the order a command travels, each step a method of `Pipeline`:
     accept   a Job (jobs), decoded and validated; it waits for its item's turn (ordering)
     ready    custom fields checked (definitions); encoded once for a batch; queued (batching);
              a command whose bulk job was aborted ends here as `aborted` (ledger)
-    run      a group forms when the limiter lets a call go (batching, limiter)
+    run      a group forms when the limiter lets a call go (batching, limiter); with
+             COALESCE=safe each command takes along the commands of its item waiting
+             behind it that merge safely (coalescing)
     send     one call for the group, a decision per command (calling); a command adding
              fm values has them counted on its item first, and if the answer is lost it
              is read back after the cut-off (readback)
@@ -50,8 +52,9 @@ from worker.bitrix import php_query
 from worker.flow.batching import Batcher
 from worker.flow.breaker import Breaker
 from worker.flow.calling import Again, Calls, Decision, Doubt, PortalDown
+from worker.flow.coalescing import Merge, applied_together, goes_alone
 from worker.flow.definitions import FieldDefinitions
-from worker.flow.jobs import Job
+from worker.flow.jobs import ItemKey, Job
 from worker.flow.ledger import Ledger
 from worker.flow.observer import Observer
 from worker.flow.ordering import OrderingGate
@@ -109,11 +112,13 @@ class Pipeline:
         backlog: Callable[[], bool] = lambda: False,
         ledger: Ledger | None = None,
         read_back: ReadBack | None = None,
+        coalesce: bool = False,
     ) -> None:
         """``backlog`` tells whether the portal's queue has commands waiting on the
         broker: a group then fills on through gaps (see `Batcher`); ``ledger`` tells
-        which bulk jobs were aborted."""
+        which bulk jobs were aborted; ``coalesce``: COALESCE=safe."""
         self.portal = portal
+        self._coalesce = coalesce
         self._ledger = ledger
         self._read_back = read_back
         self._resolving: set[asyncio.Task[None]] = set()
@@ -218,12 +223,7 @@ class Pipeline:
             except CommandValidationError as exc:
                 await self._settle(job, Failed(ErrorClass.VALIDATION, "VALIDATION", exc.reason))
                 return
-        # Encoded once, for every time the job may travel in a batch; params a
-        # query string cannot carry unchanged make the job go alone.
-        try:
-            job.query = php_query(job.params)
-        except ValueError:
-            job.query = None
+        _encode(job)
         self._batcher.add(job)
 
     def _aborted(self, job: Job) -> bool:
@@ -279,6 +279,8 @@ class Pipeline:
                 await self._limiter.release(leave)
                 self._again(jobs)
                 return
+            if self._coalesce:
+                jobs = [self._merged(job) for job in jobs]
             try:
                 if self._read_back is not None:
                     await self._read_back.before(jobs)
@@ -287,20 +289,65 @@ class Pipeline:
                 # A bug, not an answer: hand the jobs back. The broker counts the
                 # deliveries and dead-letters a message that keeps doing this.
                 log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
-                await asyncio.gather(*(self._settle(job, HandBack("crashed")) for job in jobs))
+                await asyncio.gather(*(self._hand_back_crashed(job) for job in jobs))
                 return
-            doubted = [job for job, decision in decisions if isinstance(decision, Doubt)]
+            doubted = [
+                job for job, decision in decisions if isinstance(decision, Doubt) and not job.parts
+            ]
             if doubted:
                 self._resolve_later(doubted)
             await asyncio.gather(
                 *(
                     self._decided(job, decision)
                     for job, decision in decisions
-                    if not isinstance(decision, Doubt)
+                    if not (isinstance(decision, Doubt) and not job.parts)
                 )
             )
         finally:
             self._slots.release()
+
+    def _merged(self, lead: Job) -> Job:
+        """The job for ``lead``'s call: ``lead`` with the commands of its item waiting
+        behind it that merge safely (coalescing), or ``lead`` alone. Nothing here
+        waits: the call is to leave at once."""
+        key = lead.key
+        if key is None or lead.query is None or goes_alone(lead):
+            return lead
+        merge = Merge([lead])
+        while (follower := self._gate.following(key)) is not None:
+            if not merge.fits(follower) or not self._ready_now(follower):
+                break
+            merge.add(self._gate.take_following(key))
+        return merge.job()
+
+    def _ready_now(self, job: Job) -> bool:
+        """Ready a command waiting for its item as `_ready` would, without waiting: False
+        when it cannot be now (its delivery gone back, its bulk job aborted, its custom
+        fields needing the definitions loaded or refused by them)."""
+        command = job.command
+        if command is None or job.message.channel.is_closed or self._aborted(job):
+            return False
+        if self._definitions is not None:
+            try:
+                fields = self._definitions.check_now(
+                    command.entityTypeId,
+                    job.params["fields"],
+                    original_uf_names=command.useOriginalUfNames == "Y",
+                )
+            except CommandValidationError:
+                return False
+            if fields is None:
+                return False
+            job.params["fields"] = fields
+        _encode(job)
+        return job.query is not None
+
+    async def _hand_back_crashed(self, job: Job) -> None:
+        """A call that crashed: each command it carried back to the broker."""
+        lead, *followers = job.parts or [job]
+        for follower in followers:
+            await self._settle(follower, HandBack("crashed"), holds_item=False)
+        await self._settle(lead, HandBack("crashed"))
 
     def _resolve_later(self, jobs: list[Job]) -> None:
         """Read the items back once their call can no longer be running; the jobs keep
@@ -320,6 +367,9 @@ class Pipeline:
     # -- 5. decided: the decision carried out, the item's turn passed on
 
     async def _decided(self, job: Job, decision: Decision) -> None:
+        if job.parts:
+            await self._decided_together(job, decision)
+            return
         match decision:
             case Again():
                 self._again([job])
@@ -333,6 +383,45 @@ class Pipeline:
                 self._resolve_later([job])
             case _:
                 assert_never(decision)
+
+    async def _decided_together(self, merged: Job, decision: Decision) -> None:
+        """A merged call's decision: each command settled when it was applied; otherwise
+        they are put back as they were, or split to go one by one."""
+        match decision:
+            case Succeeded():
+                self._observer.coalesced(len(merged.parts))
+                for part, outcome in applied_together(merged, decision):
+                    part.attempts += 1
+                    # One after the other: the item's events keep their order.
+                    await self._outcomes.settle(part, outcome)
+                if merged.key is not None:
+                    await self._pass_turn(merged.key)
+            case Again() | PortalDown():
+                # About the call, not its content: they merge again on the next call.
+                self._split(merged, alone=False)
+                if isinstance(decision, PortalDown):
+                    await self.pause(decision.state, decision.code)
+            case Failed() | Retry() | HandBack() | Doubt():
+                log.info(
+                    "coalesced.split",
+                    portal=self.portal,
+                    item=merged.key,
+                    messages=[part.message_id for part in merged.parts],
+                    answer=_answer_of(decision),
+                )
+                self._split(merged, alone=True)
+            case _:
+                assert_never(decision)
+
+    def _split(self, merged: Job, *, alone: bool) -> None:
+        """A merged call not carried out: its first command back to the batcher, the
+        others back behind it; ``alone``: each goes in a call of its own from now on."""
+        lead, *followers = merged.parts
+        for part in merged.parts:
+            part.alone = part.alone or alone
+        if merged.key is not None:
+            self._gate.put_back(merged.key, followers)
+        self._again([lead])
 
     def _again(self, jobs: list[Job]) -> None:
         """Back to the batcher, still holding their items; draining, they stay unacked
@@ -360,14 +449,18 @@ class Pipeline:
                 delay = self._topology.tier_for(job.attempts)
                 self._gate.park(key, job.message_id, until=time.monotonic() + 2 * delay + 60)
             case Settled.SUCCEEDED | Settled.FAILED | Settled.HANDED_BACK | Settled.CRASHED:
-                following = self._gate.release(key)
-                if following is None or self._draining:
-                    # Draining: commands held behind an item's command stay unacked,
-                    # and the connection's close returns them after it, in order.
-                    return
-                await self._ready(following)
+                await self._pass_turn(key)
             case _:
                 assert_never(settled)
+
+    async def _pass_turn(self, key: ItemKey) -> None:
+        """The item's command ended: its next one takes its turn."""
+        following = self._gate.release(key)
+        if following is None or self._draining:
+            # Draining: commands held behind an item's command stay unacked,
+            # and the connection's close returns them after it, in order.
+            return
+        await self._ready(following)
 
     # -- the portal's up/down cycle, and the end
 
@@ -495,6 +588,25 @@ class Pipeline:
             self._probing.cancel()
         for task in list(self._resolving):
             task.cancel()
+
+
+def _encode(job: Job) -> None:
+    """Encoded once, for every time the job may travel in a batch; params a query
+    string cannot carry unchanged make the job go alone."""
+    try:
+        job.query = php_query(job.params)
+    except ValueError:
+        job.query = None
+
+
+def _answer_of(decision: Decision) -> str:
+    match decision:
+        case Failed(code=code) | Doubt(code=code):
+            return code
+        case Retry(reason=reason) | HandBack(reason=reason):
+            return reason
+        case _:
+            return type(decision).__name__
 
 
 def _returned(job: Job) -> bool:

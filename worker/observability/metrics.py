@@ -35,6 +35,12 @@ class Metrics:
         self.handed_back = Counter(
             "b24_handed_back", "deliveries returned to the broker", ["portal"], registry=r
         )
+        self.coalesced = Counter(
+            "b24_coalesced",
+            "commands applied in one call together with others of their item (COALESCE=safe)",
+            ["portal"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "b24_batch_size", "commands per call", buckets=(1, 2, 5, 10, 20, 30, 40, 50), registry=r
         )

@@ -63,6 +63,9 @@ class MetricsObserver:
     def sending(self, commands: int) -> None:
         self._metrics.batch_size.observe(commands)
 
+    def coalesced(self, commands: int) -> None:
+        self._metrics.coalesced.labels(self._label).inc(commands)
+
     def answered(self, seconds: float) -> None:
         self._metrics.api_latency.observe(seconds)
 

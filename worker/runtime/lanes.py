@@ -216,6 +216,7 @@ def build_lane(
         read_back=ReadBack(paced, after_s=settings.B24_READ_BACK_AFTER_S)
         if settings.B24_READ_BACK_AFTER_S > 0
         else None,
+        coalesce=settings.COALESCE == "safe",
     )
     return Lane(
         portal,

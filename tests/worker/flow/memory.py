@@ -228,6 +228,7 @@ class MemoryFlow:
         limiter: Admission | None = None,
         caller: Calls | None = None,
         backlog: Callable[[], bool] = lambda: False,
+        coalesce: bool = False,
     ) -> None:
         """``limiter`` and ``caller`` replace the scripted ones (a real `CallLimiter`
         and `Caller` against a portal, say); ``handler`` and ``room`` then go unused."""
@@ -259,6 +260,7 @@ class MemoryFlow:
             batch_size=batch_size,
             linger_s=linger_s,
             backlog=backlog,
+            coalesce=coalesce,
         )
 
     async def _probed(self) -> str | None:
