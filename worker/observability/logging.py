@@ -7,7 +7,6 @@ a log line, wherever it came from (an exception text, a library's message).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -63,19 +62,25 @@ def configure_logging(
     cost as much as validating the command.
     """
     mask = mask or SecretMask()
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        stamp,
         structlog.processors.format_exc_info,
     ]
     factory: Any
+    render_record: Any
     if fmt == "json":
 
         def render_json(logger: Any, name: str, event: Any) -> bytes:
             return mask.mask_bytes(orjson.dumps(event, default=repr))
 
+        def render_json_text(logger: Any, name: str, event: Any) -> str:
+            return mask(orjson.dumps(event, default=repr).decode())
+
         processors.append(render_json)
+        render_record = render_json_text
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     else:
         console = structlog.dev.ConsoleRenderer(colors=False)
@@ -84,6 +89,7 @@ def configure_logging(
             return mask(console(logger, name, event))
 
         processors.append(render_text)
+        render_record = render_text
         factory = structlog.PrintLoggerFactory(sys.stdout)
     structlog.configure(
         processors=processors,
@@ -91,27 +97,25 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    # Other libraries' records (aio-pika, httpx, uvicorn...) through structlog's
+    # bridge: the same fields as the worker's own lines, the timestamp included,
+    # plus the logger's name, and the same mask.
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_MaskingFormatter(mask))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                stamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                render_record,
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)  # libraries: warnings and errors only
     return mask
-
-
-class _MaskingFormatter(logging.Formatter):
-    """Libraries' records as JSON lines like the worker's own, secrets masked."""
-
-    def __init__(self, mask: SecretMask) -> None:
-        super().__init__()
-        self._mask = mask
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return self._mask(json.dumps(line))

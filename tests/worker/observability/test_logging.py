@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 import structlog
@@ -35,11 +36,30 @@ def test_log_lines_are_json_with_secrets_masked(capsys: pytest.CaptureFixture[st
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0]["event"] == "called"
     assert lines[0]["url"] == "https://p/rest/1/***/"
-    assert lines[1] == {
+    library = lines[1]
+    assert library.pop("timestamp").endswith("Z")
+    assert library == {
         "level": "warning",
         "logger": "aio_pika",
         "event": "lost connection to amqp://u:***@h/",
     }
+
+
+def test_library_records_have_the_worker_lines_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(level="INFO", fmt="json")
+    structlog.get_logger("t").warning("own", item=[2, 351])
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("httpx").exception("a library's failure")
+    own, library = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    # The fields every line has: what happened, how bad, and when (ISO 8601, UTC).
+    for line in (own, library):
+        assert {"event", "level", "timestamp"} <= set(line)
+        assert datetime.fromisoformat(line["timestamp"]).utcoffset() == timedelta(0)
+    assert (library["level"], library["logger"]) == ("error", "httpx")
+    assert library["exception"].startswith("Traceback")
+    assert "ValueError: boom" in library["exception"]
 
 
 def test_filtered_level(capsys: pytest.CaptureFixture[str]) -> None:
