@@ -8,6 +8,7 @@ DEAD_LETTER_QUEUE (and to reply_to when there is one). Both carry
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -131,6 +132,12 @@ class FailureEvent(_Event):
     )
     properties: dict[str, Any] = Field(
         default_factory=dict, description="the original AMQP properties and headers"
+    )
+    failedAt: datetime | None = Field(
+        default=None,
+        description="when the worker ended the command (ISO 8601, UTC); null in events "
+        "of workers before it was added (`dlq purge --older-than` then reads the dead "
+        "letter's AMQP timestamp)",
     )
 
     def to_json(self) -> bytes:

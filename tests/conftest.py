@@ -1,8 +1,10 @@
-"""Shared fixtures: the broker at AMQP_URL, never skipped in CI.
+"""Shared fixtures: the broker at AMQP_URL and Redis at REDIS_URL, never skipped in CI.
 
-Tests marked `rabbitmq` get the broker at AMQP_URL. Where it does not answer
-and a Docker engine runs, a RabbitMQ container is started instead; in CI
-(CI=true) a missing broker fails the run rather than skipping the tests.
+Tests marked `rabbitmq` get the broker at AMQP_URL, tests marked `redis` the
+Redis at REDIS_URL. Where one does not answer and a Docker engine runs, a
+container is started instead (testcontainers: RabbitMQ, Redis); in CI (CI=true)
+a missing service fails the run rather than skipping the tests
+(tests/services.py decides).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from scripts.amqp_ping import answers
+from tests.services import choose, docker_runs
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
-
-def _docker_runs() -> bool:
-    return shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock")
+# A developer's .env in the checkout is for their worker, not for the tests (nor for
+# the processes they start): the settings read none unless a test names one.
+os.environ["ENV_FILE"] = ""
 
 
 def in_ci() -> bool:
@@ -82,11 +85,12 @@ def _container_control(container: Any) -> BrokerControl:
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-    if answers(url):
+    chosen = choose(answers=answers(url), docker=docker_runs(), ci=in_ci())
+    if chosen == "local":
         _CONTROL[:] = [_local_control(url)]
         yield url
         return
-    if _docker_runs():
+    if chosen == "container":
         from testcontainers.rabbitmq import RabbitMqContainer
 
         with RabbitMqContainer("rabbitmq:3.13-management") as container:
@@ -98,7 +102,7 @@ def amqp_url() -> Iterator[str]:
             yield f"amqp://guest:guest@{host}:{port}/"
         return
     message = f"no AMQP broker answers at AMQP_URL and no Docker engine runs ({url.split('@')[-1]})"
-    if in_ci():
+    if chosen == "fail":
         pytest.fail(message + "; .ci/run should have started one")
     pytest.skip(message)
 
@@ -116,21 +120,36 @@ def broker_control(amqp_url: str) -> BrokerControl:
     return control
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """Redis at REDIS_URL (this kind of machine runs one on 127.0.0.1:6379)."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+def _redis_answers(url: str) -> bool:
     parts = urlsplit(url)
     try:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 3) as s:
             s.sendall(b"PING\r\n")
-            answered = s.recv(7).startswith(b"+PONG")
+            return s.recv(7).startswith(b"+PONG")
     except OSError:
-        answered = False
-    if answered:
-        return url
-    message = f"no Redis answers at {parts.hostname}:{parts.port}"
-    if in_ci():
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Redis at REDIS_URL (this kind of machine runs one on 127.0.0.1:6379); where none
+    answers and Docker runs, a container's."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    chosen = choose(answers=_redis_answers(url), docker=docker_runs(), ci=in_ci())
+    if chosen == "local":
+        yield url
+        return
+    if chosen == "container":
+        from testcontainers.community.redis import RedisContainer
+
+        with RedisContainer("redis:7.2-alpine") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/15"
+        return
+    parts = urlsplit(url)
+    message = f"no Redis answers at {parts.hostname}:{parts.port} and no Docker engine runs"
+    if chosen == "fail":
         pytest.fail(message + "; .ci/run should have started one")
     pytest.skip(message)
 

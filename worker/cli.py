@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
 from schemas.command import command_json_schema
+from worker import __version__
+from worker.settings import reference_text
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -183,7 +185,7 @@ def _run_tool(
 
 def _dlq(args: argparse.Namespace) -> int:
     from worker.tools.broker import ToolError, connect
-    from worker.tools.dlq import replay, show
+    from worker.tools.dlq import parse_age, purge, replay, show
     from worker.tools.letters import Selection, read_message_ids
 
     settings = _tool_settings()
@@ -202,6 +204,20 @@ def _dlq(args: argparse.Namespace) -> int:
         portal=args.portal,
         message_ids=message_ids,
     )
+    older_than = None
+    if args.action == "purge":
+        if args.older_than is not None:
+            try:
+                older_than = parse_age(args.older_than)
+            except ValueError as exc:
+                print(f"b24-worker dlq purge: --older-than {exc}", file=sys.stderr)
+                return 2
+        if not args.yes and not sys.stdin.isatty():
+            print(
+                "b24-worker dlq purge: not asked at a terminal; add --yes to remove without asking",
+                file=sys.stderr,
+            )
+            return 2
 
     async def act() -> int:
         connection = await connect(settings.AMQP_URL.get_secret_value())
@@ -216,6 +232,15 @@ def _dlq(args: argparse.Namespace) -> int:
                     out=sys.stdout,
                     err=sys.stderr,
                 )
+            if args.action == "purge":
+                return await purge(
+                    connection,
+                    settings.DEAD_LETTER_QUEUE,
+                    selection,
+                    older_than=older_than,
+                    confirm=None if args.yes else _confirm_purge(args, settings.DEAD_LETTER_QUEUE),
+                    out=sys.stdout,
+                )
             return await replay(
                 connection,
                 settings.DEAD_LETTER_QUEUE,
@@ -226,6 +251,28 @@ def _dlq(args: argparse.Namespace) -> int:
             )
 
     return _run_tool(f"dlq {args.action}", act, ToolError)
+
+
+def _confirm_purge(args: argparse.Namespace, queue: str) -> Callable[[int], bool]:
+    def confirm(count: int) -> bool:
+        what = " ".join(
+            part
+            for part in (
+                f"of class {args.error_class}" if args.error_class else "",
+                f"with code {args.code}" if args.code else "",
+                f"for portal {args.portal}" if args.portal else "",
+                f"listed in {args.from_file}" if args.from_file else "",
+                f"older than {args.older_than}" if args.older_than else "",
+            )
+            if part
+        )
+        try:
+            answer = input(f"remove {count} dead letters {what} from {queue} for good? [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
 
 
 def _portals(args: argparse.Namespace) -> int:
@@ -335,9 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="b24-worker",
         description="Applies Bitrix24 crm.item.update commands taken from RabbitMQ.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__} (b24-update-worker)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="apply the commands on UPDATE_QUEUE (settings: env)")
+    run = commands.add_parser(
+        "run",
+        help="apply the commands on UPDATE_QUEUE (settings: env)",
+        description="Apply the commands on UPDATE_QUEUE until SIGTERM.",
+        epilog=reference_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.set_defaults(handler=_run)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the message contract")
@@ -409,7 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay = actions.add_parser(
         "replay", help="send matching letters' original commands back to UPDATE_QUEUE"
     )
-    for action in (dlq_show, dlq_replay):
+    dlq_purge = actions.add_parser(
+        "purge",
+        help="remove matching letters for good (asks first, unless --yes); says how many",
+    )
+    dlq_purge.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="only letters that failed longer ago than AGE: 30m, 12h, 7d (a bare number "
+        "is days); a letter whose age is unknown stays",
+    )
+    dlq_purge.add_argument("--yes", action="store_true", help="remove without asking")
+    for action in (dlq_show, dlq_replay, dlq_purge):
         action.add_argument(
             "--class", dest="error_class", metavar="CLASS", help="only this error class"
         )
@@ -426,10 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="only the letters whose message id FILE lists: a `jobs results` output "
             "(JSON Lines or CSV), or one id per line",
         )
+        action.set_defaults(handler=_dlq)
+    for action in (dlq_show, dlq_replay):
         action.add_argument(
             "--limit", type=int, metavar="N", help="list (show) or replay at most N letters"
         )
-        action.set_defaults(handler=_dlq)
     dlq_show.add_argument("--json", action="store_true", help="one JSON object per letter")
 
     _portals_parser(commands)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,14 +20,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from schemas.wire import (
     DEFAULT_DEAD_LETTER_QUEUE,
     DEFAULT_RESULT_QUEUE,
     DEFAULT_UPDATE_QUEUE,
-    PORTAL_HEADER,
     is_portal_key,
 )
 from worker.amqp.nodes import split_nodes
@@ -118,18 +127,21 @@ class Settings(BaseSettings):
     # Broker
     AMQP_URL: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="RabbitMQ connection URL; a cluster's nodes as a comma-separated list",
+        description=(
+            "the broker; a RabbitMQ cluster as its nodes' URLs, comma-separated (the next "
+            'node at every reconnect: docs/operations.md, "A RabbitMQ cluster")'
+        ),
     )
-    UPDATE_QUEUE: str = Field(default=DEFAULT_UPDATE_QUEUE, description="commands to apply")
+    UPDATE_QUEUE: str = Field(default=DEFAULT_UPDATE_QUEUE, description="commands")
     RESULT_QUEUE: str = Field(
-        default=DEFAULT_RESULT_QUEUE, description="success events without reply_to"
+        default=DEFAULT_RESULT_QUEUE, description="success events without `reply_to`"
     )
     DEAD_LETTER_QUEUE: str = Field(default=DEFAULT_DEAD_LETTER_QUEUE, description="failure events")
     PREFETCH: Annotated[int, Field(ge=1, le=5000)] = Field(
-        default=300, description="unacknowledged deliveries the worker holds at most"
+        default=300, description="unacknowledged deliveries held at most"
     )
     MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=100)] = Field(
-        default=5, description="tries of a command that fails transiently, the first included"
+        default=5, description="tries of a transiently failing command, the first included"
     )
     MAX_MESSAGE_BYTES: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576, description="larger bodies are validation failures"
@@ -137,37 +149,46 @@ class Settings(BaseSettings):
 
     # Portal: a webhook, or an OAuth application
     B24_WEBHOOK_URL: SecretStr | None = Field(
-        default=None, description="https://<portal>/rest/<user_id>/<code>/"
+        default=None, description="`https://<portal>/rest/<user_id>/<code>/`"
     )
-    B24_PORTAL_URL: str | None = Field(default=None, description="https://<portal>, for OAuth")
+    B24_PORTAL_URL: str | None = Field(default=None, description="`https://<portal>`, for OAuth")
     B24_CLIENT_ID: str | None = Field(default=None, description="OAuth application id")
-    B24_CLIENT_SECRET: SecretStr | None = Field(default=None, description="OAuth secret")
-    B24_REFRESH_TOKEN: SecretStr | None = Field(default=None, description="first refresh token")
+    B24_CLIENT_SECRET: SecretStr | None = Field(
+        default=None, description="OAuth application secret"
+    )
+    B24_REFRESH_TOKEN: SecretStr | None = Field(default=None, description="the first refresh token")
     B24_OAUTH_TOKEN_URL: str = Field(
         default="https://oauth.bitrix.info/oauth/token/",
         description="where OAuth tokens are refreshed",
     )
     B24_TOKEN_FILE: str = Field(
         default="b24-oauth-token.json",
-        description="where the rotated refresh token is kept (in Redis when LIMITER_URL is set)",
+        description="where the rotated refresh token is kept (Redis when `LIMITER_URL` is set)",
     )
     B24_TOKEN_RENEW_DAYS: Annotated[float, Field(gt=0, le=27)] = Field(
         default=14.0,
-        description="renew an OAuth refresh token older than this, used or not (the cloud "
-        "lets one lapse after 28 days)",
+        description=(
+            "an OAuth refresh token older than this is renewed, used or not (checked hourly):"
+            " the cloud lets an idle portal's lapse after 28 days; a failed renewal sets "
+            "`b24_token_renewal_failed{portal}`"
+        ),
     )
     B24_TIMEOUT_S: Annotated[float, Field(gt=0, le=120)] = Field(
-        default=70.0, description="HTTP read timeout; the portal cuts a request off at 60 s"
+        default=70.0, description="HTTP read timeout (the portal cuts a request off at 60 s)"
     )
     B24_READ_BACK_AFTER_S: Annotated[float, Field(ge=0, le=600)] = Field(
         default=60.0,
-        description="a command adding fm values whose answer was lost is read back this long "
-        "after (the portal cuts a request at 60 s): applied, a verified success; not "
-        "applied, sent again; 0: it ends in_doubt at once",
+        description=(
+            "a command adding fm values whose answer was lost is read back this long after "
+            "(when the original request can no longer be running): its values there and not "
+            "there before, a success marked `verifiedByReadBack`; none there, sent once more;"
+            " otherwise `in_doubt`. Such commands cost one more request per call: their items"
+            " are read just before it. `0`: no reading, they end `in_doubt` at once"
+        ),
     )
     B24_ALLOW_HTTP: bool = Field(
         default=False,
-        description="allow plain http to a host that is not loopback (the compose demo)",
+        description="allow plain http to a host that is not loopback",
     )
 
     # Pacing: the portal's limits
@@ -178,97 +199,142 @@ class Settings(BaseSettings):
         default=50, description="requests the portal's bucket holds"
     )
     B24_OPERATING_LIMIT_S: Annotated[float, Field(gt=0)] = Field(
-        default=480.0, description="server seconds a method may use per window"
+        default=480.0, description="server seconds one method may use per window"
     )
     B24_OPERATING_WINDOW_S: Annotated[float, Field(gt=0)] = Field(
         default=600.0, description="the operating-time window"
     )
     B24_RATE_RESERVE: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="bucket requests left unused for other integrations on the portal"
+        default=0,
+        description="bucket requests left unused for other integrations on the same portal",
     )
     BATCH_SIZE: Annotated[int, Field(ge=1, le=50)] = Field(
-        default=50, description="commands per batch call; 1 disables batch"
+        default=50, description="commands per `batch` call; `1` disables batch"
     )
     BATCH_LINGER_MS: Annotated[float, Field(ge=0, le=1000)] = Field(
         default=50.0,
-        description="how long a batch waits for its next command (20 times that in all)",
+        description=(
+            "how long a batch that is not full waits for its next command; while commands "
+            "keep coming, or its portal's queue has a backlog, it fills for up to 20 times "
+            "that (a lone command waits this long at most). A portal allowing under one "
+            "request a second per 20 lingers waits a twentieth of its request interval "
+            "instead (0.5 s at 0.1 requests/s)"
+        ),
     )
     COALESCE: Literal["off", "safe"] = Field(
         default="off",
-        description="safe: consecutive commands of one item waiting in the worker go as one "
-        "call with their fields merged (never fm, files, differing stage moves); off: one "
-        "call per command",
+        description=(
+            "`safe`: the commands of one item that wait in the worker behind its command in "
+            "flight ride in that command's call, their fields merged (the later value wins; "
+            "each still gets its own event, with `coalescedWith` and `superseded`); never "
+            "merged: fm values, files, a different `useOriginalUfNames`, and stage moves "
+            "(`stageId`, `categoryId`) to different values. The portal then saves the item "
+            "once, so its robots and business processes run once for the merged change "
+            '(docs/operations.md, "Coalescing"). `off`: one command per call\'s command'
+        ),
     )
-    RETRY_DELAYS_S: str = Field(
-        default="5,30,120,600",
-        description="delay tiers for transient failures, comma-separated seconds",
+    RETRY_DELAYS_S: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=86_400)], ...],
+        NoDecode,
+        Field(min_length=1, max_length=20),
+    ] = Field(
+        default=(5, 30, 120, 600),
+        description="delay tiers for transient failures, in seconds, comma-separated",
     )
     LIMITER_URL: SecretStr = Field(
-        default=SecretStr(""), description="shared limiter (redis://...); empty: in-process"
+        default=SecretStr(""),
+        description=(
+            "Redis (`redis://...`) shared by replicas: each portal's request bucket and "
+            "operating budget, its field definitions and the OAuth refresh token are kept "
+            "there; empty: in-process state and `B24_TOKEN_FILE` (one replica)"
+        ),
     )
 
     # Several portals, several replicas
     B24_PORTALS: dict[str, PortalConfig] = Field(
         default_factory=dict,
-        description='more portals, as JSON: {"<key>": {"webhook_url": ...}}; chosen by the '
-        f"{PORTAL_HEADER} header",
+        description=(
+            'more portals, as a JSON object `{"<key>": {"webhook_url": "https://..."}}` (or '
+            "the four OAuth fields), each with optional `rate_per_second`, `rate_burst`, "
+            "`rate_reserve`, `operating_limit_s`, `operating_window_s`, and `member_id` (a "
+            "second name); a message names its portal in the `x-b24-portal` header"
+        ),
     )
     B24_PORTALS_FILE: str = Field(
         default="",
-        description="more portals from a file: the same object as B24_PORTALS, in JSON "
-        "(.json) or TOML (.toml), for more portals than an environment variable holds",
+        description=(
+            "the same object from a file, JSON (`.json`) or TOML (`.toml`), for more portals "
+            "than one environment variable holds (Linux caps one at 128 KiB); not together "
+            "with `B24_PORTALS`"
+        ),
     )
     B24_PORTAL_KEY: str = Field(
         default="default",
-        description="the key of the portal set by B24_WEBHOOK_URL or the OAuth variables",
+        description="the key of the portal set by `B24_WEBHOOK_URL` or the OAuth variables",
     )
     B24_DEFAULT_PORTAL: str = Field(
-        default="default", description="the portal of a message without an x-b24-portal header"
+        default="default", description="the portal of a message without an `x-b24-portal` header"
     )
     SHARDS: Annotated[int, Field(ge=0, le=256)] = Field(
         default=0,
-        description="shard queues behind a consistent-hash exchange, for order across "
-        "replicas; 0: one queue",
+        description=(
+            "shard queues behind a consistent-hash exchange, so replicas keep each item's "
+            "order; `0`: one queue"
+        ),
     )
     PORTAL_QUEUES: bool = Field(
         default=True,
-        description="with B24_PORTALS (and SHARDS=0), a queue per portal behind a headers "
-        "exchange, so no portal waits for another",
+        description=(
+            "with `B24_PORTALS` (and `SHARDS=0`): a queue per portal behind the headers "
+            'exchange `UPDATE_QUEUE`, so no portal waits for another (see "Many portals")'
+        ),
     )
     PORTAL_PREFETCH: Annotated[int, Field(ge=0, le=5000)] = Field(
         default=0,
-        description="deliveries of one portal's queue the worker holds at most; 0: the full "
-        "batches the portal's rate lets go in 2 s, at least one (its burst is spent as calls "
-        "come back)",
+        description=(
+            "deliveries of one portal's queue a worker holds at most; `0`: sized to the "
+            "portal's pace (the full batches its rate lets go in 2 s, at least one; the burst"
+            " is spent as calls come back)"
+        ),
     )
 
     # Portals registered at run time (`b24-worker portals`)
     REGISTRY_PATH: str = Field(
         default="b24-portals.sqlite3",
-        description="the registry's file, without LIMITER_URL (with it, the registry is in "
-        "that Redis); bulk jobs are kept in it too",
+        description=(
+            "the registry of portals (`b24-worker portals`) of a worker without "
+            "`LIMITER_URL`, and its bulk jobs (`b24-worker jobs`); with it, both are in that "
+            "Redis"
+        ),
     )
     REGISTRY_KEY: SecretStr = Field(
         default=SecretStr(""),
-        description="Fernet key(s) sealing the registry's secrets, comma-separated: the "
-        "first seals, any opens",
+        description=(
+            "Fernet key(s) the registry seals its secrets under, comma-separated: the first "
+            "seals, any opens (`b24-worker portals keygen` makes one)"
+        ),
     )
 
     # Bulk jobs (`b24-worker jobs`)
     JOB_RETENTION_DAYS: Annotated[float, Field(gt=0)] = Field(
         default=7,
-        description="a bulk job, its counts and each command's result are kept this long "
-        "after its last activity",
+        description=(
+            "a bulk job, its counts and each command's result are kept this long after its "
+            "last activity, then forgotten (checked hourly)"
+        ),
     )
 
     # A Marketplace application's install and uninstall events
     INSTALL_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=0,
-        description="the application's event handler (ONAPPINSTALL, ONAPPUNINSTALL): it faces "
-        "the internet; 0 disables",
+        description=(
+            "the application's event handler (`ONAPPINSTALL`, `ONAPPUNINSTALL`) on its own "
+            "port, facing the internet; `0` disables. Needs `REGISTRY_KEY` and the two below"
+        ),
     )
     B24_APP_CLIENT_ID: str | None = Field(
-        default=None, description="the Marketplace application's client id, for every portal"
+        default=None,
+        description="the Marketplace application's client id: every installed portal's",
     )
     B24_APP_CLIENT_SECRET: SecretStr | None = Field(
         default=None, description="the Marketplace application's client secret"
@@ -276,13 +342,32 @@ class Settings(BaseSettings):
 
     # Operations
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] = Field(
-        default=8080, description="/metrics, /healthz, /readyz, /status; 0 disables"
+        default=8080, description="`/metrics`, `/healthz`, `/readyz`, `/status`; `0` disables"
     )
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
-    LOG_FORMAT: Literal["json", "console"] = Field(default="json")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR`"
+    )
+    LOG_FORMAT: Literal["json", "console"] = Field(
+        default="json", description="`json` (one object per line) or `console`"
+    )
     DRAIN_TIMEOUT_S: Annotated[float, Field(ge=0)] = Field(
         default=30.0, description="on SIGTERM, time to finish what is in flight"
     )
+
+    @field_validator("RETRY_DELAYS_S", mode="before")
+    @classmethod
+    def _delays(cls, value: Any) -> Any:
+        """Comma-separated whole seconds, such as 5,30,120,600."""
+        if not isinstance(value, str):
+            return value
+        parts = [part.strip() for part in value.split(",")]
+        for part in parts:
+            if not part.isdigit():
+                raise ValueError(
+                    f"{part!r} is not a whole number of seconds: give the delays "
+                    "comma-separated, such as 5,30,120,600"
+                )
+        return tuple(int(part) for part in parts)
 
     @model_validator(mode="before")
     @classmethod
@@ -450,12 +535,11 @@ class Settings(BaseSettings):
 
     def topology(self) -> Topology:
         """The queues the worker declares and uses, as these settings name them."""
-        delays = tuple(int(part) for part in self.RETRY_DELAYS_S.split(",") if part.strip())
         return Topology(
             update_queue=self.UPDATE_QUEUE,
             result_queue=self.RESULT_QUEUE,
             dead_letter_queue=self.DEAD_LETTER_QUEUE,
-            retry_delays_s=delays or (5,),
+            retry_delays_s=self.RETRY_DELAYS_S,
             shards=self.SHARDS,
             portals=tuple(sorted(self.portals())) if self.portal_queues else (),
             by_portal=self.portal_queues,
@@ -662,10 +746,77 @@ def read_portals_file(path: str) -> dict[str, Any]:
     return loaded
 
 
+def reference() -> list[tuple[str, str, str]]:
+    """Every setting as README's table and `b24-worker run --help` show it: its name,
+    its default and its meaning, read from the model itself."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        secret = SecretStr in (info.annotation, *getattr(info.annotation, "__args__", ()))
+        meaning = (info.description or "") + (" (secret)" if secret else "")
+        rows.append((name, _default_text(info.get_default(call_default_factory=True)), meaning))
+    return rows
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    match value:
+        case None:
+            return "-"
+        case "" | {}:
+            return "empty"
+        case bool():
+            return str(value).lower()
+        case float() if value.is_integer():
+            return str(int(value))
+        case tuple():
+            return ",".join(str(part) for part in value)
+        case _:
+            return str(value)
+
+
+def reference_markdown() -> str:
+    """README's configuration table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in reference():
+        shown = "-" if default == "-" else "empty" if default == "empty" else f"`{default}`"
+        lines.append(f"| `{name}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def reference_text(width: int = 100) -> str:
+    """The settings for `b24-worker run --help`: each name, its default, its meaning."""
+    out = [
+        "settings (environment variables; also read from a .env file in the working",
+        "directory, or ENV_FILE's, where a variable set in the environment wins):",
+    ]
+    for name, default, meaning in reference():
+        out.append(f"  {name} (default: {default})")
+        out += textwrap.wrap(
+            meaning.replace("`", ""),
+            width,
+            initial_indent="      ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(out)
+
+
+def env_file() -> Path | None:
+    """The .env file read under the environment: ENV_FILE's path, or ``.env`` in the
+    working directory; none when ENV_FILE is set empty or the file is not there."""
+    path = Path(os.environ.get("ENV_FILE", ".env"))
+    return path if str(path) not in ("", ".") and path.is_file() else None
+
+
 def load_settings() -> Settings:
-    """Read the environment; raise ConfigError with every problem, secrets left out."""
+    """Read the environment, and a .env file when there is one (`env_file`; a variable
+    set in the environment wins); raise ConfigError with every problem, secrets left out."""
+    found = env_file()
+    if found is None and os.environ.get("ENV_FILE"):
+        raise ConfigError(f"ENV_FILE {os.environ['ENV_FILE']}: no such file")
     try:
-        return Settings()
+        return Settings(_env_file=found)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False, include_input=False):

@@ -82,6 +82,33 @@ def test_the_sandbox_extra_is_not_installed_and_the_sandbox_runs_without_it(
     assert "--https" in listed.stdout
 
 
+def test_the_installed_distribution_carries_the_version_its_command_prints(
+    installed: Path,
+) -> None:
+    from worker import __version__
+
+    shown = subprocess.run(
+        [str(installed / "b24-worker"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    metadata = subprocess.run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('b24-update-worker'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert shown == f"b24-worker {__version__} (b24-update-worker)"
+    assert metadata == __version__
+
+
 def test_the_installed_worker_seals_its_registry_with_what_it_installed(
     installed: Path,
 ) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -78,6 +79,7 @@ def event_properties(message_id: str, correlation_id: str | None) -> Basic.Prope
         message_id=message_id,
         correlation_id=correlation_id,
         delivery_mode=_PERSISTENT,
+        timestamp=datetime.now(UTC),
     )
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,7 @@ class Outcomes:
             ),
             command=_original_command(job.message.body, self._max_message_bytes),
             properties=message_properties(job.message),
+            failedAt=datetime.now(UTC),
         )
         body = event.to_json()
         await self._publish(body, self._topology.dead_letter_queue, job)

@@ -1,4 +1,4 @@
-"""`b24-worker dlq show` and `dlq replay`: dead letters by error class and code.
+"""`b24-worker dlq show`, `dlq replay` and `dlq purge`: dead letters by error class and code.
 
 show    reads the letters (see `letters`: nothing is taken away, the order is
         kept) and prints them grouped by class and code, or as JSON lines.
@@ -12,13 +12,19 @@ replay  sends the original command of each matching letter back to
         when the stop falls between the confirm and the ack, on both (a
         duplicate the worker applies twice: harmless for most updates, while a
         command that sets fm values or uploads a file could add them twice).
+purge   removes the matching letters that failed longer ago than a given age
+        (the event's failedAt, or the letter's AMQP timestamp for events
+        without it; a letter whose age is unknown stays). It counts them first
+        and asks, unless told yes; what it removes is gone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import aio_pika
@@ -29,7 +35,7 @@ from schemas.wire import PORTAL_HEADER, WORKER_HEADERS
 from worker.tools.broker import EntryPoint, ToolError, entry_point, publish_confirmed
 from worker.tools.letters import DeadLetter, Selection, reading
 
-__all__ = ["replay", "replay_message", "show"]
+__all__ = ["parse_age", "purge", "replay", "replay_message", "show"]
 
 _DESCRIPTION_CHARS = 200
 # Headers the broker or the worker put on the way; a replay starts afresh without them.
@@ -119,6 +125,64 @@ async def replay(
     if problem:
         print(f"stopped: {problem}", file=out)
     return 1 if problem or not_replayable else 0
+
+
+def parse_age(text: str) -> timedelta:
+    """An age such as 30m, 12h or 7d (s, m, h, d; a bare number is days)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r}: give an age such as 30m, 12h or 7d")
+    number, unit = float(match.group(1)), match.group(2) or "d"
+    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+async def purge(
+    connection: AbstractConnection,
+    queue: str,
+    selection: Selection,
+    *,
+    older_than: timedelta | None,
+    confirm: Callable[[int], bool] | None,
+    out: TextIO,
+    now: datetime | None = None,
+) -> int:
+    """Remove the matching letters older than ``older_than``. ``confirm`` is asked with
+    how many match before any is removed (None: remove without asking)."""
+    cutoff = (now or datetime.now(UTC)) - older_than if older_than is not None else None
+
+    def doomed(letter: DeadLetter) -> bool:
+        if not selection.matches(letter):
+            return False
+        if cutoff is None:
+            return True
+        failed_at = letter.failed_at
+        return failed_at is not None and failed_at <= cutoff
+
+    if confirm is not None:
+        async with reading(connection, queue) as letters:
+            count = sum([1 async for letter in letters.letters if doomed(letter)])
+        if count == 0:
+            print(f"{queue}: no dead letter matches; nothing removed", file=out)
+            return 0
+        if not confirm(count):
+            print("nothing removed", file=out)
+            return 1
+    read = removed = unknown_age = 0
+    async with reading(connection, queue) as letters:
+        async for letter in letters.letters:
+            read += 1
+            if doomed(letter):
+                await letter.message.ack()
+                removed += 1
+            elif cutoff is not None and selection.matches(letter) and letter.failed_at is None:
+                unknown_age += 1
+    kept = f"; {unknown_age} matching letters of unknown age kept" if unknown_age else ""
+    print(
+        f"removed {removed} dead letters from {queue}; read {read}, "
+        f"{read - removed} of those stay{kept}",
+        file=out,
+    )
+    return 0
 
 
 def _route(entry: EntryPoint, event: FailureEvent, message: aio_pika.Message) -> tuple[str, str]:

@@ -25,6 +25,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
@@ -65,6 +66,18 @@ class DeadLetter:
             return self.event.portal
         named = (self.event.properties.get("headers") or {}).get(PORTAL_HEADER)
         return named if isinstance(named, str) else None
+
+    @property
+    def failed_at(self) -> datetime | None:
+        """When the command failed: the event's failedAt, or, for an event without it,
+        the dead letter's AMQP timestamp; None when neither tells."""
+        if self.event is not None and self.event.failedAt is not None:
+            at = self.event.failedAt
+            return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        stamp = self.message.timestamp
+        if stamp is None:
+            return None
+        return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -223,6 +224,9 @@ class _Run:
             message_id=uuid.uuid4().hex,
             correlation_id=correlation_id,
             reply_to=self._reply_to,
+            # The broker's queue reports its oldest message's age from this
+            # (head_message_timestamp), and the worker the delay to its delivery.
+            timestamp=datetime.now(UTC),
         )
 
     async def wait_for(

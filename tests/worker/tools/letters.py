@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -24,6 +25,7 @@ def failure(
     body: dict[str, Any] | str | None = None,
     portal: str | None = None,
     served: str | None = None,
+    failed_at: datetime | None = None,
 ) -> bytes:
     """The failure event of message m-<n>, whose original had headers and a reply_to
     (and, with `portal`, the x-b24-portal header); `served` is the portal the event
@@ -43,6 +45,7 @@ def failure(
             retryable=error_class == "transient",
         ),
         command=command(n) if body is None else body,
+        failedAt=failed_at,
         properties={
             "message_id": f"m-{n}",
             "correlation_id": f"c-{n}",
@@ -62,8 +65,15 @@ def failure(
     return event.to_json()
 
 
-async def fill(connection: AbstractRobustConnection, queue: str, letters: list[bytes]) -> None:
-    """Letters in order, each with a message id and headers of its own."""
+async def fill(
+    connection: AbstractRobustConnection,
+    queue: str,
+    letters: list[bytes],
+    *,
+    timestamps: dict[int, datetime] | None = None,
+) -> None:
+    """Letters in order, each with a message id and headers of its own; ``timestamps``:
+    the AMQP timestamp of letters by position (1 for the first)."""
     channel = await connection.channel(publisher_confirms=True)
     for position, body in enumerate(letters, start=1):
         await channel.default_exchange.publish(
@@ -73,6 +83,7 @@ async def fill(connection: AbstractRobustConnection, queue: str, letters: list[b
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=f"dl-{position}",
                 headers={"position": position, "note": "kept"},
+                timestamp=(timestamps or {}).get(position),
             ),
             routing_key=queue,
         )
