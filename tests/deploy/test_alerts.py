@@ -11,8 +11,13 @@ from tests.deploy.manifests import ROOT, worker_series
 from tests.deploy.promql import grouping_labels, matcher_labels, metric_names
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
-# Series that come from Prometheus itself and from kube-state-metrics, not the worker.
-EXTERNAL = {"up", "kube_deployment_status_replicas_unavailable"}
+# Series that come from Prometheus itself, kube-state-metrics and RabbitMQ's Prometheus
+# plugin (its per-object queue metrics), not the worker.
+EXTERNAL = {
+    "up",
+    "kube_deployment_status_replicas_unavailable",
+    "rabbitmq_queue_head_message_timestamp",
+}
 TARGET_LABELS = {"instance", "job", "namespace", "pod"}
 
 
@@ -79,6 +84,18 @@ def test_dead_letters_operating_budget_and_rate_limits_have_rules() -> None:
     budget = rule_using("b24_operating_budget_left_seconds")["expr"]
     assert re.search(r"<\s*\d+$", budget), budget
     assert "code" in grouping_labels(rule_using("b24_rate_limited_total")["expr"])
+
+
+def test_the_backlog_and_the_waiting_time_have_rules() -> None:
+    backlog = rule_using("b24_queue_ready")["expr"]
+    assert {"queue", "portal"} <= grouping_labels(backlog)
+    assert "deriv(" in backlog  # growing, not merely deep
+    waited = rule_using("b24_delivery_delay_seconds_bucket")["expr"]
+    assert waited.startswith("histogram_quantile(0.99,")
+    assert re.search(r">\s*900$", waited), waited
+    oldest = rule_using("rabbitmq_queue_head_message_timestamp")["expr"]
+    assert oldest.startswith("time() - min by (queue) (")
+    assert "queue" in matcher_labels(oldest)
 
 
 def test_a_worker_down_or_not_ready_alerts() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from worker.amqp.deliveries import Source
     from worker.flow.jobs import Job
     from worker.flow.outcomes import Settled
@@ -19,8 +21,8 @@ __all__ = ["Observer", "QuietObserver"]
 
 
 class Observer(Protocol):
-    def consumed(self, source: Source) -> None:
-        """A delivery reached the lane."""
+    def consumed(self, source: Source, published_at: datetime | None = None) -> None:
+        """A delivery reached the lane; ``published_at``: its AMQP timestamp, if any."""
 
     def settled(self, job: Job, settled: Settled) -> None:
         """A delivery was settled (or settling it crashed)."""
@@ -53,7 +55,7 @@ class Observer(Protocol):
 class QuietObserver:
     """An observer that records nothing."""
 
-    def consumed(self, source: Source) -> None:
+    def consumed(self, source: Source, published_at: datetime | None = None) -> None:
         pass
 
     def settled(self, job: Job, settled: Settled) -> None:

@@ -177,7 +177,7 @@ class Pipeline:
 
     async def accept(self, message: Delivery, source: Source) -> None:
         """Take a delivery of the work or retry queue; returns once it is queued or settled."""
-        self._observer.consumed(source)
+        self._observer.consumed(source, message.timestamp)
         job = Job.from_message(message, source)
         try:
             problem = job.decode(max_bytes=self._max_message_bytes)

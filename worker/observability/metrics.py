@@ -35,6 +35,13 @@ class Metrics:
         self.handed_back = Counter(
             "b24_handed_back", "deliveries returned to the broker", ["portal"], registry=r
         )
+        self.delivery_delay = Histogram(
+            "b24_delivery_delay_seconds",
+            "from a command's publish (its AMQP timestamp, whole seconds) to its delivery "
+            "to the worker; commands without a timestamp, and retry copies, are not counted",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400),
+            registry=r,
+        )
         self.coalesced = Counter(
             "b24_coalesced",
             "commands applied in one call together with others of their item (COALESCE=safe)",

@@ -7,6 +7,8 @@ added here and nowhere else.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import structlog
 
 from worker.amqp.deliveries import Source
@@ -30,8 +32,12 @@ class MetricsObserver:
         if portal is not None:
             metrics.portal_up.labels(portal).set(1)
 
-    def consumed(self, source: Source) -> None:
+    def consumed(self, source: Source, published_at: datetime | None = None) -> None:
         self._metrics.consumed.labels(source, self._label).inc()
+        if published_at is not None and source != "retry":
+            # Whole seconds (AMQP's timestamp), and the two hosts' clocks apart.
+            delay = (datetime.now(UTC) - published_at).total_seconds()
+            self._metrics.delivery_delay.observe(max(delay, 0.0))
 
     def settled(self, job: Job, settled: Settled) -> None:
         m = self._metrics

@@ -28,6 +28,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -200,7 +201,7 @@ class RecordingObserver(QuietObserver):
         self.up = 0
         self.sources: list[Source] = []
 
-    def consumed(self, source: Source) -> None:
+    def consumed(self, source: Source, published_at: datetime | None = None) -> None:
         self.sources.append(source)
 
     def settled(self, job: Job, settled: Settled) -> None:
