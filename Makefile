@@ -65,8 +65,8 @@ bench: setup
 lock: setup
 	$(PIP) install pip-tools
 	$(COMPILE) -o requirements/worker.txt pyproject.toml
-	$(COMPILE) --extra sandbox -o requirements/image.txt pyproject.toml
-	$(COMPILE) --extra sandbox --extra test -o requirements/dev.txt pyproject.toml
+	$(COMPILE) --extra sandbox --extra otel -o requirements/image.txt pyproject.toml
+	$(COMPILE) --extra sandbox --extra otel --extra test -o requirements/dev.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache

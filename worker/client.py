@@ -53,6 +53,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
 from schemas.wire import DEFAULT_UPDATE_QUEUE, JOB_HEADER, JOB_ID_RULE, PORTAL_HEADER, is_job_id
+from worker import tracing
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -476,9 +477,11 @@ def _message(
     correlation_id: str | None = None,
     reply_to: str | None = None,
 ) -> aio_pika.Message:
+    headers = dict(headers)
+    tracing.inject_current(headers)  # the producer's trace goes on in the worker
     return aio_pika.Message(
         body=body,
-        headers=dict(headers) or None,
+        headers=headers or None,
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
         message_id=message_id or uuid.uuid4().hex,

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 # Each lock, and the extras it is compiled with (`make lock`).
-LOCKS = {"worker.txt": (), "image.txt": ("sandbox",), "dev.txt": ("sandbox", "test")}
+LOCKS = {
+    "worker.txt": (),
+    "image.txt": ("sandbox", "otel"),
+    "dev.txt": ("sandbox", "otel", "test"),
+}
 
 
 def pins(lock: str) -> dict[str, tuple[Version, int]]:
@@ -54,7 +58,7 @@ def test_every_declared_dependency_is_pinned_with_hashes_inside_its_range(lock: 
 
 def test_the_worker_lock_has_nothing_only_the_sandbox_or_the_tests_need() -> None:
     worker = set(pins("worker.txt"))
-    for extra in ("sandbox", "test"):
+    for extra in ("sandbox", "otel", "test"):
         for requirement in declared((extra,))[len(PROJECT["dependencies"]) :]:
             assert canonicalize_name(requirement.name) not in worker, requirement.name
 

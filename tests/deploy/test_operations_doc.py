@@ -31,8 +31,9 @@ def test_every_metric_is_listed() -> None:
         assert exposed in listed, exposed
 
 
-# RabbitMQ's own environment variables, named where the doc runs a cluster by hand.
-RABBITMQ_VARIABLES = re.compile(r"^(RABBITMQ|ERL)_[A-Z_]+$")
+# RabbitMQ's own environment variables, named where the doc runs a cluster by hand, and
+# OpenTelemetry's, which configure tracing ("Tracing").
+RABBITMQ_VARIABLES = re.compile(r"^(RABBITMQ|ERL|OTEL)_[A-Z_]+(?:_\*)?$")
 
 
 def test_every_capitalised_name_is_a_setting_or_a_portal_code() -> None:

@@ -72,14 +72,18 @@ class Publishes(Protocol):
         """Return once the broker confirmed the message; PublishError otherwise."""
 
 
-def event_properties(message_id: str, correlation_id: str | None) -> Basic.Properties:
-    """The properties of an event the worker publishes: JSON, persistent, the command's ids."""
+def event_properties(
+    message_id: str, correlation_id: str | None, *, headers: dict[str, Any] | None = None
+) -> Basic.Properties:
+    """The properties of an event the worker publishes: JSON, persistent, the command's ids
+    (``headers``: the trace context the event carries on, if any)."""
     return Basic.Properties(
         content_type="application/json",
         message_id=message_id,
         correlation_id=correlation_id,
         delivery_mode=_PERSISTENT,
         timestamp=datetime.now(UTC),
+        headers=headers,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.events import ErrorClass
+from worker import tracing
 from worker.bitrix import (
     BitrixClient,
     CommandAnswer,
@@ -79,9 +80,19 @@ class Caller:
         as_batch = len(jobs) > 1 or leave.as_batch
         self._observer.waited(leave.waited_s)
         self._observer.sending(len(jobs))
+        call = tracing.start_call(
+            (part.span for job in jobs for part in (job.parts or [job])),
+            waited_s=leave.waited_s,
+            commands=len(jobs),
+        )
         started = time.perf_counter()
         try:
-            return await self._call(jobs, reports, as_batch=as_batch)
+            decisions = await self._call(jobs, reports, as_batch=as_batch)
+            tracing.end(call, batch=as_batch)
+            return decisions
+        except BaseException as exc:
+            tracing.end(call, error=type(exc).__name__)
+            raise
         finally:
             duration = time.perf_counter() - started
             self._observer.answered(duration)

@@ -35,6 +35,7 @@ class Job:
     # whether this command must go alone (it was split from a rejected merge).
     parts: list[Job] = field(default_factory=list)
     alone: bool = False
+    span: Any = None  # its trace span (worker.tracing), None with tracing off
 
     @classmethod
     def from_message(cls, message: Delivery, source: Source) -> Job:

@@ -30,6 +30,7 @@ import structlog
 from schemas import FailureEvent, SuccessEvent
 from schemas.events import ErrorClass, EventError
 from schemas.wire import ASSIGNED_ID_HEADER, ATTEMPTS_HEADER
+from worker import tracing
 from worker.amqp.acks import Acks
 from worker.amqp.deliveries import message_properties
 from worker.amqp.publishing import (
@@ -138,6 +139,12 @@ class Outcomes:
             log.exception("settle.crashed", message_id=job.message_id, item=job.key)
             settled = Settled.CRASHED
         self._observer.settled(job, settled)
+        tracing.end(
+            job.span,
+            error=job.failure.value if job.failure else None,
+            outcome=settled.value,
+            attempts=job.attempts,
+        )
         return settled
 
     async def _settle(self, job: Job, outcome: Outcome) -> Settled:
@@ -239,8 +246,14 @@ class Outcomes:
         await self._publish_message(original.body, properties, tier, job)
 
     async def _publish(self, body: bytes, queue: str, job: Job, *, mandatory: bool = False) -> bool:
-        properties = event_properties(job.message_id, job.correlation_id)
-        return await self._publish_message(body, properties, queue, job, mandatory=mandatory)
+        publishing = tracing.child(job.span, "publish outcome", producer=True)
+        headers: dict[str, Any] = {}
+        tracing.inject(publishing, headers)
+        properties = event_properties(job.message_id, job.correlation_id, headers=headers or None)
+        try:
+            return await self._publish_message(body, properties, queue, job, mandatory=mandatory)
+        finally:
+            tracing.end(publishing, queue=queue)
 
     async def _publish_message(
         self,

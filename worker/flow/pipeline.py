@@ -46,6 +46,7 @@ import structlog
 
 from schemas import CommandValidationError
 from schemas.events import ErrorClass
+from worker import tracing
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology
 from worker.bitrix import php_query
@@ -179,9 +180,13 @@ class Pipeline:
         """Take a delivery of the work or retry queue; returns once it is queued or settled."""
         self._observer.consumed(source, message.timestamp)
         job = Job.from_message(message, source)
+        job.span = tracing.start_command(message.headers)
+        validating = tracing.child(job.span, "validate")
         try:
             problem = job.decode(max_bytes=self._max_message_bytes)
+            tracing.end(validating, error=problem)
         except Exception:
+            tracing.end(validating, error="crashed")
             # A bug, not a bad command: hand the delivery back, so the broker counts
             # it and dead-letters a message that does this every time.
             log.exception("accept.crashed", message_id=job.message_id)

@@ -21,6 +21,7 @@ import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from worker import tracing
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
 from worker.amqp.backlog import ready_counts
@@ -585,6 +586,7 @@ async def run(settings: Settings) -> int:
         log.error("registry.unusable", error=str(exc))
         return 2
     mask.add(*settings.secrets())
+    tracing.configure()
     if not settings.has_portal:
         log.error(
             "config.no_portal",
@@ -620,5 +622,6 @@ async def run(settings: Settings) -> int:
     await stop.wait()
     log.info("worker.stopping", drain_timeout_s=settings.DRAIN_TIMEOUT_S)
     await worker.drain()
+    tracing.shutdown()
     log.info("worker.stopped")
     return 0

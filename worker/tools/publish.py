@@ -28,13 +28,14 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
 
 from schemas import FailureEvent
 from schemas.wire import JOB_HEADER, PORTAL_HEADER
+from worker import tracing
 from worker.tools.broker import (
     EntryPoint,
     PublishRefusedError,
@@ -216,9 +217,11 @@ class _Run:
         correlation_id = self.correlation_id(line)
         if self._replies is not None and line.number not in self._waits:
             self._waits[line.number] = self._replies.expect(correlation_id)
+        headers: dict[str, Any] = dict(self._headers)
+        tracing.inject_current(headers)
         return aio_pika.Message(
             body=line.body,
-            headers=dict(self._headers) or None,
+            headers=headers or None,
             content_type="application/json",
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex,
