@@ -56,18 +56,21 @@ else:
 Span = Any  # opentelemetry.trace.Span when it is installed; None otherwise
 _NAME = "b24-update-worker"
 _provider: Any = None
+_decided: bool | None = None  # set by `configure`: the worker's process traces, or not
 
 
 def configure() -> None:
     """At the worker's start: an SDK tracer provider exporting as OTEL_TRACES_EXPORTER
     says, when opentelemetry-sdk is installed and no provider was set before."""
-    global _provider
+    global _provider, _decided
     exporters = [
         name.strip()
         for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
         if name.strip() and name.strip() != "none"
     ]
     if not AVAILABLE or not exporters:
+        # A provider set before (auto-instrumentation) is used; none is asked for again.
+        _decided = _on()
         return
     try:
         from importlib.metadata import entry_points
@@ -77,6 +80,7 @@ def configure() -> None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         log.warning("tracing.no_sdk", note="opentelemetry-sdk is not installed: nothing exported")
+        _decided = _on()
         return
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", _NAME)})
     provider = TracerProvider(resource=resource)
@@ -88,6 +92,7 @@ def configure() -> None:
         provider.add_span_processor(BatchSpanProcessor(found[name].load()()))
     trace.set_tracer_provider(provider)
     _provider = provider
+    _decided = True
     log.info("tracing.configured", exporters=exporters)
 
 
@@ -100,14 +105,26 @@ def shutdown() -> None:
 def _on() -> bool:
     """A tracer provider is set (by `configure`, the SDK's auto-instrumentation, or the
     host application): until then no span is made, so an installed but unconfigured
-    OpenTelemetry costs the worker nothing either."""
+    OpenTelemetry costs the worker next to nothing either. Once `configure` has run
+    (`b24-worker run`), its answer stands."""
+    if _decided is not None:
+        return _decided
     return AVAILABLE and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def _tracer() -> Any:
-    from worker import __version__
+_cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
 
-    return trace.get_tracer(_NAME, __version__)
+
+def _tracer() -> Any:
+    """The worker's tracer of the provider set now, made once per provider (getting one
+    costs more than a span)."""
+    global _cached
+    provider = trace.get_tracer_provider()
+    if _cached[0] is not provider:
+        from worker import __version__
+
+        _cached = (provider, provider.get_tracer(_NAME, __version__))
+    return _cached[1]
 
 
 def start_command(headers: Mapping[str, Any], name: str = "crm.item.update process") -> Span:

@@ -20,6 +20,7 @@ from sandbox.config import SandboxConfig
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.worker.broker import connected
 from tests.worker.e2e import running_worker, settings_for
+from worker import tracing
 from worker.client import UpdateClient
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox]
@@ -34,9 +35,10 @@ async def portal() -> AsyncIterator[RunningSandbox]:
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """The spans ended during the test. The tracer provider is the process's one: set
     once (OpenTelemetry allows no other), cleared around each test."""
+    monkeypatch.setattr(tracing, "_decided", None)  # as in a process that never configured
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
