@@ -43,10 +43,10 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
@@ -297,7 +297,22 @@ class UpdateClient:
             self._replies.fail_all(ConnectionError(f"the broker connection closed: {error}"))
 
 
+P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _blocking(
+    method: Callable[Concatenate[UpdateClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncUpdateClient, P], T]:
+    """An async method of `UpdateClient` as a blocking one of `SyncUpdateClient`: the same
+    parameters and documentation, run on the client's own loop."""
+
+    def blocking(self: SyncUpdateClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._client, *args, **kwargs))
+
+    blocking.__name__ = blocking.__qualname__ = method.__name__
+    blocking.__doc__ = method.__doc__
+    return blocking
 
 
 class SyncUpdateClient:
@@ -342,89 +357,10 @@ class SyncUpdateClient:
         finally:
             self._stop()
 
-    def update(
-        self,
-        entity_type_id: int,
-        item_id: int,
-        fields: Mapping[str, Any],
-        *,
-        use_original_uf_names: bool = False,
-        timeout_s: float = 60.0,
-        message_id: str | None = None,
-        portal: str | None = None,
-    ) -> SuccessEvent | FailureEvent:
-        """`UpdateClient.update`: one update, and its outcome event."""
-        return self._run(
-            self._client.update(
-                entity_type_id,
-                item_id,
-                fields,
-                use_original_uf_names=use_original_uf_names,
-                timeout_s=timeout_s,
-                message_id=message_id,
-                portal=portal,
-            )
-        )
-
-    def send(
-        self,
-        entity_type_id: int,
-        item_id: int,
-        fields: Mapping[str, Any],
-        *,
-        use_original_uf_names: bool = False,
-        message_id: str | None = None,
-        portal: str | None = None,
-        reply_to: str | None = None,
-    ) -> str:
-        """`UpdateClient.send`: one update published and confirmed; its message id."""
-        return self._run(
-            self._client.send(
-                entity_type_id,
-                item_id,
-                fields,
-                use_original_uf_names=use_original_uf_names,
-                message_id=message_id,
-                portal=portal,
-                reply_to=reply_to,
-            )
-        )
-
-    def send_many(
-        self,
-        commands: Iterable[Mapping[str, Any]],
-        *,
-        portal: str | None = None,
-        reply_to: str | None = None,
-        message_ids: Iterable[str | None] | None = None,
-        window: int = 256,
-    ) -> list[str]:
-        """`UpdateClient.send_many`: commands published and confirmed; their message ids."""
-        return self._run(
-            self._client.send_many(
-                list(commands),
-                portal=portal,
-                reply_to=reply_to,
-                message_ids=message_ids,
-                window=window,
-            )
-        )
-
-    def submit_job(
-        self,
-        commands: Iterable[Mapping[str, Any]],
-        *,
-        jobs: JobStore,
-        job: str | None = None,
-        portal: str | None = None,
-        window: int = 256,
-    ) -> str:
-        """`UpdateClient.submit_job`: commands published as one bulk job; its id."""
-        return self._run(
-            self._client.submit_job(
-                list(commands), jobs=jobs, job=job, portal=portal, window=window
-            )
-        )
+    update = _blocking(UpdateClient.update)
+    send = _blocking(UpdateClient.send)
+    send_many = _blocking(UpdateClient.send_many)
+    submit_job = _blocking(UpdateClient.submit_job)
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         if self._loop is None:

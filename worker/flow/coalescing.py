@@ -88,8 +88,6 @@ class Merge:
     def add(self, job: Job) -> None:
         """Take ``job``, which `fits` and is encoded, into the call (fields a batch
         carries one by one carry merged too)."""
-        if not self.fits(job) or job.query is None:
-            raise ValueError(f"{job.message_id} does not merge into this call")
         self.parts.append(job)
         self._stage = self._stage or _stage_move(job)
 

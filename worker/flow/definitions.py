@@ -134,12 +134,7 @@ class FieldDefinitions:
             return dict(fields)
         if self._unknown_custom(picked, loaded, original_uf_names=original_uf_names):
             loaded = await self._ensure(entity_type_id, max_age_s=self._unknown_reload_s) or loaded
-        checked = validate_custom_fields(
-            picked, loaded.definitions, original_uf_names=original_uf_names
-        )
-        out = dict(fields)
-        out.update(checked)
-        return out
+        return _normalised(fields, picked, loaded, original_uf_names=original_uf_names)
 
     def check_now(
         self, entity_type_id: int, fields: Mapping[str, Any], *, original_uf_names: bool
@@ -155,12 +150,7 @@ class FieldDefinitions:
             return None
         if self._unknown_custom(picked, loaded, original_uf_names=original_uf_names):
             return None
-        checked = validate_custom_fields(
-            picked, loaded.definitions, original_uf_names=original_uf_names
-        )
-        out = dict(fields)
-        out.update(checked)
-        return out
+        return _normalised(fields, picked, loaded, original_uf_names=original_uf_names)
 
     async def close(self) -> None:
         """Stop any load still running (on shutdown)."""
@@ -241,6 +231,21 @@ class FieldDefinitions:
             fields=len(definitions),
             source=source,
         )
+
+
+def _normalised(
+    fields: Mapping[str, Any],
+    picked: Mapping[str, Any],
+    loaded: _Loaded,
+    *,
+    original_uf_names: bool,
+) -> dict[str, Any]:
+    """``fields`` with their custom ones (``picked``) checked against ``loaded``."""
+    out = dict(fields)
+    out.update(
+        validate_custom_fields(picked, loaded.definitions, original_uf_names=original_uf_names)
+    )
+    return out
 
 
 def _parse(result: Any) -> dict[str, FieldDefinition]:

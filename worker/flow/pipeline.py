@@ -296,18 +296,17 @@ class Pipeline:
                 log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
                 await asyncio.gather(*(self._hand_back_crashed(job) for job in jobs))
                 return
-            doubted = [
-                job for job, decision in decisions if isinstance(decision, Doubt) and not job.parts
-            ]
+            # The doubts of one call are read back together (a merged call's is split).
+            doubted: list[Job] = []
+            decided = []
+            for job, decision in decisions:
+                if isinstance(decision, Doubt) and not job.parts:
+                    doubted.append(job)
+                else:
+                    decided.append(self._decided(job, decision))
             if doubted:
                 self._resolve_later(doubted)
-            await asyncio.gather(
-                *(
-                    self._decided(job, decision)
-                    for job, decision in decisions
-                    if not (isinstance(decision, Doubt) and not job.parts)
-                )
-            )
+            await asyncio.gather(*decided)
         finally:
             self._slots.release()
 
