@@ -69,7 +69,9 @@ def deal(item_id: int, **fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def broker_password(amqp_url: str, broker_control: BrokerControl) -> Iterator[tuple[str, str]]:
     """A broker user of its own with a long random password: (its AMQP URL, the password)."""
-    user, password = f"sec-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+    # Never starting with "-": rabbitmqctl would read such a password as an option
+    # (token_urlsafe starts one in 64 with it). "-" and "_" stay inside it.
+    user, password = f"sec-{secrets.token_hex(4)}", "pw" + secrets.token_urlsafe(32)
     broker_control.rabbitmqctl("add_user", user, password)
     try:
         broker_control.rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
