@@ -298,6 +298,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    PORTAL_CONNECTIONS: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=16,
+        description=(
+            "AMQP connections the portal queues are consumed over, besides the main one, "
+            "so that no portal's deliveries wait behind another's in one stream; `0`: all "
+            "over the main connection"
+        ),
+    )
+
     # Portals registered at run time (`b24-worker portals`)
     REGISTRY_PATH: str = Field(
         default="b24-portals.sqlite3",

@@ -17,8 +17,11 @@ channel is closed once the acks written on it have landed (`Acks.landed`), which
 gives what the worker held of that portal back to its queue, in delivery order,
 and a new channel consumes it again on `release`; the shared UPDATE_QUEUE is held
 back only for the portal it serves (the default portal's commands without the
-header). Retry copies and the poison queue are never held for one portal. Neither cancels
-a consumer: each holds back what its queue delivers meanwhile (unacknowledged,
+header). The portal queues' channels are spread over connections of their own
+(PORTAL_CONNECTIONS), so that no portal's first deliveries wait, in one
+ordered stream, behind everything the others were sent first. Retry copies
+and the poison queue are never held for one portal. Neither cancels a
+consumer: each holds back what its queue delivers meanwhile (unacknowledged,
 not handed on), and hands it on, in queue order, on `release` (`queue_order`);
 on shutdown the connection's close gives it back to the queue. A cancel would
 break an item's order (tests/worker/amqp/test_returns.py): the client drops
@@ -54,6 +57,7 @@ first consumer registered, and when that one goes, to the next in line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,10 +113,21 @@ class Consumers:
         shared_portal: str | None = None,
         claim_window_s: float = CLAIM_WINDOW_S,
         rng: random.Random | None = None,
+        connect: Callable[[], Awaitable[AbstractConnection]] | None = None,
+        spread: int = 0,
     ) -> None:
         """``portal_prefetch``: each portal queue's prefetch, by portal (portal queues);
-        ``shared_portal``: the portal whose hold holds back UPDATE_QUEUE there."""
+        ``shared_portal``: the portal whose hold holds back UPDATE_QUEUE there;
+        ``connect`` and ``spread``: the portal queues are consumed over up to
+        ``spread`` connections of their own, made by ``connect`` as they are
+        needed (none: over ``connection``)."""
         self._connection = connection
+        self._connect = connect if spread > 0 else None
+        self._spread = spread
+        # The portal queues' connections, how many queues each one's channels
+        # consume, and the connection of each portal queue.
+        self._spread_over: dict[AbstractConnection, int] = {}
+        self._consumed_over: dict[str, AbstractConnection] = {}
         self._acks = acks
         self._handle = handle
         self._claim_window_s = claim_window_s
@@ -176,6 +191,8 @@ class Consumers:
             await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
         # A deployment may serve a thousand portals: their channels open side by side.
         portals = [feed for feed in self._feeds if feed.portal is not None]
+        if self._connect is not None and portals:
+            await self._add_connections(min(self._spread, len(portals)))
         await asyncio.gather(
             *(
                 self._open_each(portals[start::_OPENING_CHANNELS])
@@ -187,8 +204,54 @@ class Consumers:
         for feed in feeds:
             await self._open(feed)
 
+    @property
+    def connected(self) -> bool:
+        """Every connection the portal queues are consumed over is open."""
+        return not any(connection.is_closed for connection in self._spread_over)
+
+    async def _connection_for(self, feed: _Feed) -> AbstractConnection:
+        """Where a portal queue is consumed: the least used of the portals'
+        connections, a new one while there are fewer than ``spread``.
+
+        One connection carries what its queues deliver as one stream, read in
+        order: a portal whose consumer was registered after the others' would
+        wait behind everything they were sent first, a few thousand deliveries
+        at start. Over a few connections, each portal's first deliveries come
+        in side by side with the others'.
+        """
+        if feed.portal is None or self._connect is None:
+            return self._connection
+        self._let_go(feed)
+        if len(self._spread_over) < self._spread:
+            await self._add_connections(1)
+        connection = min(self._spread_over, key=self._spread_over.__getitem__)
+        self._spread_over[connection] += 1
+        self._consumed_over[feed.queue] = connection
+        return connection
+
+    async def _add_connections(self, count: int) -> None:
+        connect = self._connect
+        if connect is None:
+            return
+        for connection in await asyncio.gather(*(connect() for _ in range(count))):
+            self._spread_over[connection] = 0
+
+    def _let_go(self, feed: _Feed) -> None:
+        """The feed's channel is closed: its connection carries one queue fewer."""
+        connection = self._consumed_over.pop(feed.queue, None)
+        if connection is not None:
+            self._spread_over[connection] -= 1
+
+    async def close_connections(self) -> None:
+        """Close the portal queues' connections: what they held goes back to the
+        queues, in the order it was delivered."""
+        for connection in self._spread_over:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
     async def _open(self, feed: _Feed) -> AbstractChannel:
-        channel = await self._connection.channel(publisher_confirms=False)
+        connection = await self._connection_for(feed)
+        channel = await connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=feed.prefetch)
         check_channel(await channel.get_underlay_channel())
         feed.channel = channel
@@ -307,6 +370,7 @@ class Consumers:
         """Close the feed's channel once its acks have landed: the broker puts what it
         held back at the head of its queue, in delivery order."""
         channel, feed.channel, feed.registered = feed.channel, None, None
+        self._let_go(feed)
         if channel is None or channel.is_closed:
             return
         await self._acks.landed(await channel.get_underlay_channel())

@@ -233,6 +233,8 @@ class Worker:
             acks=self.acks,
             portal_prefetch={key: s.portal_prefetch(p) for key, p in portals.items()},
             shared_portal=s.B24_DEFAULT_PORTAL,
+            connect=self._connect_more,
+            spread=s.PORTAL_CONNECTIONS,
         )
         self.readiness.consumers = self._consumers
         for key, portal in portals.items():
@@ -293,6 +295,10 @@ class Worker:
         """Remove the portal's stored OAuth token (an uninstall asking to clean up)."""
         portal = self.settings.portal(key, config)
         await token_store(self.settings, portal, redis=self._redis).forget()
+
+    async def _connect_more(self) -> AbstractRobustConnection:
+        """One more connection to the broker, for the portal queues' consumers."""
+        return await connect_nodes(self.settings.AMQP_URL.get_secret_value())
 
     def _build(self, key: str, portal: Portal) -> Lane:
         lane = build_lane(
@@ -561,6 +567,8 @@ class Worker:
             await self.ledger.close()
         # The broker before the portal client: a call still out must not end, as
         # the client closes, in a retry copy published and acked after the drain.
+        if self._consumers is not None:
+            await self._consumers.close_connections()
         if self.connection is not None:
             await self.connection.close()
         for lane in self.lanes.values():

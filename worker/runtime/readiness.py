@@ -30,6 +30,8 @@ class Readiness:
         """Why not ready (not connected, the limiter away, not consuming)."""
         if self.connection is None or self.connection.is_closed:
             return "not connected to the broker"
+        if self.consumers is not None and not self.consumers.connected:
+            return "a connection of the portal queues is down"
         away = [
             key for key, lane in self._lanes.items() if lane.limiter and not lane.limiter.reachable
         ]
