@@ -14,7 +14,7 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
-from tests.worker.broker import depth, unique_topology
+from tests.worker.broker import connected, depth, unique_topology
 from tests.worker.e2e import eventually
 from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
@@ -48,8 +48,6 @@ def underlying(connection: AbstractConnection) -> aiormq.abc.AbstractConnection:
 
 @asynccontextmanager
 async def consuming(amqp_url: str, topology: Topology, *, spread: int) -> AsyncIterator[Run]:
-    main = await aio_pika.connect_robust(amqp_url)
-    await declare(main, topology)
     made: list[AbstractConnection] = []
 
     async def connect() -> AbstractConnection:
@@ -59,24 +57,25 @@ async def consuming(amqp_url: str, topology: Topology, *, spread: int) -> AsyncI
     async def handle(delivery: Delivery, source: Source) -> None:
         run.got.setdefault(delivery.body.decode(), []).append(delivery)  # never acked
 
-    consumers = Consumers(
-        connection=main,
-        topology=topology,
-        prefetch=10,
-        handle=handle,
-        acks=Acks(),
-        portal_prefetch=dict.fromkeys(topology.portals, 10),
-        connect=connect,
-        spread=spread,
-    )
-    run = Run(main, consumers, made)
-    try:
-        await consumers.open()
-        await consumers.start()
-        yield run
-    finally:
-        await consumers.close_connections()
-        await main.close()
+    async with connected(amqp_url, topology) as main:
+        await declare(main, topology)
+        consumers = Consumers(
+            connection=main,
+            topology=topology,
+            prefetch=10,
+            handle=handle,
+            acks=Acks(),
+            portal_prefetch=dict.fromkeys(topology.portals, 10),
+            connect=connect,
+            spread=spread,
+        )
+        run = Run(main, consumers, made)
+        try:
+            await consumers.open()
+            await consumers.start()
+            yield run
+        finally:
+            await consumers.close_connections()
 
 
 async def send(main: AbstractRobustConnection, topology: Topology, portal: str) -> None:
