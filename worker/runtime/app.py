@@ -235,6 +235,7 @@ class Worker:
             shared_portal=s.B24_DEFAULT_PORTAL,
             connect=self._connect_more,
             spread=s.PORTAL_CONNECTIONS,
+            batch=s.BATCH_SIZE,
         )
         self.readiness.consumers = self._consumers
         for key, portal in portals.items():

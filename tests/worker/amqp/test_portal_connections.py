@@ -1,6 +1,7 @@
 """The portal queues consumed over connections of their own (PORTAL_CONNECTIONS),
 against the real broker: spread over at most that many, the main connection
-kept for the rest, and what they held given back when they close."""
+kept for the rest and for portal queues of one batch, and what they held
+given back when they close."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def underlying(connection: AbstractConnection) -> aiormq.abc.AbstractConnection:
 
 
 @asynccontextmanager
-async def consuming(amqp_url: str, topology: Topology, *, spread: int) -> AsyncIterator[Run]:
+async def consuming(
+    amqp_url: str, topology: Topology, *, spread: int, batch: int = 1
+) -> AsyncIterator[Run]:
     made: list[AbstractConnection] = []
 
     async def connect() -> AbstractConnection:
@@ -68,6 +71,7 @@ async def consuming(amqp_url: str, topology: Topology, *, spread: int) -> AsyncI
             portal_prefetch=dict.fromkeys(topology.portals, 10),
             connect=connect,
             spread=spread,
+            batch=batch,
         )
         run = Run(main, consumers, made)
         try:
@@ -157,3 +161,12 @@ async def test_the_worker_is_not_ready_while_a_portal_connection_is_down(amqp_ur
         assert readiness.reason() is None
         await run.made[0].close()
         assert readiness.reason() == "a connection of the portal queues is down"
+
+
+async def test_a_portal_queue_of_one_batch_stays_on_the_main_connection(amqp_url: str) -> None:
+    topology = portal_topology()
+    async with consuming(amqp_url, topology, spread=2, batch=10) as run:
+        main = underlying(run.main)
+        # A prefetch of 10 is one call of 10: nothing to spread.
+        assert run.made == []
+        assert {run.connection_of(queue) for queue in run.consumers.registrations} == {main}
