@@ -215,7 +215,8 @@ class Consumers:
 
     async def _connection_for(self, feed: _Feed) -> AbstractConnection:
         """Where a portal queue is consumed: the least used of the portals'
-        connections, a new one while there are fewer than ``spread``.
+        connections; a new one when each carries a queue already and there are
+        fewer than ``spread`` (`open` makes those its portals need at once).
 
         One connection carries what its queues deliver as one stream, read in
         order: a portal whose consumer was registered after the others' would
@@ -232,7 +233,7 @@ class Consumers:
         if not self._spreads(feed):
             return self._connection
         self._let_go(feed)
-        if len(self._spread_over) < self._spread:
+        if len(self._spread_over) < self._spread and all(self._spread_over.values()):
             await self._add_connections(1)
         connection = min(self._spread_over, key=self._spread_over.__getitem__)
         self._spread_over[connection] += 1

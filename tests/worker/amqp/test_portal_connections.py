@@ -110,6 +110,14 @@ async def test_portal_queues_are_spread_over_connections_of_their_own(amqp_url: 
         assert run.connection_of(topology.poison_queue) is main
 
 
+async def test_no_more_connections_than_portal_queues_to_spread(amqp_url: str) -> None:
+    topology = portal_topology()
+    async with consuming(amqp_url, topology, spread=16) as run:
+        used = {run.connection_of(topology.portal_queue(portal)) for portal in PORTALS}
+        assert len(run.made) == len(PORTALS)
+        assert used == {underlying(made) for made in run.made}
+
+
 async def test_without_a_spread_every_queue_is_consumed_over_the_main_connection(
     amqp_url: str,
 ) -> None:
