@@ -232,7 +232,6 @@ class Consumers:
         """
         if not self._spreads(feed):
             return self._connection
-        self._let_go(feed)
         if len(self._spread_over) < self._spread and all(self._spread_over.values()):
             await self._add_connections(1)
         connection = min(self._spread_over, key=self._spread_over.__getitem__)
