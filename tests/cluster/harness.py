@@ -415,7 +415,12 @@ class Cluster:
         found: list[int] = []
 
         def led() -> bool:
-            row = self._queue(queue, vhost)
+            try:
+                row = self._queue(queue, vhost)
+            except ClusterError:
+                # Declared a moment ago, the queue was once missing from the listing
+                # of a cluster that had just formed: wait for it as for a leader.
+                return False
             leader = row.get("leader")
             if isinstance(leader, str) and leader in self.names:
                 index = self.node_of_name(leader)

@@ -24,12 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
-__all__ = ["NodesConnection", "connect_any", "connect_nodes", "split_nodes"]
+__all__ = ["NodesConnection", "connect_any", "connect_nodes", "split_nodes", "underlay"]
 
 _SCHEMES = ("amqp", "amqps")
 
@@ -45,6 +46,16 @@ def split_nodes(value: str) -> list[str]:
             where = f"entry {number} of AMQP_URL" if len(urls) > 1 else "AMQP_URL"
             raise ValueError(f"{where} must be an amqp:// or amqps:// URL with a host")
     return urls
+
+
+async def underlay(connection: AbstractConnection) -> aiormq.abc.AbstractConnection:
+    """The aiormq connection beneath ``connection``, once it is up: while a robust
+    connection reconnects, the next one."""
+    await connection.ready()
+    transport = connection.transport
+    if transport is None:
+        raise aiormq.exceptions.ConnectionClosed(320, "the connection is closed")
+    return transport.connection
 
 
 def _rotated(urls: Sequence[str], first: int) -> list[str]:

@@ -12,6 +12,14 @@ message), a nack or a closed channel reaches exactly that caller, as with
 The write itself works on the aiormq channel's confirm bookkeeping, the same
 steps its `basic_publish` takes, under the same lock (`aiormq_internals`).
 
+The publisher keeps a channel of its own and replaces it after a nack. A
+channel learns where a quorum queue's leader is when it first publishes to
+it, and RabbitMQ 3.10 keeps that answer for the channel's life: a channel
+opened while the queue's leader node was going down nacks every publish to
+that queue, for as long as the channel lives, even once another node leads.
+A fresh channel asks again. The nacked channel is closed once the broker has
+answered the rest of what was published on it.
+
 What the broker answers is translated here, at the boundary::
 
     PublishError        the message is not known to be on a queue
@@ -23,6 +31,8 @@ What the broker answers is translated here, at the boundary::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +42,7 @@ from typing import Any, Protocol, cast
 import aiormq
 from pamqp.commands import Basic
 
-from worker.amqp.aiormq_internals import write_publishes
+from worker.amqp.aiormq_internals import check_channel, write_publishes
 
 __all__ = [
     "NotPublishedError",
@@ -45,6 +55,11 @@ __all__ = [
 ]
 
 _PERSISTENT = 2
+# A nacked channel is replaced at most once in this time, so a queue that refuses
+# on purpose (full, with reject-publish) does not make a channel per retry.
+_RENEW_AFTER_S = 1.0
+# How long a replaced channel may wait for the broker's answers before it closes.
+_RETIRE_WITHIN_S = 30.0
 
 
 class PublishError(Exception):
@@ -97,13 +112,58 @@ class _Publish:
 
 
 class Publisher:
-    """Publishes to the default exchange of a channel that has publisher confirms."""
+    """Publishes to the default exchange over a channel of its own with publisher confirms.
 
-    def __init__(self, channel: Callable[[], Awaitable[Any]]) -> None:
-        self._channel = channel  # returns the current aiormq channel
+    ``connection`` returns the current aiormq connection, once it is up (a robust
+    connection's, after a reconnect the new one).
+    """
+
+    def __init__(self, connection: Callable[[], Awaitable[aiormq.abc.AbstractConnection]]) -> None:
+        self._connection = connection
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._opened_at = 0.0
+        self._opening = asyncio.Lock()
         self._pending: list[_Publish] = []
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        """Open the channel now, so a broker client that lacks what the publisher uses
+        fails the start (AiormqIncompatibleError), not the first publish."""
+        await self._current()
+
+    async def close(self) -> None:
+        """Close the channel and any replaced one still waiting for answers."""
+        for task in list(self._retiring):
+            task.cancel()
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _current(self) -> aiormq.abc.AbstractChannel:
+        """The open channel, opened anew when there is none."""
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                connection = await self._connection()
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                check_channel(channel)
+                self._channel, self._opened_at = channel, time.monotonic()
+            return channel
+
+    def _nacked(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Replace ``channel`` after the broker nacked a publish on it."""
+        if channel is not self._channel or time.monotonic() - self._opened_at < _RENEW_AFTER_S:
+            return
+        self._channel = None
+        task = asyncio.ensure_future(_retire(channel))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def publish(
         self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
@@ -126,7 +186,7 @@ class Publisher:
 
     async def _send(self, batch: list[_Publish]) -> None:
         try:
-            channel = cast(aiormq.Channel, await self._channel())
+            channel = cast(aiormq.Channel, await self._current())
             confirmations = await write_publishes(channel, batch)
         except BaseException as exc:
             failure = NotPublishedError(f"{type(exc).__name__}: {exc}")
@@ -137,20 +197,37 @@ class Publisher:
                 raise
             return
         for publish, confirmation in zip(batch, confirmations, strict=True):
-            confirmation.add_done_callback(partial(_relay, publish.done))
+            confirmation.add_done_callback(partial(self._relay, publish.done, channel))
+
+    def _relay(
+        self,
+        done: asyncio.Future[None],
+        channel: aiormq.abc.AbstractChannel,
+        confirmation: asyncio.Future[Any],
+    ) -> None:
+        if done.done():
+            return
+        if confirmation.cancelled():
+            done.set_exception(NotPublishedError("the channel closed"))
+            return
+        failure = confirmation.exception()
+        if failure is None:
+            done.set_result(None)
+        elif isinstance(failure, aiormq.exceptions.DeliveryError):
+            returned = isinstance(failure.frame, Basic.Return)
+            if not returned:
+                self._nacked(channel)
+            done.set_exception(UnroutableError() if returned else RefusedError())
+        else:
+            done.set_exception(NotPublishedError(f"{type(failure).__name__}: {failure}"))
 
 
-def _relay(done: asyncio.Future[None], confirmation: asyncio.Future[Any]) -> None:
-    if done.done():
-        return
-    if confirmation.cancelled():
-        done.set_exception(NotPublishedError("the channel closed"))
-        return
-    failure = confirmation.exception()
-    if failure is None:
-        done.set_result(None)
-    elif isinstance(failure, aiormq.exceptions.DeliveryError):
-        returned = isinstance(failure.frame, Basic.Return)
-        done.set_exception(UnroutableError() if returned else RefusedError())
-    else:
-        done.set_exception(NotPublishedError(f"{type(failure).__name__}: {failure}"))
+async def _retire(channel: aiormq.abc.AbstractChannel) -> None:
+    """Close a replaced channel once the broker answered what was published on it."""
+    confirmations = getattr(channel, "confirmations", {}).values()
+    unanswered = [c for c in confirmations if isinstance(c, asyncio.Future)]
+    if unanswered:
+        await asyncio.wait(unanswered, timeout=_RETIRE_WITHIN_S)
+    if not channel.is_closed:
+        with contextlib.suppress(Exception):
+            await channel.close()

@@ -14,6 +14,7 @@ import gc
 import signal
 import time
 from collections.abc import Collection
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import aio_pika
@@ -23,10 +24,10 @@ from aio_pika.abc import AbstractRobustConnection
 
 from worker import tracing
 from worker.amqp.acks import Acks
-from worker.amqp.aiormq_internals import AiormqIncompatibleError, check_channel
+from worker.amqp.aiormq_internals import AiormqIncompatibleError
 from worker.amqp.backlog import ready_counts
 from worker.amqp.consumer import Consumers
-from worker.amqp.nodes import NodesConnection, connect_nodes
+from worker.amqp.nodes import NodesConnection, connect_nodes, underlay
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare, declare_portal
 from worker.bulk import JobLedger, JobStoreError, open_jobs
@@ -200,11 +201,8 @@ class Worker:
         # The backlog each portal starts with, until _watch_backlog reads it again.
         for key in self.topology.portals:
             self.backlog[key] = ready.get(self.topology.portal_queue(key), 0)
-        publish_channel = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        check_channel(await publish_channel.get_underlay_channel())
-        self._publisher = publisher = Publisher(publish_channel.get_underlay_channel)
+        self._publisher = publisher = Publisher(partial(underlay, connection))
+        await publisher.open()
         router = Router(
             pipelines=self._pipelines,
             default_portal=s.B24_DEFAULT_PORTAL,
@@ -570,6 +568,8 @@ class Worker:
         # the client closes, in a retry copy published and acked after the drain.
         if self._consumers is not None:
             await self._consumers.close_connections()
+        if self._publisher is not None:
+            await self._publisher.close()
         if self.connection is not None:
             await self.connection.close()
         for lane in self.lanes.values():

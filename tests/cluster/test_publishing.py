@@ -1,0 +1,87 @@
+"""The worker's publisher on a 3-node cluster whose quorum queue lost its leader.
+
+RabbitMQ 3.10 gives a channel its view of a quorum queue's leader at the
+channel's first publish to it, from the queue's record, and never revises it
+when that first publish could not reach the leader's node: the channel nacks
+every later publish to the queue for as long as it lives, even once another
+node leads. A worker that reconnected in the moment its node went down (its
+first event publish landing before the election) thus had every event nacked.
+The publisher replaces a nacked channel; this holds it to that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import partial
+
+import aio_pika
+import pytest
+
+from tests.cluster.harness import Cluster, installed
+from tests.conftest import in_ci
+from worker.amqp.nodes import connect_nodes, underlay
+from worker.amqp.publishing import Publisher, RefusedError, event_properties
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        not installed() and not in_ci(), reason="RabbitMQ (rabbitmq-server) is not installed"
+    ),
+]
+
+CONFIRMED_WITHIN_S = 30.0
+
+
+async def _publish(publisher: Publisher, queue: str, message_id: str) -> None:
+    await publisher.publish(
+        b"{}",
+        routing_key=queue,
+        properties=event_properties(message_id, None),
+        mandatory=True,
+    )
+
+
+async def test_a_channel_that_met_a_lost_leader_is_replaced_and_publishing_goes_on(
+    cluster: Cluster,
+) -> None:
+    queue = f"publishing-{time.monotonic_ns()}"
+    declarer = await aio_pika.connect_robust(cluster.urls[0])
+    async with declarer:
+        channel = await declarer.channel()
+        await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    leader = await asyncio.to_thread(cluster.leader_of, queue)
+    stays, follower = [i for i in range(cluster.size) if i != leader]
+    # Without a majority no node can lead, and the queue's record names the stopped
+    # leader: a channel's first publish to the queue goes there, and is nacked.
+    await asyncio.to_thread(cluster.stop_node, follower)
+    await asyncio.to_thread(cluster.stop_node, leader)
+    connection = await connect_nodes(cluster.urls[stays])
+    try:
+        publisher = Publisher(partial(underlay, connection))
+        await publisher.open()
+        with pytest.raises(RefusedError):
+            await _publish(publisher, queue, "while-no-node-leads")
+        # A majority again, with the old leader still down: another node leads.
+        await asyncio.to_thread(cluster.start_node, follower)
+        new_leader = await asyncio.to_thread(cluster.leader_of, queue)
+        assert new_leader != leader
+        deadline = time.monotonic() + CONFIRMED_WITHIN_S
+        nacks = 0
+        while True:
+            try:
+                await _publish(publisher, queue, "after-the-election")
+                break
+            except RefusedError:
+                nacks += 1
+                assert time.monotonic() < deadline, f"still nacked after {nacks} tries"
+                await asyncio.sleep(0.5)
+        print(f"confirmed after {nacks} more nacks")
+        await publisher.close()
+    finally:
+        await connection.close()
+    await asyncio.to_thread(cluster.start_node, leader)
+    assert (await asyncio.to_thread(cluster.messages)).get(queue) == 1
+    cleaner = await aio_pika.connect_robust(cluster.urls[stays])
+    async with cleaner:
+        await (await cleaner.channel()).queue_delete(queue)
