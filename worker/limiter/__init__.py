@@ -36,6 +36,7 @@ from worker.limiter.lazy import on_first_use
 from worker.limiter.ledger import Baskets
 from worker.limiter.operating import Lease, MethodState, OperatingBudget
 from worker.limiter.report import OperatingReport
+from worker.limiter.turns import FirstCalls, Turn
 
 if TYPE_CHECKING:
     from worker.limiter.backends import Availability, Codec, RedisBackend
@@ -50,6 +51,7 @@ __all__ = [
     "Clock",
     "Codec",
     "FakeClock",
+    "FirstCalls",
     "Lease",
     "Leave",
     "MemoryBackend",
@@ -63,6 +65,7 @@ __all__ = [
     "SharedBackends",
     "StateBackend",
     "SystemClock",
+    "Turn",
     "shared_backends",
 ]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from worker.limiter.backends import MemoryBackend, StateBackend
 from worker.limiter.clock import Clock
+from worker.limiter.turns import Turn
 
 __all__ = ["PacerState", "RequestPacer"]
 
@@ -58,6 +59,7 @@ class RequestPacer:
         hold_s: float = 2.0,
         backend: StateBackend[PacerState] | None = None,
         key: str = "portal",
+        turn: Turn | None = None,
     ) -> None:
         """``reserve`` requests of the burst, and the same share of the rate, are left to others.
 
@@ -73,6 +75,10 @@ class RequestPacer:
         ``min_share`` of the full rate) and regains ``recovery_per_s`` of the
         full rate each second; 503s within ``hold_s`` of a cut come from the
         same overflow and do not cut again.
+
+        With ``turn``, the second request waits for the first requests of the
+        portals that started with it (`worker.limiter.turns`), at most until
+        half a request has drained since the first.
         """
         if burst < 1 or rate_per_s <= 0:
             raise ValueError("burst must be >= 1 and rate_per_s > 0")
@@ -91,6 +97,8 @@ class RequestPacer:
         self._backend: StateBackend[PacerState] = backend or MemoryBackend()
         self._key = key
         self._queue = asyncio.Lock()
+        self._turn = turn
+        self._first_at: float | None = None
 
     async def acquire(self) -> float:
         """Wait for a token (in turn with other callers) and take it; returns the seconds waited.
@@ -99,9 +107,22 @@ class RequestPacer:
         """
         started = self._clock.monotonic()
         async with self._queue:
+            if self._turn is not None:
+                await self._take_turn()
             while (wait := await self._backend.modify(self._key, self._take)) > 0:
                 await self._clock.sleep(wait)
         return self._clock.monotonic() - started
+
+    async def _take_turn(self) -> None:
+        turn, now = self._turn, self._clock.monotonic()
+        if turn is None:
+            return
+        if self._first_at is None:
+            self._first_at = now
+            turn.called()
+            return
+        self._turn = None  # the second request waits once; the rest follow it
+        await turn.second(self._first_at + 0.5 / self._full_rate - now, self._clock.sleep)
 
     async def on_rate_limited(self) -> None:
         """A 503 QUERY_LIMIT_EXCEEDED came back: the portal's bucket is full, so slow down."""

@@ -35,6 +35,7 @@ from worker.credentials import token_store
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
+from worker.limiter import FirstCalls
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
@@ -135,6 +136,8 @@ class Worker:
         self._app_events: InLoopServer | None = None
         self._app_events_http: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
+        # The portals that started with commands waiting, until each made a call.
+        self._first_calls = FirstCalls(())
         # Each lane's pipeline task, by portal: a lane may be dropped at run time.
         self._running: dict[str, asyncio.Task[None]] = {}
         # Portals registered at run time, by key, with the entry each lane was built from.
@@ -201,6 +204,7 @@ class Worker:
         # The backlog each portal starts with, until _watch_backlog reads it again.
         for key in self.topology.portals:
             self.backlog[key] = ready.get(self.topology.portal_queue(key), 0)
+        self._first_calls = FirstCalls(key for key, count in self.backlog.items() if count)
         self._publisher = publisher = Publisher(partial(underlay, connection))
         await publisher.open()
         router = Router(
@@ -313,6 +317,7 @@ class Worker:
             redis=self._redis,
             backlog=self.backlog,
             ledger=self.ledger,
+            first_calls=self._first_calls,
         )
         self.lanes[key] = lane
         self._pipelines[key] = lane.pipeline

@@ -43,7 +43,7 @@ from worker.flow.ledger import Ledger
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT, Consumption, Pipeline
 from worker.flow.readback import ReadBack
-from worker.limiter import CallLimiter, OperatingBudget, RequestPacer, SystemClock
+from worker.limiter import CallLimiter, FirstCalls, OperatingBudget, RequestPacer, SystemClock
 from worker.observability.logging import SecretMask
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
@@ -131,12 +131,15 @@ def build_lane(
     redis: Redis | None = None,
     backlog: Mapping[str, int] | None = None,
     ledger: Ledger | None = None,
+    first_calls: FirstCalls | None = None,
 ) -> Lane:
     """The lane of ``portal``: its pipeline settles through the worker's one
     ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down.
 
     ``backlog`` is the commands waiting in each portal's queue by portal key, as
-    last read from the broker (the worker keeps it current).
+    last read from the broker (the worker keeps it current). ``first_calls``:
+    the portals that started with commands waiting, each to make a first call
+    before any makes a second.
     """
     waiting = backlog if backlog is not None else {}
     observer = MetricsObserver(metrics, portal=portal.key)
@@ -164,6 +167,7 @@ def build_lane(
         # Requests of several processes reach the portal with lags that differ
         # more than one process's do: keep more of the bucket empty.
         headroom_s=SHARED_HEADROOM_S if shared else LOCAL_HEADROOM_S,
+        turn=first_calls.turn(portal.key) if first_calls is not None else None,
     )
     budget = OperatingBudget(
         limit_s=portal.operating_limit_s,
