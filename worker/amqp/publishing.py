@@ -17,8 +17,10 @@ channel learns where a quorum queue's leader is when it first publishes to
 it, and RabbitMQ 3.10 keeps that answer for the channel's life: a channel
 opened while the queue's leader node was going down nacks every publish to
 that queue, for as long as the channel lives, even once another node leads.
-A fresh channel asks again. The nacked channel is closed once the broker has
-answered the rest of what was published on it.
+A fresh channel asks again. The nacked channel is closed first, once the
+broker has answered the rest of what was published on it, so the new one
+takes its number (aiormq numbers a channel one past the highest open, and the
+broker refuses numbers past its `channel_max`).
 
 What the broker answers is translated here, at the boundary::
 
@@ -58,8 +60,9 @@ _PERSISTENT = 2
 # A nacked channel is replaced at most once in this time, so a queue that refuses
 # on purpose (full, with reject-publish) does not make a channel per retry.
 _RENEW_AFTER_S = 1.0
-# How long a replaced channel may wait for the broker's answers before it closes.
-_RETIRE_WITHIN_S = 30.0
+# How long a replaced channel may wait for the broker's answers before it closes;
+# publishes wait for the new channel meanwhile.
+_RETIRE_WITHIN_S = 5.0
 
 
 class PublishError(Exception):
@@ -126,7 +129,7 @@ class Publisher:
         self._pending: list[_Publish] = []
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: aiormq.abc.AbstractChannel | None = None  # nacked, to close
 
     async def open(self) -> None:
         """Open the channel now, so a broker client that lacks what the publisher uses
@@ -134,13 +137,12 @@ class Publisher:
         await self._current()
 
     async def close(self) -> None:
-        """Close the channel and any replaced one still waiting for answers."""
-        for task in list(self._retiring):
-            task.cancel()
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        """Close the channel, and a nacked one not closed yet."""
+        for channel in (self._channel, self._retired):
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        self._channel = self._retired = None
 
     async def _current(self) -> aiormq.abc.AbstractChannel:
         """The open channel, opened anew when there is none."""
@@ -150,6 +152,9 @@ class Publisher:
         async with self._opening:
             channel = self._channel
             if channel is None or channel.is_closed:
+                retired, self._retired = self._retired, None
+                if retired is not None:
+                    await _retire(retired)
                 connection = await self._connection()
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 check_channel(channel)
@@ -160,10 +165,7 @@ class Publisher:
         """Replace ``channel`` after the broker nacked a publish on it."""
         if channel is not self._channel or time.monotonic() - self._opened_at < _RENEW_AFTER_S:
             return
-        self._channel = None
-        task = asyncio.ensure_future(_retire(channel))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._channel, self._retired = None, channel
 
     async def publish(
         self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
