@@ -108,15 +108,13 @@ class RequestPacer:
         started = self._clock.monotonic()
         async with self._queue:
             if self._turn is not None:
-                await self._take_turn()
+                await self._take_turn(self._turn)
             while (wait := await self._backend.modify(self._key, self._take)) > 0:
                 await self._clock.sleep(wait)
         return self._clock.monotonic() - started
 
-    async def _take_turn(self) -> None:
-        turn, now = self._turn, self._clock.monotonic()
-        if turn is None:
-            return
+    async def _take_turn(self, turn: Turn) -> None:
+        now = self._clock.monotonic()
         if self._first_at is None:
             self._first_at = now
             turn.called()
