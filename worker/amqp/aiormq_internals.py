@@ -69,6 +69,8 @@ class Publish(Protocol):
     def properties(self) -> Basic.Properties: ...
     @property
     def mandatory(self) -> bool: ...
+    @property
+    def exchange(self) -> str: ...
 
 
 def check_channel(channel: AbstractChannel) -> None:
@@ -91,7 +93,7 @@ def consumer_tags(channel: AbstractChannel) -> set[str]:
 async def write_publishes(
     channel: aiormq.Channel, publishes: Sequence[Publish]
 ) -> list[asyncio.Future[Any]]:
-    """Write the publishes to the default exchange in one frame set; their confirmations.
+    """Write the publishes in one frame set; their confirmations.
 
     Each confirmation resolves as `basic_publish`'s would: a Basic.Ack, or a
     DeliveryError (nack) or PublishError (basic.return of a mandatory publish).
@@ -121,7 +123,9 @@ async def write_publishes(
                 confirmations.append(confirmation)
                 frames.append(
                     Basic.Publish(
-                        exchange="", routing_key=publish.routing_key, mandatory=publish.mandatory
+                        exchange=publish.exchange,
+                        routing_key=publish.routing_key,
+                        mandatory=publish.mandatory,
                     )
                 )
                 frames.append(ContentHeader(properties=properties, body_size=len(publish.body)))

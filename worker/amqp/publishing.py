@@ -111,11 +111,12 @@ class _Publish:
     routing_key: str
     properties: Basic.Properties
     mandatory: bool
+    exchange: str
     done: asyncio.Future[None]
 
 
 class Publisher:
-    """Publishes to the default exchange over a channel of its own with publisher confirms.
+    """Publishes over a channel of its own with publisher confirms.
 
     ``connection`` returns the current aiormq connection, once it is up (a robust
     connection's, after a reconnect the new one).
@@ -168,12 +169,21 @@ class Publisher:
         self._channel, self._retired = None, channel
 
     async def publish(
-        self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        properties: Basic.Properties,
+        mandatory: bool,
+        exchange: str = "",
     ) -> None:
-        """Returns once the broker confirmed the message; PublishError otherwise."""
+        """Returns once the broker confirmed the message; PublishError otherwise.
+
+        Without ``exchange``, the default exchange: ``routing_key`` is the queue.
+        """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append(_Publish(body, routing_key, properties, mandatory, done))
+        self._pending.append(_Publish(body, routing_key, properties, mandatory, exchange, done))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._send_pending)

@@ -29,6 +29,7 @@ class Message:
     routing_key: str
     properties: Basic.Properties
     mandatory: bool
+    exchange: str = ""
 
 
 def test_a_channel_without_the_bookkeeping_stops_the_worker_with_a_clear_reason() -> None:
