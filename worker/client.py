@@ -49,17 +49,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, DeliveryMode
+from aio_pika.abc import AbstractConnection, DeliveryMode
 
 from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
 from schemas.wire import DEFAULT_UPDATE_QUEUE, JOB_HEADER, JOB_ID_RULE, PORTAL_HEADER, is_job_id
 from worker import tracing
 from worker.tools.broker import (
+    ConfirmedPublisher,
     EntryPoint,
     PublishRefusedError,
     connect,
     entry_point,
-    publish_confirmed,
 )
 from worker.tools.replies import Replies
 
@@ -87,14 +87,14 @@ class UpdateClient:
         self._portal = _portal_key(portal)
         self._entry: EntryPoint | None = None
         self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._publisher: ConfirmedPublisher | None = None
         self._replies: Replies | None = None
 
     async def __aenter__(self) -> UpdateClient:
         connection = await connect(self._amqp_url)
         try:
             self._entry = await entry_point(connection, self._queue)  # missing: fails here
-            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._publisher = await ConfirmedPublisher(connection).open()
             self._replies = Replies(await connection.channel())
             await self._replies.open()
         except BaseException:
@@ -129,7 +129,7 @@ class UpdateClient:
 
         `portal` overrides the client's portal for this update.
         """
-        if self._channel is None or self._replies is None or self._entry is None:
+        if self._publisher is None or self._replies is None or self._entry is None:
             raise RuntimeError("use the client inside `async with`")
         portal = _portal_key(portal) or self._portal
         command = _command(entity_type_id, item_id, fields, use_original_uf_names)
@@ -145,7 +145,7 @@ class UpdateClient:
         )
         try:
             exchange, routing_key = self._entry.route(portal, entity_type_id, item_id)
-            await publish_confirmed(self._channel, message, routing_key, exchange=exchange)
+            await self._publisher.publish(message, routing_key, exchange=exchange)
             async with asyncio.timeout(timeout_s):
                 return await outcome
         except TimeoutError:
@@ -228,16 +228,16 @@ class UpdateClient:
     ) -> list[BaseException]:
         """Publish each (entity type, item, message), up to ``window`` awaiting their
         confirms at once; the refusals."""
-        if self._channel is None or self._entry is None:
+        if self._publisher is None or self._entry is None:
             raise RuntimeError("use the client inside `async with`")
         slots = asyncio.Semaphore(window)
         refused: list[BaseException] = []
-        channel, entry = self._channel, self._entry
+        publisher, entry = self._publisher, self._entry
 
         async def one(entity_type_id: int, item_id: int, message: aio_pika.Message) -> None:
             try:
                 exchange, routing_key = entry.route(portal, entity_type_id, item_id)
-                await publish_confirmed(channel, message, routing_key, exchange=exchange)
+                await publisher.publish(message, routing_key, exchange=exchange)
             except PublishRefusedError as exc:
                 refused.append(exc)
             finally:
@@ -268,7 +268,7 @@ class UpdateClient:
         are sent; the job then counts only what was confirmed. Calling again with
         the same ``job`` adds commands to it.
         """
-        if self._channel is None or self._entry is None:
+        if self._publisher is None or self._entry is None:
             raise RuntimeError("use the client inside `async with`")
         job = job if job is not None else f"job-{uuid.uuid4().hex[:12]}"
         if not is_job_id(job):

@@ -6,7 +6,8 @@ when that first publish could not reach the leader's node: the channel nacks
 every later publish to the queue for as long as it lives, even once another
 node leads. A worker that reconnected in the moment its node went down (its
 first event publish landing before the election) thus had every event nacked.
-The publisher replaces a nacked channel; this holds it to that.
+The publisher replaces a nacked channel; this holds it to that, for the worker
+and for `UpdateClient` (the tools publish the same way).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.cluster.harness import Cluster, installed
 from tests.conftest import in_ci
 from worker.amqp.nodes import connect_nodes, underlay
 from worker.amqp.publishing import Publisher, RefusedError, event_properties
+from worker.client import PublishRefusedError, UpdateClient
 
 pytestmark = [
     pytest.mark.cluster,
@@ -80,6 +82,43 @@ async def test_a_channel_that_met_a_lost_leader_is_replaced_and_publishing_goes_
         await publisher.close()
     finally:
         await connection.close()
+    await asyncio.to_thread(cluster.start_node, leader)
+    assert (await asyncio.to_thread(cluster.messages)).get(queue) == 1
+    cleaner = await aio_pika.connect_robust(cluster.urls[stays])
+    async with cleaner:
+        await (await cleaner.channel()).queue_delete(queue)
+
+
+async def test_a_client_that_met_a_lost_leader_publishes_again_once_another_node_leads(
+    cluster: Cluster,
+) -> None:
+    queue = f"client-{time.monotonic_ns()}"
+    declarer = await aio_pika.connect_robust(cluster.urls[0])
+    async with declarer:
+        channel = await declarer.channel()
+        await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    leader = await asyncio.to_thread(cluster.leader_of, queue)
+    stays, follower = [i for i in range(cluster.size) if i != leader]
+    # A long-lived client: connected while the cluster is whole, first publishing
+    # to the queue once no node can lead it.
+    async with UpdateClient(cluster.urls[stays], queue=queue) as client:
+        await asyncio.to_thread(cluster.stop_node, follower)
+        await asyncio.to_thread(cluster.stop_node, leader)
+        with pytest.raises(PublishRefusedError):
+            await client.send(2, 1, {"title": "while no node leads"})
+        await asyncio.to_thread(cluster.start_node, follower)
+        assert await asyncio.to_thread(cluster.leader_of, queue) != leader
+        deadline = time.monotonic() + CONFIRMED_WITHIN_S
+        refused = 0
+        while True:
+            try:
+                await client.send(2, 2, {"title": "after the election"})
+                break
+            except PublishRefusedError:
+                refused += 1
+                assert time.monotonic() < deadline, f"still refused after {refused} sends"
+                await asyncio.sleep(0.5)
+        print(f"confirmed after {refused} more refused sends")
     await asyncio.to_thread(cluster.start_node, leader)
     assert (await asyncio.to_thread(cluster.messages)).get(queue) == 1
     cleaner = await aio_pika.connect_robust(cluster.urls[stays])

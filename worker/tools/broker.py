@@ -24,27 +24,28 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from pamqp.commands import Basic
+from aio_pika.abc import AbstractConnection
 
 from schemas.wire import item_routing_key, shard_queue, unrouted_exchange
-from worker.amqp.nodes import connect_any
+from worker.amqp.nodes import connect_any, underlay
+from worker.amqp.publishing import NotPublishedError, Publisher, RefusedError, UnroutableError
 from worker.settings import redact_url
 
 __all__ = [
     "PUBLISH_TRIES",
     "BrokerUnavailableError",
+    "ConfirmedPublisher",
     "EntryPoint",
     "PublishRefusedError",
     "ToolError",
     "connect",
     "entry_point",
     "exists",
-    "publish_confirmed",
     "queue_depth",
 ]
 
@@ -135,38 +136,64 @@ async def exists(connection: AbstractConnection, name: str, *, exchange: bool) -
     return True
 
 
-async def publish_confirmed(
-    channel: AbstractChannel,
-    message: aio_pika.Message,
-    routing_key: str,
-    *,
-    exchange: str = "",
-    tries: int = PUBLISH_TRIES,
-) -> None:
-    """Publish until the broker confirms it; raise PublishRefusedError otherwise.
+class ConfirmedPublisher:
+    """Mandatory publishes, each ended only by the broker's confirm.
 
-    Without `exchange`, `routing_key` is the queue. `channel` must have publisher
-    confirms and `on_return_raises=True`: the publish is mandatory, so a message
-    no queue takes is an error here, not one the broker drops after confirming it.
+    Over the worker's own `Publisher`: publishes asked for together go out in
+    one write, and a channel the broker nacked on is replaced (closed first, so
+    the new one takes its number). That matters on a cluster: RabbitMQ 3.10
+    nacks every later publish of a channel whose first publish to a quorum
+    queue met a leader that was going down, for as long as the channel lives
+    (docs/operations.md). A client opened at such a moment recovers with the
+    next channel instead of being refused until it is recreated.
     """
-    where = f"exchange {exchange!r}" if exchange else f"queue {routing_key!r}"
-    delay_s = 0.1
-    for attempt in range(1, tries + 1):
-        try:
-            target = (
-                await channel.get_exchange(exchange, ensure=False)
-                if exchange
-                else channel.default_exchange
-            )
-            await target.publish(message, routing_key=routing_key, mandatory=True)
-            return
-        except aio_pika.exceptions.DeliveryError as exc:
-            if isinstance(exc.frame, Basic.Return):
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self._publisher = Publisher(partial(underlay, connection))
+
+    async def open(self) -> ConfirmedPublisher:
+        await self._publisher.open()
+        return self
+
+    async def close(self) -> None:
+        await self._publisher.close()
+
+    async def publish(
+        self,
+        message: aio_pika.Message,
+        routing_key: str,
+        *,
+        exchange: str = "",
+        tries: int = PUBLISH_TRIES,
+    ) -> None:
+        """Publish until the broker confirms it; PublishRefusedError otherwise.
+
+        Without ``exchange``, ``routing_key`` is the queue. A channel or connection
+        lost before the confirm raises ConnectionError: the broker may or may not
+        have the message.
+        """
+        where = f"exchange {exchange!r}" if exchange else f"queue {routing_key!r}"
+        delay_s = 0.1
+        for attempt in range(1, tries + 1):
+            try:
+                await self._publisher.publish(
+                    message.body,
+                    routing_key=routing_key,
+                    properties=message.properties,
+                    mandatory=True,
+                    exchange=exchange,
+                )
+                return
+            except UnroutableError:
                 raise PublishRefusedError(_unroutable(exchange, routing_key)) from None
-        if attempt < tries:
-            await asyncio.sleep(delay_s)
-            delay_s *= 2
-    raise PublishRefusedError(f"the broker refused the message {tries} times (nack) on {where}")
+            except NotPublishedError as exc:
+                raise ConnectionError(f"not confirmed on {where}: {exc}") from None
+            except RefusedError:
+                pass
+            if attempt < tries:
+                await asyncio.sleep(delay_s)
+                delay_s *= 2
+        raise PublishRefusedError(f"the broker refused the message {tries} times (nack) on {where}")
 
 
 def _unroutable(exchange: str, routing_key: str) -> str:

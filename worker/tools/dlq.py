@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractConnection, DeliveryMode
 
 from schemas import FailureEvent
 from schemas.wire import PORTAL_HEADER, WORKER_HEADERS
-from worker.tools.broker import EntryPoint, ToolError, entry_point, publish_confirmed
+from worker.tools.broker import ConfirmedPublisher, EntryPoint, ToolError, entry_point
 from worker.tools.letters import DeadLetter, Selection, reading
 
 __all__ = ["parse_age", "purge", "replay", "replay_message", "show"]
@@ -91,7 +91,7 @@ async def replay(
     limit: int | None,
     out: TextIO,
 ) -> int:
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    publisher = await ConfirmedPublisher(connection).open()
     entry = await entry_point(connection, update_queue)  # missing: fails before any letter moves
     read = matched = replayed = not_replayable = 0
     problem: str | None = None
@@ -108,8 +108,10 @@ async def replay(
                 continue
             exchange, routing_key = _route(entry, event, message)
             try:
-                await publish_confirmed(channel, message, routing_key, exchange=exchange)
-            except ToolError as exc:
+                await publisher.publish(message, routing_key, exchange=exchange)
+            except (ToolError, ConnectionError) as exc:
+                # A lost connection leaves the letter where it is, unacked: the
+                # broker may have the copy as well (the next replay then sends it twice).
                 problem = str(exc)
                 break
             await letter.message.ack()

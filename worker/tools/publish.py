@@ -31,18 +31,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, DeliveryMode
+from aio_pika.abc import DeliveryMode
 
 from schemas import FailureEvent
 from schemas.wire import JOB_HEADER, PORTAL_HEADER
 from worker import tracing
 from worker.tools.broker import (
+    ConfirmedPublisher,
     EntryPoint,
     PublishRefusedError,
     ToolError,
     connect,
     entry_point,
-    publish_confirmed,
 )
 from worker.tools.progress import Progress
 from worker.tools.replies import Event, Replies
@@ -114,11 +114,11 @@ async def publish_file(
         except ToolError as exc:
             print(f"b24-worker publish: {exc}", file=err)
             return 2
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        publisher = await ConfirmedPublisher(connection).open()
         replies = Replies(await connection.channel()) if options.wait else None
         reply_to = await replies.open() if replies else None
         run = _Run(
-            channel=channel,
+            publisher=publisher,
             entry=entry,
             portal=options.portal,
             job=options.job,
@@ -153,14 +153,14 @@ class _Run:
     def __init__(
         self,
         *,
-        channel: AbstractChannel,
+        publisher: ConfirmedPublisher,
         entry: EntryPoint,
         portal: str | None,
         job: str | None,
         reply_to: str | None,
         replies: Replies | None,
     ) -> None:
-        self._channel = channel
+        self._publisher = publisher
         self._entry = entry
         self._portal = portal
         self._headers = {
@@ -185,9 +185,7 @@ class _Run:
         async def one(line: Line) -> None:
             exchange, routing_key = self._route(line)
             try:
-                await publish_confirmed(
-                    self._channel, self._message(line), routing_key, exchange=exchange
-                )
+                await self._publisher.publish(self._message(line), routing_key, exchange=exchange)
                 progress.advance()
             except PublishRefusedError as exc:
                 unconfirmed[line.number] = str(exc)
