@@ -306,6 +306,14 @@ class Settings(BaseSettings):
             "another's in one stream; `0`: all over the main connection"
         ),
     )
+    PORTAL_BALANCE_S: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=10.0,
+        description=(
+            "how often a worker compares the portal queues it is the active consumer of "
+            "with its share (portal queues divided by the workers on the poison queue) and "
+            "hands those above it to the next worker in line; `0`: never"
+        ),
+    )
 
     # Portals registered at run time (`b24-worker portals`)
     REGISTRY_PATH: str = Field(

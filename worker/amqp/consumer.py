@@ -98,6 +98,9 @@ class _Feed:
     held: list[DeliveredMessage] | None = None
     leftover: bool = False  # UPDATE_QUEUE from before SHARDS: dropped once it is deleted
     portal: str | None = None  # the portal whose queue this is (portal queues)
+    # Delivered to since it was registered: the active one of a single-active-consumer
+    # queue (a consumer waiting in line gets nothing).
+    active: bool = False
 
 
 class Consumers:
@@ -383,11 +386,35 @@ class Consumers:
         """Close the feed's channel once its acks have landed: the broker puts what it
         held back at the head of its queue, in delivery order."""
         channel, feed.channel, feed.registered = feed.channel, None, None
+        feed.active = False
         self._let_go(feed)
         if channel is None or channel.is_closed:
             return
         await self._acks.landed(await channel.get_underlay_channel())
         await channel.close()
+
+    def active_portals(self) -> list[str]:
+        """The portals whose queue this worker is the active consumer of, as far as it
+        knows: claimed, or delivered to since its consumer was registered."""
+        return [
+            feed.portal
+            for feed in self._feeds
+            if feed.portal is not None and feed.active and feed.registered is not None
+        ]
+
+    @property
+    def portal_count(self) -> int:
+        """The portal queues this worker consumes (actively or waiting in line)."""
+        return len(self._by_portal)
+
+    async def replicas(self) -> int:
+        """The workers consuming the poison queue: each has one consumer there."""
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            return await _consumer_count(await channel.get_underlay_channel(), self._poison_queue)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def stop(self) -> None:
         """Take no more deliveries (shutting down); what is held stays held."""
@@ -416,6 +443,7 @@ class Consumers:
         channel = await feed.channel.get_underlay_channel()
 
         async def on_message(raw: DeliveredMessage) -> None:
+            feed.active = True
             held = feed.held
             if held is not None:
                 held.append(raw)
@@ -497,6 +525,8 @@ class Consumers:
         mine = self._rng.sample(free, min(share, len(free)))
         taken = {id(feed) for feed in mine}
         await asyncio.gather(*(self._consume(feed) for feed in mine))
+        for feed in mine:
+            feed.active = True  # nobody consumed it: this worker's consumer is the active one
         in_line = [feed for feed in feeds if id(feed) not in taken]
         return [feed.queue for feed in mine], in_line, len(free) > len(mine)
 

@@ -38,6 +38,18 @@ class OrderingGate:
         """Jobs held, not counting the active ones."""
         return sum(len(lane.waiting) for lane in self._lanes.values())
 
+    @property
+    def retrying(self) -> bool:
+        """Some item waits for its retry copy to come back, or holds the copy now."""
+        for lane in self._lanes.values():
+            if lane.parked_for is not None:
+                return True
+            if lane.active is not None and lane.active.source == "retry":
+                return True
+            if any(job.source == "retry" for job in lane.waiting):
+                return True
+        return False
+
     def admit(self, key: ItemKey, job: Job) -> bool:
         """True when the job may run now; otherwise it waits its turn."""
         lane = self._lanes.get(key)

@@ -149,6 +149,7 @@ class Pipeline:
         self._probing: asyncio.Task[None] | None = None
         self._draining = False
         self._retired = False
+        self._handing_over = False
 
     @property
     def down(self) -> str | None:
@@ -278,9 +279,10 @@ class Pipeline:
             if aborted:
                 jobs = kept
                 await asyncio.gather(*(self._settle(job, _ABORTED) for job in aborted))
-            if self.paused or not jobs:
-                # The group formed as the portal went down or the drain began: the
-                # jobs wait again (a drain leaves them to the connection's close).
+            if self.paused or self._handing_over or not jobs:
+                # The group formed as the portal went down, the drain began or the
+                # queue is being handed over: the jobs wait again (a drain leaves
+                # them to the connection's close, a hand-over to its channel's).
                 await self._limiter.release(leave)
                 self._again(jobs)
                 return
@@ -517,6 +519,36 @@ class Pipeline:
         if not self._draining:
             self._sending.set()
         await self._consumption.release(self.portal)
+
+    async def hand_over(self) -> bool:
+        """Let the next worker in line serve this portal's queue; False when not now.
+
+        Not while the portal is down, an item waits for its retry copy (or holds
+        it), or a command waits to be read back: those would be overtaken by the
+        item's later commands on the other worker. Otherwise nothing more is sent, the
+        calls out settle, and the queue's channel closes: what the pipeline held
+        goes back to the head of the queue in delivery order, the next consumer
+        in line takes the queue over, and this worker's consumer registers again
+        at the end of the line.
+        """
+        if self.paused or self._retired or self._handing_over:
+            return False
+        if self._gate.retrying or self._resolving:
+            return False
+        # A call that passed its last look before this line is among the calls out.
+        self._handing_over = True
+        self._sending.clear()
+        try:
+            while self._calls:
+                await asyncio.gather(*list(self._calls), return_exceptions=True)
+            await self._consumption.hold(self.portal)
+            await self._forget_returned()
+        finally:
+            self._handing_over = False
+            if not self.paused and not self._retired:
+                self._sending.set()
+        await self._consumption.release(self.portal)
+        return True
 
     async def retire(self) -> None:
         """The portal is served no more (removed at run time): nothing more is sent.

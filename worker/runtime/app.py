@@ -247,6 +247,8 @@ class Worker:
             self._running[key] = asyncio.create_task(self.lanes[key].run())
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
+        if self.topology.portal_queues and s.PORTAL_BALANCE_S > 0:
+            self._tasks.append(asyncio.create_task(self._balance(s.PORTAL_BALANCE_S)))
         try:
             await self.ledger.read_aborts()  # before the first command is taken
         except JobStoreError as exc:
@@ -445,6 +447,45 @@ class Worker:
         await lane.close()
         self.backlog.pop(key, None)
         self.metrics.forget_portal(key)
+
+    async def _balance(self, every_s: float) -> None:
+        """Hand portal queues over while this worker is the active consumer of more
+        than its share of them, so that replicas share the portals' work.
+
+        A worker that starts first claims every portal queue, and the others wait
+        in line on each; nothing else moves a queue. Each hand-over goes to the
+        next worker in line; one that ends up above its share hands on in turn.
+        """
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                replicas = await self.consumers.replicas()
+            except Exception as exc:  # reconnecting: look again next time
+                log.warning("portals.balance_unread", error=type(exc).__name__)
+                continue
+            if replicas < 2:
+                continue
+            active = self.consumers.active_portals()
+            share = -(-self.consumers.portal_count // replicas)
+            excess = len(active) - share
+            if excess <= 0:
+                continue
+            # Not the default portal: its commands without a header come on the shared
+            # queue, which every worker consumes. The least held first: the cheapest.
+            pipelines = [
+                self._pipelines[key]
+                for key in active
+                if key != self.settings.B24_DEFAULT_PORTAL and key in self._pipelines
+            ]
+            pipelines.sort(key=lambda pipeline: pipeline.held + pipeline.calls_out)
+            handed: list[str] = []
+            for pipeline in pipelines:
+                if len(handed) == excess:
+                    break
+                if await pipeline.hand_over():
+                    handed.append(pipeline.portal)
+            if handed:
+                log.info("portals.handed_over", portals=handed, replicas=replicas, share=share)
 
     async def _drain_gone(self, key: str) -> None:
         """Consume a gone portal's queue: the router ends each command as portal_gone."""
