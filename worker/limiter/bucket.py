@@ -122,6 +122,10 @@ class RequestPacer:
         self._turn = None  # the second request waits once; the rest follow it
         await turn.second(self._first_at + 0.5 / self._full_rate - now, self._clock.sleep)
 
+    async def refund(self) -> None:
+        """A token taken for a request that was not sent: the portal never counted it."""
+        await self._backend.modify(self._key, self._refund)
+
     async def on_rate_limited(self) -> None:
         """A 503 QUERY_LIMIT_EXCEEDED came back: the portal's bucket is full, so slow down."""
         await self._backend.modify(self._key, self._cut)
@@ -148,6 +152,10 @@ class RequestPacer:
         if over <= _EPSILON:
             return replace(current, level=current.level + 1.0), 0.0
         return current, over / (self._full_rate * self._share(current, current.at))
+
+    def _refund(self, state: PacerState | None) -> tuple[PacerState, None]:
+        current = self._drained(state, self._clock.time())
+        return replace(current, level=max(0.0, current.level - 1.0)), None
 
     def _cut(self, state: PacerState | None) -> tuple[PacerState, None]:
         current = self._drained(state, self._clock.time())

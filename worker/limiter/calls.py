@@ -108,8 +108,10 @@ class CallLimiter:
         return account
 
     async def release(self, leave: Leave) -> None:
-        """A leave that will not be used (its commands were handed back)."""
+        """A leave that will not be used (its commands were handed back): its budget and
+        its request go back, as the portal never saw the call."""
         await self._budget.settle(leave.lease, [])
+        await self._pacer.refund()
 
     async def query_limited(self) -> None:
         """The portal answered 503 QUERY_LIMIT_EXCEEDED: the bucket is fuller than thought."""

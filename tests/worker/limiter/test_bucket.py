@@ -246,3 +246,24 @@ async def test_a_wall_clock_step_forward_grants_at_most_one_burst_early(
     times = await grant_times(clock, pacer, 51)
     assert times[:50] == [0.0] * 50
     assert times[50] == pytest.approx(0.5)
+
+
+async def test_a_refunded_token_is_granted_again_at_once(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    # A call that took its token but was not sent (handed back): the portal never
+    # counted it, so the next call need not wait a drain interval for it.
+    pacer = exact_pacer(clock, make_backend)
+    assert await grant_times(clock, pacer, 50) == [0.0] * 50
+    await pacer.refund()
+    assert await grant_times(clock, pacer, 2) == pytest.approx([0.0, 0.5])
+
+
+async def test_a_refund_never_leaves_the_copy_below_empty(
+    clock: FakeClock, make_backend: BackendFactory
+) -> None:
+    pacer = exact_pacer(clock, make_backend)
+    await pacer.refund()  # nothing taken: nothing to give back
+    times = await grant_times(clock, pacer, 51)
+    assert times[:50] == [0.0] * 50
+    assert times[50] == pytest.approx(0.5)
