@@ -309,9 +309,9 @@ class Settings(BaseSettings):
     PORTAL_BALANCE_S: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=10.0,
         description=(
-            "how often a worker compares the portal queues it is the active consumer of "
-            "with its share (portal queues divided by the workers on the poison queue) and "
-            "hands those above it to the next worker in line; `0`: never"
+            "how often a worker compares the portal queues with commands waiting that it is "
+            "the active consumer of with its share (those queues divided by the workers on "
+            "the poison queue) and hands those above it to the next worker in line; `0`: never"
         ),
     )
 

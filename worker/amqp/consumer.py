@@ -402,11 +402,6 @@ class Consumers:
             if feed.portal is not None and feed.active and feed.registered is not None
         ]
 
-    @property
-    def portal_count(self) -> int:
-        """The portal queues this worker consumes (actively or waiting in line)."""
-        return len(self._by_portal)
-
     async def replicas(self) -> int:
         """The workers consuming the poison queue: each has one consumer there."""
         channel = await self._connection.channel(publisher_confirms=False)

@@ -449,12 +449,16 @@ class Worker:
         self.metrics.forget_portal(key)
 
     async def _balance(self, every_s: float) -> None:
-        """Hand portal queues over while this worker is the active consumer of more
-        than its share of them, so that replicas share the portals' work.
+        """Hand busy portal queues over while this worker is the active consumer of
+        more than its share of them, so that replicas share the portals' work.
 
         A worker that starts first claims every portal queue, and the others wait
-        in line on each; nothing else moves a queue. Each hand-over goes to the
-        next worker in line; one that ends up above its share hands on in turn.
+        in line on each; nothing else moves a queue. Only queues with commands
+        waiting on the broker count and move: every worker reads the same counts,
+        so they agree on the share (those queues divided by the workers), and a
+        queue whose last commands are in a worker's hands stays where it is. Each
+        hand-over goes to the next worker in line; one that ends up above its
+        share hands on in turn.
         """
         while True:
             await asyncio.sleep(every_s)
@@ -465,16 +469,18 @@ class Worker:
                 continue
             if replicas < 2:
                 continue
-            active = self.consumers.active_portals()
-            share = -(-self.consumers.portal_count // replicas)
-            excess = len(active) - share
+            await self._read_backlog()
+            waiting = {key for key, ready in self.backlog.items() if ready > 0}
+            busy = [key for key in self.consumers.active_portals() if key in waiting]
+            share = -(-len(waiting) // replicas)
+            excess = len(busy) - share
             if excess <= 0:
                 continue
             # Not the default portal: its commands without a header come on the shared
             # queue, which every worker consumes. The least held first: the cheapest.
             pipelines = [
                 self._pipelines[key]
-                for key in active
+                for key in busy
                 if key != self.settings.B24_DEFAULT_PORTAL and key in self._pipelines
             ]
             pipelines.sort(key=lambda pipeline: pipeline.held + pipeline.calls_out)
