@@ -488,8 +488,12 @@ class Worker:
             for pipeline in pipelines:
                 if len(handed) == excess:
                     break
-                if await pipeline.hand_over():
-                    handed.append(pipeline.portal)
+                try:
+                    if await pipeline.hand_over():
+                        handed.append(pipeline.portal)
+                except Exception as exc:  # the broker lost meanwhile: the next round sees
+                    log.error("portal.hand_over_failed", portal=pipeline.portal, error=str(exc))
+                    break
             if handed:
                 log.info("portals.handed_over", portals=handed, replicas=replicas, share=share)
 
