@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import aio_pika
@@ -44,16 +45,49 @@ async def _publish(publisher: Publisher, queue: str, message_id: str) -> None:
     )
 
 
-async def test_a_channel_that_met_a_lost_leader_is_replaced_and_publishing_goes_on(
-    cluster: Cluster,
-) -> None:
-    queue = f"publishing-{time.monotonic_ns()}"
+async def _quorum_queue(cluster: Cluster, prefix: str) -> tuple[str, int, int, int]:
+    """A new quorum queue: its name, its leader's node, the node that stays up, and
+    the follower stopped with the leader."""
+    queue = f"{prefix}-{time.monotonic_ns()}"
     declarer = await aio_pika.connect_robust(cluster.urls[0])
     async with declarer:
         channel = await declarer.channel()
         await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
     leader = await asyncio.to_thread(cluster.leader_of, queue)
     stays, follower = [i for i in range(cluster.size) if i != leader]
+    return queue, leader, stays, follower
+
+
+async def _until_confirmed(
+    publish: Callable[[], Awaitable[object]], refused: type[Exception], what: str
+) -> int:
+    """Publish again every 0.5 s while it is refused; how many more refusals there were."""
+    deadline = time.monotonic() + CONFIRMED_WITHIN_S
+    refusals = 0
+    while True:
+        try:
+            await publish()
+            return refusals
+        except refused:
+            refusals += 1
+            assert time.monotonic() < deadline, f"still refused after {refusals} {what}"
+            await asyncio.sleep(0.5)
+
+
+async def _messages_then_deleted(cluster: Cluster, queue: str, leader: int, stays: int) -> int:
+    """Start the old leader again; the queue's messages, then the queue deleted."""
+    await asyncio.to_thread(cluster.start_node, leader)
+    count = (await asyncio.to_thread(cluster.messages)).get(queue)
+    cleaner = await aio_pika.connect_robust(cluster.urls[stays])
+    async with cleaner:
+        await (await cleaner.channel()).queue_delete(queue)
+    return count or 0
+
+
+async def test_a_channel_that_met_a_lost_leader_is_replaced_and_publishing_goes_on(
+    cluster: Cluster,
+) -> None:
+    queue, leader, stays, follower = await _quorum_queue(cluster, "publishing")
     # Without a majority no node can lead, and the queue's record names the stopped
     # leader: a channel's first publish to the queue goes there, and is nacked.
     await asyncio.to_thread(cluster.stop_node, follower)
@@ -68,37 +102,20 @@ async def test_a_channel_that_met_a_lost_leader_is_replaced_and_publishing_goes_
         await asyncio.to_thread(cluster.start_node, follower)
         new_leader = await asyncio.to_thread(cluster.leader_of, queue)
         assert new_leader != leader
-        deadline = time.monotonic() + CONFIRMED_WITHIN_S
-        nacks = 0
-        while True:
-            try:
-                await _publish(publisher, queue, "after-the-election")
-                break
-            except RefusedError:
-                nacks += 1
-                assert time.monotonic() < deadline, f"still nacked after {nacks} tries"
-                await asyncio.sleep(0.5)
+        nacks = await _until_confirmed(
+            partial(_publish, publisher, queue, "after-the-election"), RefusedError, "tries"
+        )
         print(f"confirmed after {nacks} more nacks")
         await publisher.close()
     finally:
         await connection.close()
-    await asyncio.to_thread(cluster.start_node, leader)
-    assert (await asyncio.to_thread(cluster.messages)).get(queue) == 1
-    cleaner = await aio_pika.connect_robust(cluster.urls[stays])
-    async with cleaner:
-        await (await cleaner.channel()).queue_delete(queue)
+    assert await _messages_then_deleted(cluster, queue, leader, stays) == 1
 
 
 async def test_a_client_that_met_a_lost_leader_publishes_again_once_another_node_leads(
     cluster: Cluster,
 ) -> None:
-    queue = f"client-{time.monotonic_ns()}"
-    declarer = await aio_pika.connect_robust(cluster.urls[0])
-    async with declarer:
-        channel = await declarer.channel()
-        await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    leader = await asyncio.to_thread(cluster.leader_of, queue)
-    stays, follower = [i for i in range(cluster.size) if i != leader]
+    queue, leader, stays, follower = await _quorum_queue(cluster, "client")
     # A long-lived client: connected while the cluster is whole, first publishing
     # to the queue once no node can lead it.
     async with UpdateClient(cluster.urls[stays], queue=queue) as client:
@@ -108,19 +125,10 @@ async def test_a_client_that_met_a_lost_leader_publishes_again_once_another_node
             await client.send(2, 1, {"title": "while no node leads"})
         await asyncio.to_thread(cluster.start_node, follower)
         assert await asyncio.to_thread(cluster.leader_of, queue) != leader
-        deadline = time.monotonic() + CONFIRMED_WITHIN_S
-        refused = 0
-        while True:
-            try:
-                await client.send(2, 2, {"title": "after the election"})
-                break
-            except PublishRefusedError:
-                refused += 1
-                assert time.monotonic() < deadline, f"still refused after {refused} sends"
-                await asyncio.sleep(0.5)
+        refused = await _until_confirmed(
+            partial(client.send, 2, 2, {"title": "after the election"}),
+            PublishRefusedError,
+            "sends",
+        )
         print(f"confirmed after {refused} more refused sends")
-    await asyncio.to_thread(cluster.start_node, leader)
-    assert (await asyncio.to_thread(cluster.messages)).get(queue) == 1
-    cleaner = await aio_pika.connect_robust(cluster.urls[stays])
-    async with cleaner:
-        await (await cleaner.channel()).queue_delete(queue)
+    assert await _messages_then_deleted(cluster, queue, leader, stays) == 1
