@@ -267,9 +267,13 @@ class Consumers:
 
     async def _open(self, feed: _Feed) -> AbstractChannel:
         connection = await self._connection_for(feed)
-        channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=feed.prefetch)
-        check_channel(await channel.get_underlay_channel())
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=feed.prefetch)
+            check_channel(await channel.get_underlay_channel())
+        except Exception:
+            self._let_go(feed)  # its connection carries no channel of it
+            raise
         feed.channel = channel
         return channel
 
@@ -347,11 +351,29 @@ class Consumers:
         async with self._lock:
             feed = self._by_portal.get(portal)
             if feed is not None and feed.channel is None:  # given back while it was down
-                await self._open(feed)
-                await self._consume(feed)
+                await self._again(self._reconsume(feed), [feed])
             if portal == self._shared_portal:
                 await self._release(self._feeds[0])
         log.info("consumer.portal_released", portal=portal)
+
+    async def _reconsume(self, feed: _Feed) -> None:
+        """Consume a portal queue that was given back, on a channel of its own again."""
+        if feed.channel is None or feed.channel.is_closed:
+            await self._open(feed)
+        await self._consume(feed)
+
+    def _unconsumed(self) -> list[_Feed]:
+        """Portal queues this worker should consume and does not: given back (a hold,
+        a hand-over) and not consumed again because the broker was lost meanwhile."""
+        if not self.consuming or self._stopped:
+            return []
+        return [
+            feed
+            for feed in self._feeds
+            if feed.portal is not None
+            and feed.portal not in self._holders
+            and feed.registered is None
+        ]
 
     async def add_portal(self, portal: str, prefetch: int) -> None:
         """Consume a portal's queue from now on (a portal registered at run time)."""
@@ -526,7 +548,8 @@ class Consumers:
         return [feed.queue for feed in mine], in_line, len(free) > len(mine)
 
     async def watch_cancellations(self, interval_s: float = 1.0) -> None:
-        """Consume again on a channel that was reopened, or whose consumer the server cancelled."""
+        """Consume again on a channel that was reopened, or whose consumer the server
+        cancelled; and a portal queue given back that could not be consumed again."""
         while True:
             await asyncio.sleep(interval_s)
             async with self._lock:
@@ -560,6 +583,9 @@ class Consumers:
                         await self._again(self._consume(feed), [feed])
                 shards = [feed for feed in lost if feed.sharded]
                 await self._again(self._claim(shards), shards)
+                for feed in self._unconsumed():
+                    log.warning("consumer.lost", queue=feed.queue, reason="given_back")
+                    await self._again(self._reconsume(feed), [feed])
 
     @staticmethod
     async def _again(registering: Awaitable[None], feeds: list[_Feed]) -> None:

@@ -486,7 +486,12 @@ class Pipeline:
         # close the channel, and what they did not goes back to the batcher.
         while self._calls:
             await asyncio.gather(*list(self._calls), return_exceptions=True)
-        await self._consumption.hold(self.portal)
+        try:
+            await self._consumption.hold(self.portal)
+        except Exception as exc:
+            # The broker was lost meanwhile: the channel closed with the connection
+            # and gave back what it held all the same. The probe goes on.
+            log.error("portal.hold_failed", portal=self.portal, error=type(exc).__name__)
         await self._forget_returned()
         await self._breaker.until_up()
         await self.resume()
@@ -547,7 +552,9 @@ class Pipeline:
             self._handing_over = False
             if not self.paused and not self._retired:
                 self._sending.set()
-        await self._consumption.release(self.portal)
+            # Even when the hold failed (the broker lost meanwhile): the queue is this
+            # worker's to consume again, at the end of the line.
+            await self._consumption.release(self.portal)
         return True
 
     async def retire(self) -> None:

@@ -491,7 +491,7 @@ class Worker:
                 try:
                     if await pipeline.hand_over():
                         handed.append(pipeline.portal)
-                except Exception as exc:  # the broker lost meanwhile: the next round sees
+                except Exception as exc:  # the broker lost: consumed again once reconnected
                     log.error("portal.hand_over_failed", portal=pipeline.portal, error=str(exc))
                     break
             if handed:

@@ -1,10 +1,12 @@
 """The portal queues consumed over connections of their own (PORTAL_CONNECTIONS),
 against the real broker: spread over at most that many, the main connection
-kept for the rest and for portal queues of one batch, and what they held
-given back when they close."""
+kept for the rest and for portal queues of one batch, what they held given
+back when they close, and a portal queue given back while the broker was lost
+consumed again."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ import aio_pika
 import aiormq
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+from yarl import URL
 
 from tests.worker.broker import connected, depth, unique_topology
 from tests.worker.e2e import eventually
@@ -178,3 +181,27 @@ async def test_a_portal_queue_of_one_batch_stays_on_the_main_connection(amqp_url
         # A prefetch of 10 is one call of 10: nothing to spread.
         assert run.made == []
         assert {run.connection_of(queue) for queue in run.consumers.registrations} == {main}
+
+
+async def test_a_portal_queue_released_while_the_broker_is_lost_is_consumed_again(
+    amqp_url: str,
+) -> None:
+    # A hold (a portal down, a hand-over) gave the queue back; the connection is
+    # lost just before the release registers its consumer again.
+    topology = portal_topology()
+    quick = str(URL(amqp_url).update_query(reconnect_interval=0.2))
+    async with consuming(quick, topology, spread=0) as run:
+        watcher = asyncio.create_task(run.consumers.watch_cancellations(interval_s=0.1))
+        try:
+            queue = topology.portal_queue("north")
+            await run.consumers.hold("north")
+            assert queue not in run.consumers.registrations
+            await underlying(run.main).close()
+            await run.consumers.release("north")  # fails inside: no consumer yet
+            assert queue not in run.consumers.registrations
+            await eventually(lambda: queue in run.consumers.registrations)
+            await send(run.main, topology, "north")
+            await eventually(lambda: "north" in run.got)
+            assert len(run.got["north"]) == 1
+        finally:
+            watcher.cancel()

@@ -230,6 +230,7 @@ class MemoryFlow:
         caller: Calls | None = None,
         backlog: Callable[[], bool] = lambda: False,
         coalesce: bool = False,
+        consumption: MemoryConsumption | None = None,
     ) -> None:
         """``limiter`` and ``caller`` replace the scripted ones (a real `CallLimiter`
         and `Caller` against a portal, say); ``handler`` and ``room`` then go unused."""
@@ -237,7 +238,7 @@ class MemoryFlow:
         self.publisher = MemoryPublisher()
         self.limiter = ScriptedLimiter(room=room)
         self.caller = ScriptedCaller(handler)
-        self.consumption = MemoryConsumption()
+        self.consumption = consumption or MemoryConsumption()
         self.observer = RecordingObserver()
         self.acks = Acks(delay_s=0.0)
         self.probes = 0
