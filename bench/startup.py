@@ -14,7 +14,12 @@ without its queues (the start declares N portal queues and binds them), then
 again on the same queues (every later start). Printed per start: the seconds
 from the process's start to its `worker.started` line (queues declared,
 consumers registered on every queue), and its resident memory after 10 s idle
-(VmRSS) with its peak so far (VmHWM).
+(VmRSS) with its peak so far (VmHWM). With portal queues, two workers are
+then started together on the same queues and left idle: the CPU each spends
+over 30 s, with balancing on (PORTAL_BALANCE_S=10: every round reads every
+portal queue's count) and off (0), is the cost of those readings and of
+every other periodic look (/metrics' backlog every 15 s, the cancellation
+watcher every second).
 
 With `--source registry` the N portals are in the registry of portals
 (REGISTRY_PATH, sealed under a fresh REGISTRY_KEY; registered through the
@@ -48,7 +53,7 @@ from harness import (
     worker_env,
     write_results,
 )
-from usage import load_average
+from usage import cpu_seconds, load_average
 
 from worker.registry import Registry, Sealer, SqliteStore, new_key
 from worker.settings import PortalConfig
@@ -57,6 +62,7 @@ START_TARGET_S = 5.0
 IDLE_RSS_TARGET_MIB = 200.0
 LIST_TARGET_S = 1.0
 IDLE_S = 10.0
+REPLICAS_IDLE_S = 30.0
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -80,6 +86,25 @@ def started_after(worker: WorkerProcess, began: float, timeout_s: float = 120.0)
             raise RuntimeError(f"the worker exited: see {worker.log.path}")
         time.sleep(0.01)
     raise TimeoutError(f"no worker.started within {timeout_s} s: see {worker.log.path}")
+
+
+def idle_cpu(env: dict[str, str], *, replicas: int) -> list[float]:
+    """The share of a core each of ``replicas`` workers, started together, spends idle."""
+    began = time.monotonic()
+    workers = [WorkerProcess(env) for _ in range(replicas)]
+    try:
+        for worker in workers:
+            started_after(worker, began)
+        time.sleep(IDLE_S)  # past the start's own work
+        before = [cpu_seconds(worker.pid) for worker in workers]
+        time.sleep(REPLICAS_IDLE_S)
+        return [
+            (cpu_seconds(worker.pid) - spent) / REPLICAS_IDLE_S
+            for worker, spent in zip(workers, before, strict=True)
+        ]
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def register(path: Path, key: str, portals: dict[str, str]) -> None:
@@ -148,6 +173,14 @@ def run(count: int, *, portal_queues: bool, source: str) -> tuple[list[str], boo
                 f"{rss:.0f} MiB (peak {peak:.0f} MiB)"
             )
             ok = ok and seconds <= START_TARGET_S and rss <= IDLE_RSS_TARGET_MIB
+        if portal_queues:
+            for balance in ("10", "0"):
+                shares = idle_cpu({**env, "PORTAL_BALANCE_S": balance}, replicas=2)
+                lines.append(
+                    f"  two workers idle, PORTAL_BALANCE_S={balance}: CPU "
+                    + " and ".join(f"{share:.1%}" for share in shares)
+                    + f" of a core over {REPLICAS_IDLE_S:g} s"
+                )
     finally:
         sandbox.stop()
         shutil.rmtree(folder)
