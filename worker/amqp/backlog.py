@@ -4,12 +4,31 @@ worker holds unacknowledged is not counted)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiormq
 from aio_pika.abc import AbstractConnection
 
-__all__ = ["ready_counts"]
+__all__ = ["read_every", "ready_counts"]
+
+
+async def read_every(
+    read: Callable[[], Awaitable[None]], read_at: Callable[[], float], every_s: float
+) -> None:
+    """Call ``read`` every ``every_s`` seconds; a turn is skipped while the last reading
+    (``read_at``, on the monotonic clock), whoever made it, is younger than that.
+
+    At a thousand portals a reading is a thousand passive declares: the balancing
+    rounds' own readings stand for these, instead of adding to them.
+    """
+    while True:
+        await read()
+        wait_s = every_s
+        while wait_s > 0:
+            await asyncio.sleep(wait_s)
+            wait_s = read_at() + every_s - time.monotonic()
 
 
 async def ready_counts(connection: AbstractConnection, queues: Sequence[str]) -> dict[str, int]:

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 from worker import tracing
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import AiormqIncompatibleError
-from worker.amqp.backlog import ready_counts
+from worker.amqp.backlog import read_every, ready_counts
 from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import NodesConnection, connect_nodes, underlay
 from worker.amqp.publishing import Publisher
@@ -507,10 +507,9 @@ class Worker:
 
     async def _watch_backlog(self) -> None:
         """Keep `b24_queue_ready` and `backlog` current: each work queue's waiting
-        commands (a lane's calls fill on through gaps while its queue has some)."""
-        while True:
-            await self._read_backlog()
-            await asyncio.sleep(BACKLOG_EVERY_S)
+        commands (a lane's calls fill on through gaps while its queue has some).
+        A reading made meanwhile (a balancing round's, /status') counts."""
+        await read_every(self._read_backlog, lambda: self._queues_read_at, BACKLOG_EVERY_S)
 
     async def _read_backlog(self) -> None:
         topology, connection = self.topology, _started(self.connection)
