@@ -358,7 +358,7 @@ class Consumers:
 
     async def _reconsume(self, feed: _Feed) -> None:
         """Consume a portal queue that was given back, on a channel of its own again."""
-        if feed.channel is None or feed.channel.is_closed:
+        if feed.channel is None:
             await self._open(feed)
         await self._consume(feed)
 
@@ -584,6 +584,8 @@ class Consumers:
                 shards = [feed for feed in lost if feed.sharded]
                 await self._again(self._claim(shards), shards)
                 for feed in self._unconsumed():
+                    if feed.channel is not None and feed.channel.is_closed:
+                        continue  # reopened with its connection: consumed at a later look
                     log.warning("consumer.lost", queue=feed.queue, reason="given_back")
                     await self._again(self._reconsume(feed), [feed])
 
