@@ -1,12 +1,42 @@
-"""The periodic reading of the queues' backlog: a reading made by someone else
-meanwhile stands for the next turn, and the turns come back once it stops."""
+"""The queues' backlog: each queue's ready messages read over a few channels side
+by side, and the periodic reading, where a reading made by someone else meanwhile
+stands for the next turn, and the turns come back once it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
-from worker.amqp.backlog import read_every
+import aio_pika
+import pytest
+
+from worker.amqp.backlog import read_every, ready_counts
+
+
+@pytest.mark.rabbitmq
+async def test_each_queue_is_read_in_the_order_given_and_a_missing_one_left_out(
+    amqp_url: str,
+) -> None:
+    prefix = f"test.{uuid.uuid4().hex[:10]}"
+    names = [f"{prefix}.q{n}" for n in range(130)]  # over two channels
+    missing = [f"{prefix}.missing{n}" for n in range(2)]
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        for n, name in enumerate(names):
+            await channel.declare_queue(name, auto_delete=False)
+            for _ in range(n % 3):
+                await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=name)
+        asked = [*names[:65], missing[0], *names[65:], missing[1]]
+        counts = await ready_counts(connection, asked)
+        assert list(counts) == names
+        assert counts == {name: n % 3 for n, name in enumerate(names)}
+    finally:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+        await connection.close()
 
 
 async def test_a_fresher_reading_made_elsewhere_skips_the_turns_until_it_stops() -> None:
