@@ -364,7 +364,9 @@ class Consumers:
 
     def _unconsumed(self) -> list[_Feed]:
         """Portal queues this worker should consume and does not: given back (a hold,
-        a hand-over) and not consumed again because the broker was lost meanwhile."""
+        a hand-over) and not consumed again because the broker was lost meanwhile.
+        Not one whose channel is closed: it reopens with its connection, and is
+        consumed at a later look."""
         if not self.consuming or self._stopped:
             return []
         return [
@@ -373,6 +375,7 @@ class Consumers:
             if feed.portal is not None
             and feed.portal not in self._holders
             and feed.registered is None
+            and (feed.channel is None or not feed.channel.is_closed)
         ]
 
     async def add_portal(self, portal: str, prefetch: int) -> None:
@@ -584,8 +587,6 @@ class Consumers:
                 shards = [feed for feed in lost if feed.sharded]
                 await self._again(self._claim(shards), shards)
                 for feed in self._unconsumed():
-                    if feed.channel is not None and feed.channel.is_closed:
-                        continue  # reopened with its connection: consumed at a later look
                     log.warning("consumer.lost", queue=feed.queue, reason="given_back")
                     await self._again(self._reconsume(feed), [feed])
 

@@ -4,14 +4,10 @@ this worker's to consume again all the same; nothing of the portal stalls."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.worker.flow.memory import MemoryConsumption, MemoryFlow, deal
-from tests.worker.flow.test_pipeline import applied
-from worker.flow.calling import Decision, PortalDown
-from worker.flow.jobs import Job
+from tests.worker.flow.test_pipeline import applied, blocked_until_probed
 
 
 class LostHold(MemoryConsumption):
@@ -38,20 +34,7 @@ async def test_a_hand_over_whose_hold_fails_gives_the_queue_back_to_consumption(
 
 
 async def test_a_portal_down_whose_hold_fails_is_probed_and_resumes() -> None:
-    probe_answers: list[str | None] = ["blocked", None]
-    down = asyncio.Event()
-    down.set()
-
-    def portal(job: Job) -> Decision:
-        if down.is_set():
-            return PortalDown("blocked", "OVERLOAD_LIMIT")
-        return applied(job)
-
-    async def probe() -> str | None:
-        if not probe_answers[1:]:
-            down.clear()
-        return probe_answers.pop(0)
-
+    portal, probe = blocked_until_probed(["blocked", None])
     flow = MemoryFlow(portal, probe=probe, consumption=LostHold())
     async with flow.running():
         await flow.deliver(deal(1, "v0"), message_id="a")

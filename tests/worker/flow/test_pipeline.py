@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from schemas.events import ErrorClass
 from schemas.wire import ATTEMPTS_HEADER
@@ -25,6 +25,28 @@ def applied(job: Job) -> Decision:
     assert job.command is not None
     job.attempts += 1
     return Succeeded(item={"id": job.command.id, **job.params["fields"]})
+
+
+def blocked_until_probed(
+    answers: list[str | None],
+) -> tuple[Callable[[Job], Decision], Callable[[], Awaitable[str | None]]]:
+    """A portal that answers OVERLOAD_LIMIT (and applies once up), and its probe, which
+    gives ``answers`` in turn; the last one finds the portal up, and so do the calls
+    after it."""
+    down = asyncio.Event()
+    down.set()
+
+    def portal(job: Job) -> Decision:
+        if down.is_set():
+            return PortalDown("blocked", "OVERLOAD_LIMIT")
+        return applied(job)
+
+    async def probe() -> str | None:
+        if not answers[1:]:
+            down.clear()
+        return answers.pop(0)
+
+    return portal, probe
 
 
 def title(job: Job) -> str:
@@ -326,20 +348,7 @@ async def test_a_crashing_call_hands_the_commands_back() -> None:
 async def test_a_portal_down_stops_sending_and_consuming_then_resumes_in_order() -> None:
     """Nothing goes back to the broker: what the pipeline holds waits, in order, and is
     sent once the probe finds the portal up; consumption is held meanwhile."""
-    down = asyncio.Event()
-    down.set()
-    probe_answers: list[str | None] = ["blocked", None]
-
-    def portal(job: Job) -> Decision:
-        if down.is_set():
-            return PortalDown("blocked", "OVERLOAD_LIMIT")
-        return applied(job)
-
-    async def probe() -> str | None:
-        if not probe_answers[1:]:
-            down.clear()  # the last probe finds it up: so do the calls after it
-        return probe_answers.pop(0)
-
+    portal, probe = blocked_until_probed(["blocked", None])
     flow = MemoryFlow(portal, probe=probe)
     flow.limiter.open.clear()
     async with flow.running():
