@@ -45,7 +45,7 @@ class ErrorClass(StrEnum):
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     contractVersion: Literal[1] = CONTRACT_VERSION
     messageId: str
@@ -106,7 +106,7 @@ class SuccessEvent(_Event):
 
 
 class EventError(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     # Open: a newer worker may report a class this one does not know (the contract's
     # evolution rule), so a reader keeps it as text rather than refusing the event.

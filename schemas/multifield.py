@@ -34,7 +34,7 @@ _KEY = re.compile(r"^(?:[1-9][0-9]{0,9}|n[0-9]{1,4})$")
 class MultifieldEntry(BaseModel):
     """One phone, e-mail, site or messenger entry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: Annotated[int, Field(ge=1, strict=True)] | None = None
     typeId: Literal["PHONE", "EMAIL", "WEB", "IM", "LINK"]

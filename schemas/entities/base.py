@@ -30,7 +30,7 @@ PARENT_ID_NAME = re.compile(r"^parentId[1-9][0-9]{0,9}$")
 class EntityFields(BaseModel):
     """Base of the per-entity fields models."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, defer_build=True)
 
     def ignored_fields(self, *, original_uf_names: bool) -> tuple[str, ...]:
         """Names the reference does not list for this type: not sent, reported back."""

@@ -4,6 +4,8 @@ when it does not."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -360,3 +362,33 @@ def test_smart_process_fields() -> None:
 def test_a_trailing_newline_is_refused(fields: dict[str, Any]) -> None:
     name = next(iter(fields))
     assert reason_for(command(**fields)).startswith(f"fields.{name}")
+
+
+def test_a_model_is_built_at_its_first_use_and_validates_as_before() -> None:
+    # In a fresh interpreter: importing the contract builds no entity type's model,
+    # a deal builds the deal's alone, and a command the fast path cannot place
+    # (here a bad entity type) builds the union that reports it.
+    script = """
+import json
+from schemas import CommandValidationError, parse_command
+from schemas.command import _BY_KIND, _adapter
+from schemas.entities import FIELDS_BY_KIND
+models = [*_BY_KIND.values(), *FIELDS_BY_KIND.values()]
+built = lambda: sorted(m.__name__ for m in models if m.__pydantic_complete__)
+seen = [built()]
+command = parse_command(b'{"entityTypeId": 2, "id": 7, "fields": {"title": "x"}}')
+seen.append(built())
+try:
+    parse_command(b'{"entityTypeId": 5, "id": 7, "fields": {}}')
+except CommandValidationError as exc:
+    reason = exc.reason
+print(json.dumps([seen, type(command).__name__, reason, _adapter.cache_info().currsize]))
+"""
+    printed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    seen, kind, reason, unions = json.loads(printed)
+    assert seen == [[], ["DealUpdate"]]
+    assert kind == "DealUpdate"
+    assert reason.startswith("entityTypeId: expected")
+    assert unions == 1
