@@ -17,14 +17,18 @@ any exporter installed under its entry point; `none` or unset: no export),
 `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
 `OTEL_EXPORTER_OTLP_*`, `OTEL_SDK_DISABLED`. Without OpenTelemetry installed every
 function here returns at once and nothing else is imported: off and free; installed
-but with no tracer provider set (no exporter named), no span is made either. The
-producer's side (`UpdateClient`, `b24-worker publish`) injects the context of
-the span current where it publishes.
+but with no tracer provider set (no exporter named), no span is made and
+nothing of it is imported either, unless the process imported it itself (a host
+application that traces, or auto-instrumentation). The producer's side
+(`UpdateClient`, `b24-worker publish`) injects the context of the span current
+where it publishes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
@@ -45,13 +49,19 @@ __all__ = [
 
 log = structlog.get_logger("worker.tracing")
 
-try:
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import Link, SpanKind, StatusCode
-except ImportError:  # the `otel` extra is not installed
-    AVAILABLE = False
-else:
-    AVAILABLE = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+
+def _installed() -> bool:
+    """Whether the `otel` extra is there (and not disabled), found without importing it:
+    importing the API and its propagators costs every start 10-20 ms."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+AVAILABLE = _installed()
 
 Span = Any  # opentelemetry.trace.Span when it is installed; None otherwise
 _NAME = "b24-update-worker"
@@ -75,6 +85,7 @@ def configure() -> None:
     try:
         from importlib.metadata import entry_points
 
+        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -109,7 +120,17 @@ def _on() -> bool:
     (`b24-worker run`), its answer stands."""
     if _decided is not None:
         return _decided
-    return AVAILABLE and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if not _imported():
+        return False
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _imported() -> bool:
+    """Whether anything in this process imported OpenTelemetry's tracing API: no
+    provider can be set, and no span be current, before that."""
+    return AVAILABLE and "opentelemetry.trace" in sys.modules
 
 
 _cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
@@ -119,6 +140,8 @@ def _tracer() -> Any:
     """The worker's tracer of the provider set now, made once per provider (getting one
     costs more than a span)."""
     global _cached
+    from opentelemetry import trace
+
     provider = trace.get_tracer_provider()
     if _cached[0] is not provider:
         from worker import __version__
@@ -131,6 +154,9 @@ def start_command(headers: Mapping[str, Any], name: str = "crm.item.update proce
     """The span of a command taken from the broker, in the trace its headers name."""
     if not _on():
         return None
+    from opentelemetry import propagate
+    from opentelemetry.trace import SpanKind
+
     parent = propagate.extract(_text_headers(headers))
     return _tracer().start_span(name, context=parent, kind=SpanKind.CONSUMER)
 
@@ -139,6 +165,9 @@ def child(parent: Span, name: str, *, producer: bool = False) -> Span:
     """A span under ``parent`` (None when tracing is off, or the parent is)."""
     if parent is None:
         return None
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
     kind = SpanKind.PRODUCER if producer else SpanKind.INTERNAL
     return _tracer().start_span(name, context=trace.set_span_in_context(parent), kind=kind)
 
@@ -150,6 +179,8 @@ def end(span: Span, *, error: str | None = None, **attributes: Any) -> None:
         if value is not None:
             span.set_attribute(f"b24.{key}", value)
     if error is not None:
+        from opentelemetry.trace import StatusCode
+
         span.set_status(StatusCode.ERROR, error)
     span.end()
 
@@ -159,6 +190,9 @@ def start_call(command_spans: Iterable[Span], *, waited_s: float, commands: int)
     first part is the wait for the limiter's leave, which ended just now."""
     if not _on():
         return None
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, SpanKind
+
     links = [Link(span.get_span_context()) for span in command_spans if span is not None]
     now = time.time_ns()
     started = now - int(waited_s * 1e9)
@@ -181,12 +215,16 @@ def start_call(command_spans: Iterable[Span], *, waited_s: float, commands: int)
 def inject(span: Span, headers: MutableMapping[str, Any]) -> None:
     """``span``'s context into AMQP headers (traceparent, tracestate)."""
     if span is not None:
+        from opentelemetry import propagate, trace
+
         propagate.inject(headers, context=trace.set_span_in_context(span))
 
 
 def inject_current(headers: MutableMapping[str, Any]) -> None:
     """The context current where a producer publishes into the message's headers."""
-    if AVAILABLE:
+    if _imported():
+        from opentelemetry import propagate
+
         propagate.inject(headers)
 
 

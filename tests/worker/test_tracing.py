@@ -153,6 +153,29 @@ def test_without_opentelemetry_tracing_is_off_and_the_worker_imports() -> None:
     assert ran.stdout.strip() == "off"
 
 
+def test_installed_but_not_configured_nothing_of_it_is_imported() -> None:
+    """The extra installed, no exporter named and no provider set: the worker and the
+    client import nothing of OpenTelemetry, make no span and inject nothing."""
+    script = (
+        "import sys\n"
+        "from worker import tracing\n"
+        "import worker.runtime.app, worker.client\n"
+        "tracing.configure()\n"
+        "assert tracing.AVAILABLE is True\n"
+        "assert tracing.start_command({'traceparent': 'x'}) is None\n"
+        "headers = {}\n"
+        "tracing.inject_current(headers)\n"
+        "assert headers == {}\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
+
+
 def test_the_standard_variables_choose_the_exporter() -> None:
     """OTEL_TRACES_EXPORTER=console: the worker's spans come out on stdout, named by
     OTEL_SERVICE_NAME; `none` exports nothing and makes no span."""
