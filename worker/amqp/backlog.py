@@ -1,6 +1,7 @@
-"""How many commands wait in the work queues: each queue's ready messages, as a
-passive declare reports them (what the broker has not delivered yet; what a
-worker holds unacknowledged is not counted)."""
+"""How many commands wait in the work queues, and who consumes them: each queue's
+ready messages and consumers, as a passive declare reports them (ready: what the
+broker has not delivered yet; what a worker holds unacknowledged is not counted;
+consumers: on a single-active-consumer queue, only the active one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiormq
 from aio_pika.abc import AbstractConnection
 
-__all__ = ["read_every", "ready_counts"]
+__all__ = ["consumer_counts", "read_every", "ready_counts"]
 
 
 async def read_every(
@@ -41,7 +42,19 @@ _QUEUES_PER_CHANNEL = 50
 async def ready_counts(connection: AbstractConnection, queues: Sequence[str]) -> dict[str, int]:
     """Each queue's ready messages, in the order given; a queue that does not exist
     is left out."""
-    found: dict[str, int] = {}
+    return {queue: ready for queue, (ready, _) in (await _counts(connection, queues)).items()}
+
+
+async def consumer_counts(connection: AbstractConnection, queues: Sequence[str]) -> dict[str, int]:
+    """Each queue's consumers, in the order given; a queue that does not exist is
+    left out."""
+    return {queue: active for queue, (_, active) in (await _counts(connection, queues)).items()}
+
+
+async def _counts(
+    connection: AbstractConnection, queues: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    found: dict[str, tuple[int, int]] = {}
     channels = max(1, min(_READING_CHANNELS, len(queues) // _QUEUES_PER_CHANNEL))
     readings = await asyncio.gather(
         *(_read(connection, queues[start::channels], found) for start in range(channels)),
@@ -54,7 +67,7 @@ async def ready_counts(connection: AbstractConnection, queues: Sequence[str]) ->
 
 
 async def _read(
-    connection: AbstractConnection, queues: Sequence[str], found: dict[str, int]
+    connection: AbstractConnection, queues: Sequence[str], found: dict[str, tuple[int, int]]
 ) -> None:
     """Read ``queues`` one after the other on a channel of their own, into ``found``."""
     channel = await connection.channel(publisher_confirms=False)
@@ -68,7 +81,7 @@ async def _read(
                 channel = await connection.channel(publisher_confirms=False)
                 underlay = await channel.get_underlay_channel()
                 continue
-            found[queue] = int(declared.message_count or 0)
+            found[queue] = (int(declared.message_count or 0), int(declared.consumer_count or 0))
     finally:
         if not channel.is_closed:
             await channel.close()

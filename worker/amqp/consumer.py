@@ -69,6 +69,7 @@ from aiormq.abc import DeliveredMessage
 
 from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import check_channel, consumer_tags
+from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.topology import Topology
 
@@ -539,8 +540,12 @@ class Consumers:
     ) -> tuple[list[str], list[_Feed], bool]:
         """Portal queues: every count first, then every claim together. A portal's
         pace, not a worker's CPU, bounds its throughput, and once one portal's
-        deliveries flow, each answer of a one-by-one claim would wait behind them."""
-        free = [feed for feed in feeds if await _consumer_count(probe, feed.queue) == 0]
+        deliveries flow, each answer of a one-by-one claim would wait behind them.
+        The counts are read over a few channels side by side: a thousand one after
+        the other took 0.44 s of the start."""
+        counts = await consumer_counts(self._connection, [feed.queue for feed in feeds])
+        # A queue gone since it was declared is not free: consuming it will say why.
+        free = [feed for feed in feeds if counts.get(feed.queue) == 0]
         share = _share(len(self._shards), await _consumer_count(probe, self._poison_queue))
         mine = self._rng.sample(free, min(share, len(free)))
         taken = {id(feed) for feed in mine}

@@ -1,6 +1,7 @@
-"""The queues' backlog: each queue's ready messages read over a few channels side
-by side, and the periodic reading, where a reading made by someone else meanwhile
-stands for the next turn, and the turns come back once it stops."""
+"""The queues' backlog: each queue's ready messages (and its consumers, which a
+claim reads) read over a few channels side by side, and the periodic reading,
+where a reading made by someone else meanwhile stands for the next turn, and
+the turns come back once it stops."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import uuid
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
-from worker.amqp.backlog import read_every, ready_counts
+from worker.amqp.backlog import consumer_counts, read_every, ready_counts
 
 
 @pytest.mark.rabbitmq
@@ -32,6 +34,34 @@ async def test_each_queue_is_read_in_the_order_given_and_a_missing_one_left_out(
         counts = await ready_counts(connection, asked)
         assert list(counts) == names
         assert counts == {name: n % 3 for n, name in enumerate(names)}
+    finally:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+        await connection.close()
+
+
+@pytest.mark.rabbitmq
+async def test_each_queues_consumers_are_read_in_the_order_given(amqp_url: str) -> None:
+    prefix = f"test.{uuid.uuid4().hex[:10]}"
+    names = [f"{prefix}.q{n}" for n in range(120)]  # over two channels
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.declare_queue(name, auto_delete=False)
+        consumed = names[7::10]
+        consumer = await connection.channel()
+
+        async def ignore(message: AbstractIncomingMessage) -> None:
+            pass  # held unacked: the count is of consumers, not of what they took
+
+        for name in consumed:
+            await (await consumer.get_queue(name)).consume(ignore)
+        asked = [*reversed(names), f"{prefix}.missing"]
+        counts = await consumer_counts(connection, asked)
+        assert list(counts) == list(reversed(names))
+        assert counts == {name: int(name in consumed) for name in names}
     finally:
         channel = await connection.channel()
         for name in names:
