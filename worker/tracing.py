@@ -26,11 +26,13 @@ where it publishes.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
@@ -63,6 +65,18 @@ def _installed() -> bool:
 
 AVAILABLE = _installed()
 
+
+@functools.cache
+def _api() -> Any:
+    """OpenTelemetry's API, imported at its first use and kept for the calls after it."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Link, SpanKind, StatusCode
+
+    return SimpleNamespace(
+        propagate=propagate, trace=trace, Link=Link, SpanKind=SpanKind, StatusCode=StatusCode
+    )
+
+
 Span = Any  # opentelemetry.trace.Span when it is installed; None otherwise
 _NAME = "b24-update-worker"
 _provider: Any = None
@@ -85,7 +99,6 @@ def configure() -> None:
     try:
         from importlib.metadata import entry_points
 
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -101,7 +114,7 @@ def configure() -> None:
             log.warning("tracing.unknown_exporter", exporter=name, known=sorted(found))
             continue
         provider.add_span_processor(BatchSpanProcessor(found[name].load()()))
-    trace.set_tracer_provider(provider)
+    _api().trace.set_tracer_provider(provider)
     _provider = provider
     _decided = True
     log.info("tracing.configured", exporters=exporters)
@@ -122,8 +135,7 @@ def _on() -> bool:
         return _decided
     if not _imported():
         return False
-    from opentelemetry import trace
-
+    trace = _api().trace
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
@@ -140,9 +152,7 @@ def _tracer() -> Any:
     """The worker's tracer of the provider set now, made once per provider (getting one
     costs more than a span)."""
     global _cached
-    from opentelemetry import trace
-
-    provider = trace.get_tracer_provider()
+    provider = _api().trace.get_tracer_provider()
     if _cached[0] is not provider:
         from worker import __version__
 
@@ -154,22 +164,18 @@ def start_command(headers: Mapping[str, Any], name: str = "crm.item.update proce
     """The span of a command taken from the broker, in the trace its headers name."""
     if not _on():
         return None
-    from opentelemetry import propagate
-    from opentelemetry.trace import SpanKind
-
-    parent = propagate.extract(_text_headers(headers))
-    return _tracer().start_span(name, context=parent, kind=SpanKind.CONSUMER)
+    otel = _api()
+    parent = otel.propagate.extract(_text_headers(headers))
+    return _tracer().start_span(name, context=parent, kind=otel.SpanKind.CONSUMER)
 
 
 def child(parent: Span, name: str, *, producer: bool = False) -> Span:
     """A span under ``parent`` (None when tracing is off, or the parent is)."""
     if parent is None:
         return None
-    from opentelemetry import trace
-    from opentelemetry.trace import SpanKind
-
-    kind = SpanKind.PRODUCER if producer else SpanKind.INTERNAL
-    return _tracer().start_span(name, context=trace.set_span_in_context(parent), kind=kind)
+    otel = _api()
+    kind = otel.SpanKind.PRODUCER if producer else otel.SpanKind.INTERNAL
+    return _tracer().start_span(name, context=otel.trace.set_span_in_context(parent), kind=kind)
 
 
 def end(span: Span, *, error: str | None = None, **attributes: Any) -> None:
@@ -179,9 +185,7 @@ def end(span: Span, *, error: str | None = None, **attributes: Any) -> None:
         if value is not None:
             span.set_attribute(f"b24.{key}", value)
     if error is not None:
-        from opentelemetry.trace import StatusCode
-
-        span.set_status(StatusCode.ERROR, error)
+        span.set_status(_api().StatusCode.ERROR, error)
     span.end()
 
 
@@ -190,17 +194,16 @@ def start_call(command_spans: Iterable[Span], *, waited_s: float, commands: int)
     first part is the wait for the limiter's leave, which ended just now."""
     if not _on():
         return None
-    from opentelemetry import trace
-    from opentelemetry.trace import Link, SpanKind
-
-    links = [Link(span.get_span_context()) for span in command_spans if span is not None]
+    otel = _api()
+    trace = otel.trace
+    links = [otel.Link(span.get_span_context()) for span in command_spans if span is not None]
     now = time.time_ns()
     started = now - int(waited_s * 1e9)
     tracer = _tracer()
     call = tracer.start_span(
         "crm.item.update call",
         context=trace.set_span_in_context(trace.INVALID_SPAN),
-        kind=SpanKind.CLIENT,
+        kind=otel.SpanKind.CLIENT,
         links=links,
         start_time=started,
         attributes={"b24.commands": commands},
@@ -215,17 +218,14 @@ def start_call(command_spans: Iterable[Span], *, waited_s: float, commands: int)
 def inject(span: Span, headers: MutableMapping[str, Any]) -> None:
     """``span``'s context into AMQP headers (traceparent, tracestate)."""
     if span is not None:
-        from opentelemetry import propagate, trace
-
-        propagate.inject(headers, context=trace.set_span_in_context(span))
+        otel = _api()
+        otel.propagate.inject(headers, context=otel.trace.set_span_in_context(span))
 
 
 def inject_current(headers: MutableMapping[str, Any]) -> None:
     """The context current where a producer publishes into the message's headers."""
     if _imported():
-        from opentelemetry import propagate
-
-        propagate.inject(headers)
+        _api().propagate.inject(headers)
 
 
 def _text_headers(headers: Mapping[str, Any]) -> dict[str, str]:
