@@ -19,7 +19,9 @@ then started together on the same queues and left idle: the CPU each spends
 over 30 s, with balancing on (PORTAL_BALANCE_S=10: every round reads every
 portal queue's count) and off (0), is the cost of those readings and of
 every other periodic look (/metrics' backlog every 15 s, the cancellation
-watcher every second).
+watcher every second). Last, with the worker's queues deleted again, the
+broker's part of a first start: the seconds a bare process takes to declare
+and bind the same N portal queues (the worker's declare, run alone).
 
 With `--source registry` the N portals are in the registry of portals
 (REGISTRY_PATH, sealed under a fresh REGISTRY_KEY; registered through the
@@ -48,6 +50,7 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     WorkerProcess,
+    declare,
     delete_worker_queues,
     paced_sandbox,
     worker_env,
@@ -105,6 +108,20 @@ def idle_cpu(env: dict[str, str], *, replicas: int) -> list[float]:
     finally:
         for worker in workers:
             worker.stop()
+
+
+def declared_alone(keys: list[str], where: dict[str, str]) -> float:
+    """Seconds a bare process takes to declare and bind the queues of a worker serving
+    ``keys`` (configured by ``where``): the worker's declare without the worker, the
+    part of a first start that the broker's work bounds."""
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    env = worker_env(prefix, BATCH_SIZE="50", **where)
+    began = time.monotonic()
+    try:
+        asyncio.run(declare(env))
+        return time.monotonic() - began
+    finally:
+        asyncio.run(delete_worker_queues(prefix, [*keys, "default"]))
 
 
 def register(path: Path, key: str, portals: dict[str, str]) -> None:
@@ -181,6 +198,13 @@ def run(count: int, *, portal_queues: bool, source: str) -> tuple[list[str], boo
                     + " and ".join(f"{share:.1%}" for share in shares)
                     + f" of a core over {REPLICAS_IDLE_S:g} s"
                 )
+        if portal_queues and source == "file":
+            # The node as before the first start: without the worker's queues.
+            asyncio.run(delete_worker_queues(prefix, [*keys, "default"]))
+            lines.append(
+                f"  the broker's part of a first start: {count} portal queues declared and "
+                f"bound by a bare process in {declared_alone(keys, where):.2f} s"
+            )
     finally:
         sandbox.stop()
         shutil.rmtree(folder)
