@@ -333,6 +333,32 @@ async def test_probes_and_metrics_follow_the_portal_state(
     assert dead == []
 
 
+async def test_a_health_port_in_use_stops_the_start_before_anything_is_consumed(
+    amqp_url: str, portal: RunningSandbox, tmp_path: Path
+) -> None:
+    topology = unique_topology()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where the worker binds HTTP_PORT
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish(broker, topology.update_queue, deal(1, title="waits"))
+            env = worker_env(amqp_url, portal, topology, HTTP_PORT=str(port))
+            log_path = tmp_path / "worker.log"
+            with worker_process(env, log_path) as worker:
+                code = await asyncio.to_thread(worker.wait, 30)
+            left = await drain(broker, topology.update_queue)
+            results = await drain(broker, topology.result_queue)
+    assert code == 1, log_path.read_text()
+    [failure] = [r for r in log_records(log_path) if r.get("event") == "http.port_unavailable"]
+    assert str(port) in failure["error"]
+    assert not any(r.get("event") == "broker.connected" for r in log_records(log_path))
+    assert [json.loads(message.body)["fields"]["title"] for message in left] == ["waits"]
+    assert results == []
+    assert all(item.get("title") != "waits" for item in control(portal, "GET", "items/2"))
+
+
 # 4. A retry copy keeps the message id the worker assigned ---------------------------------
 
 

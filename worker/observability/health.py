@@ -10,6 +10,7 @@ page for people (`status.py`).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 import uvicorn
@@ -41,8 +42,9 @@ class InLoopServer:
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve as a task; on ``sockets`` when given (bound already), else on the port."""
+        self._task = asyncio.create_task(self._server.serve(sockets))
 
     async def stop(self) -> None:
         self._server.should_exit = True

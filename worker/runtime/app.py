@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 import time
 from collections.abc import Collection
 from functools import partial
@@ -56,6 +57,10 @@ log = structlog.get_logger("worker")
 
 _T = TypeVar("_T")
 
+# The health server starts once every portal with commands waiting at start has
+# made its first call, or this long after consuming began at the latest.
+HEALTH_AFTER_S = 2.0
+
 
 # Young-generation threshold and the two older ones. The default (700, 10, 10)
 # had the cycle collector take 17-21% of the worker's CPU with limits off: each
@@ -72,6 +77,23 @@ BACKLOG_EVERY_S = 15.0
 # served, or no longer, within about this long (and a command naming a portal
 # not yet known reads it at once).
 REGISTRY_EVERY_S = 1.0
+
+
+class PortUnavailableError(RuntimeError):
+    """HTTP_PORT cannot be bound: another process listens there, or it is not allowed."""
+
+
+def listening_socket(port: int) -> socket.socket:
+    """A TCP socket bound to ``port`` on every IPv4 address, for a server to listen on
+    later; PortUnavailableError when it cannot be bound."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", port))  # noqa: S104 - probes and scrapers come from outside
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailableError(f"HTTP_PORT {port} cannot be bound: {exc.strerror}") from None
+    return sock
 
 
 def tune_collector() -> None:
@@ -133,6 +155,7 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
+        self._listening: socket.socket | None = None
         self._app_events: InLoopServer | None = None
         self._app_events_http: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
@@ -192,6 +215,9 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
+        if s.HTTP_PORT:
+            # Bound first: a port in use stops the start before anything is consumed.
+            self._listening = listening_socket(s.HTTP_PORT)
         self.connection = connection = await connect_nodes(s.AMQP_URL.get_secret_value())
 
         def connected(*_: object) -> None:
@@ -259,22 +285,30 @@ class Worker:
             # already, the portals gone for good are not.
             self._registry_version = None
             self._tasks.append(asyncio.create_task(self._watch_registry()))
-        if s.HTTP_PORT:
-            # Imported here: the HTTP server's libraries are a tenth of a second of
-            # every start, and HTTP_PORT=0 needs none of them.
-            from worker.observability.health import HealthServer
-
-            self._health = HealthServer(
-                port=s.HTTP_PORT,
-                metrics=self.metrics,
-                not_ready=self.readiness.reason,
-                status=self.status,
-            )
-            await self._health.start()
         if s.INSTALL_PORT:
             await self._serve_app_events()
         tune_collector()
         await self.consumers.start()
+        if self._listening is not None:
+            self._tasks.append(asyncio.create_task(self._serve_health(self._listening)))
+
+    async def _serve_health(self, listening: socket.socket) -> None:
+        """Serve /healthz, /readyz, /metrics and /status on the bound socket once the
+        first calls have left (HEALTH_AFTER_S at most). Importing and starting the
+        server takes tens of milliseconds of the event loop, which every portal's
+        first call would otherwise wait for; until then the port refuses connections."""
+        await self._first_calls.all_called(HEALTH_AFTER_S)
+        await asyncio.sleep(0.1)  # a moment for the last of them to be written out
+        # Imported here: HTTP_PORT=0 needs none of the server's libraries.
+        from worker.observability.health import HealthServer
+
+        self._health = HealthServer(
+            port=self.settings.HTTP_PORT,
+            metrics=self.metrics,
+            not_ready=self.readiness.reason,
+            status=self.status,
+        )
+        await self._health.start(sockets=[listening])
 
     async def _serve_app_events(self) -> None:
         """The application's install and uninstall events, on INSTALL_PORT."""
@@ -631,6 +665,8 @@ class Worker:
             await lane.close()
         if self._health is not None:
             await self._health.stop()
+        elif self._listening is not None:
+            self._listening.close()  # never served: the start ended first
         if self._app_events is not None:
             await self._app_events.stop()
         if self._app_events_http is not None:
@@ -671,6 +707,10 @@ async def run(settings: Settings) -> int:
         return 1
     except AiormqIncompatibleError as exc:
         log.error("amqp.incompatible", error=str(exc))
+        await worker.drain()
+        return 1
+    except PortUnavailableError as exc:
+        log.error("http.port_unavailable", error=str(exc), hint="set another HTTP_PORT")
         await worker.drain()
         return 1
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
