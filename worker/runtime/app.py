@@ -57,9 +57,10 @@ log = structlog.get_logger("worker")
 
 _T = TypeVar("_T")
 
-# The health server starts once every portal with commands waiting at start has
-# made its first call, or this long after consuming began at the latest.
-HEALTH_AFTER_S = 2.0
+# The HTTP servers (HTTP_PORT, INSTALL_PORT) start once every portal with commands
+# waiting at start has made its first call, or this long after consuming began at
+# the latest.
+SERVE_AFTER_S = 2.0
 
 
 # Young-generation threshold and the two older ones. The default (700, 10, 10)
@@ -80,19 +81,22 @@ REGISTRY_EVERY_S = 1.0
 
 
 class PortUnavailableError(RuntimeError):
-    """HTTP_PORT cannot be bound: another process listens there, or it is not allowed."""
+    """A port cannot be bound: another process listens there, or it is not allowed."""
 
 
-def listening_socket(port: int) -> socket.socket:
-    """A TCP socket bound to ``port`` on every IPv4 address, for a server to listen on
-    later; PortUnavailableError when it cannot be bound."""
+def listening_socket(port: int, setting: str) -> socket.socket:
+    """A TCP socket listening on ``port`` (named by ``setting``) on every IPv4 address,
+    for a server to serve later: connections wait in its backlog until then.
+    PortUnavailableError when it cannot be bound."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("0.0.0.0", port))  # noqa: S104 - probes and scrapers come from outside
+        sock.bind(("0.0.0.0", port))  # noqa: S104 - probes, scrapers and portals come from outside
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise PortUnavailableError(f"HTTP_PORT {port} cannot be bound: {exc.strerror}") from None
+        raise PortUnavailableError(f"{setting} {port} cannot be bound: {exc.strerror}") from None
+    sock.setblocking(False)
     return sock
 
 
@@ -155,7 +159,9 @@ class Worker:
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
+        # HTTP_PORT's and INSTALL_PORT's sockets, bound at start.
         self._listening: socket.socket | None = None
+        self._install_listening: socket.socket | None = None
         self._app_events: InLoopServer | None = None
         self._app_events_http: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
@@ -215,9 +221,11 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
+        # Bound first: a port in use stops the start before anything is consumed.
         if s.HTTP_PORT:
-            # Bound first: a port in use stops the start before anything is consumed.
-            self._listening = listening_socket(s.HTTP_PORT)
+            self._listening = listening_socket(s.HTTP_PORT, "HTTP_PORT")
+        if s.INSTALL_PORT:
+            self._install_listening = listening_socket(s.INSTALL_PORT, "INSTALL_PORT")
         self.connection = connection = await connect_nodes(s.AMQP_URL.get_secret_value())
 
         def connected(*_: object) -> None:
@@ -285,32 +293,33 @@ class Worker:
             # already, the portals gone for good are not.
             self._registry_version = None
             self._tasks.append(asyncio.create_task(self._watch_registry()))
-        if s.INSTALL_PORT:
-            await self._serve_app_events()
         tune_collector()
         await self.consumers.start()
-        if self._listening is not None:
-            self._tasks.append(asyncio.create_task(self._serve_health(self._listening)))
+        if self._listening is not None or self._install_listening is not None:
+            self._tasks.append(asyncio.create_task(self._serve()))
 
-    async def _serve_health(self, listening: socket.socket) -> None:
-        """Serve /healthz, /readyz, /metrics and /status on the bound socket once the
-        first calls have left (HEALTH_AFTER_S at most). Importing and starting the
-        server takes tens of milliseconds of the event loop, which every portal's
-        first call would otherwise wait for; until then the port refuses connections."""
-        await self._first_calls.all_called(HEALTH_AFTER_S)
+    async def _serve(self) -> None:
+        """Serve HTTP_PORT and INSTALL_PORT, bound at start, once the first calls have
+        left (SERVE_AFTER_S at most): importing and starting the HTTP server takes
+        30-40 ms of the event loop, which every portal's first call would otherwise
+        wait for. Meanwhile their connections wait in the sockets' backlogs."""
+        await self._first_calls.all_called(SERVE_AFTER_S)
         await asyncio.sleep(0.1)  # a moment for the last of them to be written out
-        # Imported here: HTTP_PORT=0 needs none of the server's libraries.
-        from worker.observability.health import HealthServer
+        if self._listening is not None:
+            # Imported here: HTTP_PORT=0 needs none of the server's libraries.
+            from worker.observability.health import HealthServer
 
-        self._health = HealthServer(
-            port=self.settings.HTTP_PORT,
-            metrics=self.metrics,
-            not_ready=self.readiness.reason,
-            status=self.status,
-        )
-        await self._health.start(sockets=[listening])
+            self._health = HealthServer(
+                port=self.settings.HTTP_PORT,
+                metrics=self.metrics,
+                not_ready=self.readiness.reason,
+                status=self.status,
+            )
+            await self._health.start(sockets=[self._listening])
+        if self._install_listening is not None:
+            await self._serve_app_events(self._install_listening)
 
-    async def _serve_app_events(self) -> None:
+    async def _serve_app_events(self, listening: socket.socket) -> None:
         """The application's install and uninstall events, on INSTALL_PORT."""
         from worker.runtime.install import AppEvents, app_events_server
 
@@ -328,7 +337,7 @@ class Worker:
             forget=self._forget_tokens,
         )
         self._app_events = app_events_server(port=s.INSTALL_PORT, events=events)
-        await self._app_events.start()
+        await self._app_events.start(sockets=[listening])
 
     async def _forget_tokens(self, key: str, config: PortalConfig) -> None:
         """Remove the portal's stored OAuth token (an uninstall asking to clean up)."""
@@ -669,6 +678,8 @@ class Worker:
             self._listening.close()  # never served: the start ended first
         if self._app_events is not None:
             await self._app_events.stop()
+        elif self._install_listening is not None:
+            self._install_listening.close()
         if self._app_events_http is not None:
             await self._app_events_http.aclose()
         if self._redis is not None:
@@ -710,7 +721,7 @@ async def run(settings: Settings) -> int:
         await worker.drain()
         return 1
     except PortUnavailableError as exc:
-        log.error("http.port_unavailable", error=str(exc), hint="set another HTTP_PORT")
+        log.error("http.port_unavailable", error=str(exc), hint="set another port")
         await worker.drain()
         return 1
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
