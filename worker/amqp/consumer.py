@@ -39,8 +39,9 @@ first consumer registered, and when that one goes, to the next in line.
 - Spreading. At start, and when several shards were lost at once (a reconnect),
   a worker claims shards no one consumes yet, in an order of its own, one at a
   time with a pause between claims, and no more than its share: the shards
-  divided by the workers, counted as the poison queue's consumers. Then it
-  registers on the other shards, where it waits in line. Workers that start
+  divided by the workers, counted as the poison queue's consumers; each claim
+  under a lock on the shard, so that two workers never both take one shard to
+  be theirs. Then it registers on the other shards, where it waits in line. Workers that start
   within the claim window share the shards out; a worker that starts alone
   takes them all and keeps them: the broker never moves a shard to a worker that
   registers later, only to the next in line when the active one goes.
@@ -80,6 +81,8 @@ log = structlog.get_logger("worker.amqp.consumer")
 # How long a worker alone takes to claim every shard; workers starting within it
 # share them out.
 CLAIM_WINDOW_S = 2.0
+# A shard's claim lock is the exclusive queue named after it with this ending.
+_CLAIM_LOCK_SUFFIX = ".claim"
 # Channels opened side by side for a deployment's portal queues.
 _OPENING_CHANNELS = 16
 
@@ -530,10 +533,41 @@ class Consumers:
             ):
                 in_line.append(feed)
                 left_free = True
-            else:
-                await self._consume(feed)
+            elif await self._take(feed):
                 claimed.append(feed.queue)
+            else:
+                in_line.append(feed)  # another worker took it meanwhile
         return claimed, in_line, left_free
+
+    async def _take(self, feed: _Feed) -> bool:
+        """Consume a shard if no worker does, counted and registered under a lock.
+
+        The broker makes the first consumer registered the active one and does
+        not tell it so. Two workers counting no consumer at the same moment would
+        both register and both count the shard as theirs: the one behind waits in
+        line there, claims no other shard in its place, and, when both start with
+        the same order, can end up applying nothing. The lock is an exclusive
+        queue named after the shard: only one connection can declare it, and it
+        lives from the count until the broker confirmed the registration."""
+        lock = f"{feed.queue}{_CLAIM_LOCK_SUFFIX}"
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            try:
+                held = await channel.declare_queue(
+                    lock, exclusive=True, arguments={"x-queue-type": "classic"}
+                )
+            except aiormq.exceptions.ChannelLockedResource:
+                return False  # another worker is taking it now
+            try:
+                if await _consumer_count(await channel.get_underlay_channel(), feed.queue):
+                    return False
+                await self._consume(feed)
+                return True
+            finally:
+                await held.delete(if_unused=False, if_empty=False)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _claim_at_once(
         self, probe: aiormq.abc.AbstractChannel, feeds: Sequence[_Feed]

@@ -102,6 +102,18 @@ async def publish(
 KEYS = [item_routing_key(None, 2, n) for n in range(1, 41)]
 
 
+async def exists(connection: AbstractRobustConnection, queue: str) -> bool:
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(queue, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
+
+
 async def test_two_workers_starting_together_take_two_shards_each(amqp_url: str) -> None:
     topology = sharded_topology(4)
     async with (
@@ -116,6 +128,29 @@ async def test_two_workers_starting_together_take_two_shards_each(amqp_url: str)
     assert len(a.queues()) == len(b.queues()) == 2
     assert not a.queues() & b.queues()
     assert sorted(a.bodies() + b.bodies()) == sorted(key.encode() for key in KEYS)
+
+
+async def test_two_workers_claiming_in_the_same_order_still_take_two_shards_each(
+    amqp_url: str,
+) -> None:
+    """Both count the same shard free at the same moment: one takes it, the other
+    claims another in its place (without the claim lock, each took the first
+    shards to be its own, and one of them often ended with none)."""
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a", seed=7) as a,
+        replica(amqp_url, topology, "b", seed=7) as b,
+    ):
+        await declare(broker, topology)
+        await asyncio.gather(a.start(), b.start())
+        await publish(broker, topology, KEYS)
+        await eventually(lambda: len(a.got) + len(b.got) == len(KEYS), 10)
+        locks = [f"{queue}.claim" for queue in topology.work_queues]
+        leftover_locks = [lock for lock in locks if await exists(broker, lock)]
+    assert len(a.queues()) == len(b.queues()) == 2
+    assert not a.queues() & b.queues()
+    assert leftover_locks == []
 
 
 async def test_a_worker_starting_alone_takes_every_shard_and_keeps_them(amqp_url: str) -> None:
