@@ -72,7 +72,7 @@ from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
-from worker.amqp.topology import Topology
+from worker.amqp.topology import Topology, claim_lock
 
 __all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
 
@@ -81,8 +81,6 @@ log = structlog.get_logger("worker.amqp.consumer")
 # How long a worker alone takes to claim every shard; workers starting within it
 # share them out.
 CLAIM_WINDOW_S = 2.0
-# A shard's claim lock is the exclusive queue named after it with this ending.
-_CLAIM_LOCK_SUFFIX = ".claim"
 # Channels opened side by side for a deployment's portal queues.
 _OPENING_CHANNELS = 16
 
@@ -549,7 +547,7 @@ class Consumers:
         the same order, can end up applying nothing. The lock is an exclusive
         queue named after the shard: only one connection can declare it, and it
         lives from the count until the broker confirmed the registration."""
-        lock = f"{feed.queue}{_CLAIM_LOCK_SUFFIX}"
+        lock = claim_lock(feed.queue)
         channel = await self._connection.channel(publisher_confirms=False)
         try:
             try:

@@ -77,6 +77,7 @@ __all__ = [
     "PORTAL_EXCHANGE_TYPE",
     "Topology",
     "TopologyError",
+    "claim_lock",
     "declare",
     "declare_exchange",
     "declare_portal",
@@ -94,6 +95,12 @@ PORTAL_EXCHANGE_TYPE = "headers"
 _DECLARING_CHANNELS = 8
 # The binding key of a consistent-hash exchange is the queue's weight on the ring.
 _SHARD_WEIGHT = "1"
+
+
+def claim_lock(shard_queue: str) -> str:
+    """The exclusive queue a worker holds while it claims the shard: only one
+    connection at a time can declare it, and it lives for milliseconds."""
+    return f"{shard_queue}.claim"
 
 
 class TopologyError(Exception):

@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import aio_pika
+import aiormq
 import httpx
 import structlog
 from aio_pika.abc import AbstractRobustConnection
@@ -722,6 +723,17 @@ async def run(settings: Settings) -> int:
         return 1
     except PortUnavailableError as exc:
         log.error("http.port_unavailable", error=str(exc), hint="set another port")
+        await worker.drain()
+        return 1
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        # The broker's words name the queue or exchange, and the user: no secret.
+        log.error(
+            "broker.access_refused",
+            broker=broker,
+            error=str(exc),
+            hint="give AMQP_URL's user the permissions the worker needs on its queues "
+            "and exchanges (b24-worker check tries each one)",
+        )
         await worker.drain()
         return 1
     except (OSError, aio_pika.exceptions.AMQPError) as exc:

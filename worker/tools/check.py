@@ -5,6 +5,8 @@
     exchange   with SHARDS > 0: the consistent-hash exchange UPDATE_QUEUE, present
                as the worker needs it, or missing while the broker has the
                exchange type (a PROBLEM, naming the plugin, when it does not)
+    ...claim   with SHARDS > 0: the user may declare a shard's claim lock (an
+               exclusive queue, deleted at once)
     queue ...  each queue the worker uses: present with the worker's arguments,
                missing (the worker declares it at start), or present with other
                arguments (the worker would refuse to start)
@@ -28,12 +30,14 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection
 
 from worker.amqp.topology import (
     HASH_EXCHANGE_TYPE,
     Topology,
     TopologyError,
+    claim_lock,
     declare_exchange,
     refuse_leftover_portals,
     refuse_leftover_shard,
@@ -126,6 +130,7 @@ async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> N
         say(Finding("broker", True, f"connected to {redact_url(url)}"))
         if topology.shards:
             say(await _check_exchange(url, topology))
+            say(await _check_claim_lock(connection, topology))
         if topology.portal_queues:
             say(await _check_portal_exchange(connection, topology))
         for name, arguments in topology.queues().items():
@@ -171,6 +176,32 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
     return Finding(
         subject, True, f"{HASH_EXCHANGE_TYPE}, as the worker needs, for {topology.shards} shards"
     )
+
+
+async def _check_claim_lock(connection: AbstractConnection, topology: Topology) -> Finding:
+    """Each shard is claimed under an exclusive queue named after it: may this user
+    declare one? (Tried on the first shard's, and deleted at once.)"""
+    name = claim_lock(topology.shard_queue(0))
+    subject = f"queue {name}"
+    channel = await connection.channel()
+    try:
+        lock = await channel.declare_queue(
+            name, exclusive=True, arguments={"x-queue-type": "classic"}
+        )
+        await lock.delete(if_unused=False, if_empty=False)
+    except aiormq.exceptions.ChannelLockedResource:
+        return Finding(subject, True, "held by a worker claiming that shard right now")
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        return Finding(
+            subject,
+            False,
+            f"{exc}: the worker claims each shard under the exclusive queue "
+            f"<shard>.claim; give its RabbitMQ user the configure permission on those names",
+        )
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return Finding(subject, True, "may be declared: each shard is claimed under such a lock")
 
 
 async def _check_portal_exchange(connection: AbstractConnection, topology: Topology) -> Finding:

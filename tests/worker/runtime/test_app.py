@@ -125,6 +125,29 @@ def test_run_reports_an_unreachable_broker_without_its_password() -> None:
     assert "Br0kerPassw0rd" not in output
 
 
+@pytest.mark.rabbitmq
+def test_run_names_what_the_broker_refused(amqp_url: str) -> None:
+    """Not "unreachable": the broker answered, and its reply says what it refused."""
+    worker = start_worker(
+        {
+            "AMQP_URL": amqp_url,
+            "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
+            "HTTP_PORT": "0",
+            # Names the broker keeps for itself: refused, so nothing is declared.
+            "UPDATE_QUEUE": "amq.b24-test.update",
+            "RESULT_QUEUE": "amq.b24-test.result",
+            "DEAD_LETTER_QUEUE": "amq.b24-test.dead",
+        }
+    )
+    output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    line = json.loads(output.strip().splitlines()[-1])
+    assert line["event"] == "broker.access_refused"
+    assert line["error"].startswith("ACCESS_REFUSED - queue name 'amq.b24-test.")
+    assert "reserved prefix 'amq.*'" in line["error"]
+    assert WEBHOOK_CODE not in output
+
+
 def test_run_without_a_portal_says_what_to_set() -> None:
     env = clean_env()
     worker = subprocess.Popen(

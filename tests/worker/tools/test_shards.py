@@ -174,10 +174,30 @@ async def test_check_names_the_exchange_and_every_shard(
     found = check_lines(out.getvalue())
     exchange = f"exchange {topology.update_queue}"
     assert found[exchange] == "OK x-consistent-hash, as the worker needs, for 4 shards"
+    lock = f"queue {topology.shard_queue(0)}.claim"
+    assert found[lock] == "OK may be declared: each shard is claimed under such a lock"
     for name in topology.work_queues:
         assert found[f"queue {name}"] == "OK quorum, as the worker needs; 0 ready"
     assert f"queue {topology.update_queue}" not in found
     assert f"queue {topology.shard_queue(4)}" not in found
+
+
+async def test_check_says_a_shard_is_being_claimed_and_leaves_the_claim_alone(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with declared(amqp_url) as (topology, broker):
+        claiming = await broker.channel()  # a worker claiming shard 0, on another connection
+        lock = f"{topology.shard_queue(0)}.claim"
+        await claiming.declare_queue(lock, exclusive=True, arguments={"x-queue-type": "classic"})
+        check_env(monkeypatch, amqp_url, topology)
+        out = io.StringIO()
+        code = await run_checks(out=out)
+        still_held = await claiming.declare_queue(lock, passive=True)
+        await still_held.delete(if_unused=False, if_empty=False)
+    found = check_lines(out.getvalue())
+    assert code == 1  # no portal is configured here: that is the one problem
+    assert [subject for subject, line in found.items() if line.startswith("PROBLEM")] == ["portal"]
+    assert found[f"queue {lock}"] == "OK held by a worker claiming that shard right now"
 
 
 async def test_check_names_leftover_queues(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
