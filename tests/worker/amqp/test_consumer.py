@@ -23,7 +23,8 @@ from tests.worker.shards import sharded, sharded_topology
 from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
 from worker.amqp.deliveries import Delivery, Source
-from worker.amqp.topology import Topology, declare
+from worker.amqp.topology import Topology, claim_lock, declare
+from worker.tools.broker import exists
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -102,54 +103,34 @@ async def publish(
 KEYS = [item_routing_key(None, 2, n) for n in range(1, 41)]
 
 
-async def exists(connection: AbstractRobustConnection, queue: str) -> bool:
-    channel = await connection.channel()
-    try:
-        await channel.declare_queue(queue, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
-
-
-async def test_two_workers_starting_together_take_two_shards_each(amqp_url: str) -> None:
+@pytest.mark.parametrize(
+    "seeds",
+    [
+        pytest.param((1, 2), id="their-own-orders"),
+        # Both count the same shard free at the same moment: one takes it, the other
+        # claims another in its place. Without the claim lock each took the first
+        # shards to be its own, and one of them often ended with none.
+        pytest.param((7, 7), id="the-same-order"),
+    ],
+)
+async def test_two_workers_starting_together_take_two_shards_each(
+    amqp_url: str, seeds: tuple[int, int]
+) -> None:
     topology = sharded_topology(4)
     async with (
         sharded(amqp_url, topology) as broker,
-        replica(amqp_url, topology, "a", seed=1) as a,
-        replica(amqp_url, topology, "b", seed=2) as b,
+        replica(amqp_url, topology, "a", seed=seeds[0]) as a,
+        replica(amqp_url, topology, "b", seed=seeds[1]) as b,
     ):
         await declare(broker, topology)
         await asyncio.gather(a.start(), b.start())
         await publish(broker, topology, KEYS)
         await eventually(lambda: len(a.got) + len(b.got) == len(KEYS), 10)
+        locks = [claim_lock(queue) for queue in topology.work_queues]
+        leftover_locks = [lock for lock in locks if await exists(broker, lock, exchange=False)]
     assert len(a.queues()) == len(b.queues()) == 2
     assert not a.queues() & b.queues()
     assert sorted(a.bodies() + b.bodies()) == sorted(key.encode() for key in KEYS)
-
-
-async def test_two_workers_claiming_in_the_same_order_still_take_two_shards_each(
-    amqp_url: str,
-) -> None:
-    """Both count the same shard free at the same moment: one takes it, the other
-    claims another in its place (without the claim lock, each took the first
-    shards to be its own, and one of them often ended with none)."""
-    topology = sharded_topology(4)
-    async with (
-        sharded(amqp_url, topology) as broker,
-        replica(amqp_url, topology, "a", seed=7) as a,
-        replica(amqp_url, topology, "b", seed=7) as b,
-    ):
-        await declare(broker, topology)
-        await asyncio.gather(a.start(), b.start())
-        await publish(broker, topology, KEYS)
-        await eventually(lambda: len(a.got) + len(b.got) == len(KEYS), 10)
-        locks = [f"{queue}.claim" for queue in topology.work_queues]
-        leftover_locks = [lock for lock in locks if await exists(broker, lock)]
-    assert len(a.queues()) == len(b.queues()) == 2
-    assert not a.queues() & b.queues()
     assert leftover_locks == []
 
 
