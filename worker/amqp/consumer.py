@@ -41,10 +41,11 @@ first consumer registered, and when that one goes, to the next in line.
   time with a pause between claims, and no more than its share: the shards
   divided by the workers, counted as the poison queue's consumers; each claim
   under a lock on the shard, so that two workers never both take one shard to
-  be theirs. Then it registers on the other shards, where it waits in line. Workers that start
-  within the claim window share the shards out; a worker that starts alone
-  takes them all and keeps them: the broker never moves a shard to a worker that
-  registers later, only to the next in line when the active one goes.
+  be theirs. Then it registers on the other shards, where it waits in line.
+  Workers that start within the claim window share the shards out; a worker
+  that starts alone takes them all and keeps them: the broker never moves a
+  shard to a worker that registers later, only to the next in line when the
+  active one goes.
 - A queue named UPDATE_QUEUE left from before SHARDS is consumed too, while
   it exists, as before: it drains what producers not yet pointed at the
   exchange still send there, without the order across workers.
@@ -562,7 +563,11 @@ class Consumers:
                 await self._consume(feed)
                 return True
             finally:
-                await held.delete(if_unused=False, if_empty=False)
+                # Closed by an error: the lock goes with the connection. Until then
+                # the others wait in line on the shard, which makes one of them
+                # active if this worker did not register.
+                if not channel.is_closed:
+                    await held.delete(if_unused=False, if_empty=False)
         finally:
             if not channel.is_closed:
                 await channel.close()
