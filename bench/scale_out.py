@@ -72,6 +72,11 @@ SCENARIOS: dict[str, list[PortalRun]] = {
 }
 
 
+# Three replicas on one portal, the clock from the processes' start: the share
+# of the ideal asked for 6,000 and 10,000 commands.
+FROM_START_TARGETS = {6_000: 0.96, 10_000: 0.975}
+
+
 def run(
     name: str, portals: list[PortalRun], *, workers: int, shared: bool
 ) -> tuple[list[str], bool]:
@@ -168,6 +173,13 @@ def run(
         ok = ok and c["query_limit_rejections"] == 0
         if name == "shared":
             ok = ok and share >= 0.95
+            target = FROM_START_TARGETS.get(p.commands)
+            if target is not None:
+                met = "met" if from_launch >= target else "NOT met"
+                lines.append(
+                    f"  from the processes' start: {from_launch:.1%}, target {target:.1%}: {met} "
+                    "(printed, not gated: it moves with the host's start-up speed)"
+                )
     lines.append(f"targets met: {'yes' if ok else 'NO'}")
     lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
     return lines, ok
