@@ -73,7 +73,7 @@ from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
-from worker.amqp.topology import Topology, claim_lock
+from worker.amqp.topology import Topology, declare_claim_lock
 
 __all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
 
@@ -548,13 +548,10 @@ class Consumers:
         the same order, can end up applying nothing. The lock is an exclusive
         queue named after the shard: only one connection can declare it, and it
         lives from the count until the broker confirmed the registration."""
-        lock = claim_lock(feed.queue)
         channel = await self._connection.channel(publisher_confirms=False)
         try:
             try:
-                held = await channel.declare_queue(
-                    lock, exclusive=True, arguments={"x-queue-type": "classic"}
-                )
+                held = await declare_claim_lock(channel, feed.queue)
             except aiormq.exceptions.ChannelLockedResource:
                 return False  # another worker is taking it now
             try:

@@ -66,7 +66,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from schemas import wire
 
@@ -79,6 +79,7 @@ __all__ = [
     "TopologyError",
     "claim_lock",
     "declare",
+    "declare_claim_lock",
     "declare_exchange",
     "declare_portal",
     "refuse_leftover_portals",
@@ -101,6 +102,14 @@ def claim_lock(shard_queue: str) -> str:
     """The exclusive queue a worker holds while it claims the shard: only one
     connection at a time can declare it, and it lives for milliseconds."""
     return f"{shard_queue}.claim"
+
+
+async def declare_claim_lock(channel: AbstractChannel, shard_queue: str) -> AbstractQueue:
+    """Take the shard's claim lock on ``channel``; the caller deletes it. Raises
+    aiormq's ChannelLockedResource while another connection holds it."""
+    return await channel.declare_queue(
+        claim_lock(shard_queue), exclusive=True, arguments={"x-queue-type": "classic"}
+    )
 
 
 class TopologyError(Exception):

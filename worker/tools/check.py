@@ -38,6 +38,7 @@ from worker.amqp.topology import (
     Topology,
     TopologyError,
     claim_lock,
+    declare_claim_lock,
     declare_exchange,
     refuse_leftover_portals,
     refuse_leftover_shard,
@@ -181,13 +182,11 @@ async def _check_exchange(url: str, topology: Topology) -> Finding:
 async def _check_claim_lock(connection: AbstractConnection, topology: Topology) -> Finding:
     """Each shard is claimed under an exclusive queue named after it: may this user
     declare one? (Tried on the first shard's, and deleted at once.)"""
-    name = claim_lock(topology.shard_queue(0))
-    subject = f"queue {name}"
+    shard = topology.shard_queue(0)
+    subject = f"queue {claim_lock(shard)}"
     channel = await connection.channel()
     try:
-        lock = await channel.declare_queue(
-            name, exclusive=True, arguments={"x-queue-type": "classic"}
-        )
+        lock = await declare_claim_lock(channel, shard)
         await lock.delete(if_unused=False, if_empty=False)
     except aiormq.exceptions.ChannelLockedResource:
         return Finding(subject, True, "held by a worker claiming that shard right now")
