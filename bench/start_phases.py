@@ -135,9 +135,12 @@ def _commands() -> list[dict[str, object]]:
 def _phases(worker: WorkerProcess) -> tuple[float | None, float | None, float | None]:
     connected = started = settled = None
     for line in worker.log.path.read_text().splitlines():
-        if not line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # not a log line, or the last one half written
+        if not isinstance(entry, dict) or "timestamp" not in entry:
             continue
-        entry = json.loads(line)
         event = entry.get("event")
         stamp = datetime.fromisoformat(entry["timestamp"]).timestamp()
         if event == "broker.connected" and connected is None:
