@@ -10,6 +10,7 @@ the worker's `message.settled` lines say which incarnation ended what.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from schemas.wire import PORTAL_HEADER
 from scripts.amqp_ping import answers
 from tests.conftest import BrokerControl
 from tests.reliability.processes import (
@@ -37,6 +39,7 @@ from tests.reliability.processes import (
     worker_run,
 )
 from tests.worker.broker import connected, depth, drain, unique_topology
+from tests.worker.shards import drain_shard
 from worker.amqp.topology import Topology, declare
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.sandbox, pytest.mark.reliability]
@@ -459,3 +462,151 @@ async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothin
     for item_id, command in last.items():
         if command.valid:
             assert stored[item_id]["title"] == command.body["fields"]["title"], item_id
+
+
+# 4. SIGKILL at random moments, a queue per portal -------------------------------------------
+
+PORTALS = ("portal1", "portal2", "portal3")  # the keys `sandbox --portals 3` gives them
+PORTAL_PREFETCH = 100
+
+
+async def publish_to_portals(
+    broker: AbstractRobustConnection, topology: Topology, commands: list[tuple[str, Command]]
+) -> None:
+    """As producers do with portal queues: to the exchange, each command naming its
+    portal in the header, on one channel and in order; then wait until every one is
+    on its portal's queue."""
+    channel = await broker.channel(publisher_confirms=False)
+    exchange = await channel.get_exchange(topology.update_queue)
+    for portal, command in commands:
+        await exchange.publish(
+            aio_pika.Message(
+                json.dumps(command.body).encode(),
+                content_type="application/json",
+                message_id=command.message_id,
+                headers={PORTAL_HEADER: portal},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=f"2:{command.item_id}",
+        )
+    await channel.close()
+
+    async def queued() -> int:
+        return sum([await depth(broker, topology.portal_queue(key)) for key in PORTALS])
+
+    await wait_for(queued, len(commands), timeout_s=30)
+
+
+async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_items_order(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 4)
+    by_portal: dict[str, list[Command]] = {}
+    for key in PORTALS:
+        commands = workload(rng, singles=700, repeated=50, per_item=4)
+        by_portal[key] = [
+            dataclasses.replace(command, message_id=f"{key}/{command.message_id}")
+            for command in commands
+        ]
+    # The portals' commands interleaved, each portal's in its own order.
+    mixed = [
+        (key, command)
+        for group in zip(*by_portal.values(), strict=True)
+        for key, command in zip(PORTALS, group, strict=True)
+    ]
+    every = [command for _, command in mixed]
+    portal_of = {command.message_id: key for key, command in mixed}
+    kill_after = [rng.randint(150, 600) for _ in range(KILLS)]
+    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
+    portals_file = tmp_path / "portals.json"
+    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
+    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
+        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
+        assert set(json.loads(portals_file.read_text())) == set(PORTALS)
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_to_portals(broker, topology, mixed)
+            env = worker_env(
+                amqp_url,
+                first.webhook_url,
+                topology,
+                B24_PORTALS_FILE=str(portals_file),
+                PREFETCH=str(PREFETCH),
+                PORTAL_PREFETCH=str(PORTAL_PREFETCH),
+                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+            )
+            del env["B24_WEBHOOK_URL"]  # every portal from the file
+            with worker_run(env, tmp_path) as run:
+                run.start()
+                killed_logs = []
+                for threshold in kill_after:
+                    while ended_by(run.log) < threshold:
+                        assert run.current.poll() is None, run.log.text()[-3000:]
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(rng.uniform(0, 0.2))
+                    run.kill()
+                    killed_logs.append(run.log)
+                    run.start()
+                await until_every_command_ended(run, every, timeout_s=60)
+                code, _ = await stop_gracefully(run)
+                run.read_logs()
+            events = await outcomes_of(broker, topology)
+            left = await leftovers(broker, topology)
+            for key in PORTALS:
+                waiting = await drain_shard(broker, topology.portal_queue(key))
+                if waiting:
+                    left[topology.portal_queue(key)] = len(waiting)
+        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+
+    assert code == 0, run.log.text()[-3000:]
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    assert set(counts) == set(portal_of)
+    by_id = {command.message_id: command for command in every}
+    for event in events:
+        # Each outcome names the portal its command was sent to.
+        assert event["portal"] == portal_of[event["messageId"]], event
+        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
+        assert event["status"] == expected, event
+
+    # Each portal's queue is consumed on a channel of its own, whose acks leave in the
+    # order its messages settle: what came twice after a kill is among the last
+    # PORTAL_PREFETCH messages of its portal that the killed worker settled.
+    later = []
+    for index, log in enumerate(run.logs):
+        ids = [str(record["message_id"]) for record in log.settled()]
+        assert len(ids) == len(set(ids)), f"worker {index + 1} settled a message twice"
+        later.append(set(ids))
+    again_per_kill = []
+    for index, log in enumerate(killed_logs):
+        after = set().union(*later[index + 1 :])
+        again = 0
+        for key in PORTALS:
+            settled_here = [
+                str(record["message_id"])
+                for record in log.settled()
+                if portal_of.get(str(record["message_id"])) == key
+            ]
+            positions = [n for n, message_id in enumerate(settled_here) if message_id in after]
+            assert all(n >= len(settled_here) - PORTAL_PREFETCH for n in positions), (
+                f"worker {index + 1}: a message of {key} settled long before the kill came again"
+            )
+            again += len(positions)
+        again_per_kill.append(again)
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= KILLS * len(PORTALS) * PORTAL_PREFETCH
+    print(
+        f"\n{len(every)} commands over {len(PORTALS)} portal queues, {KILLS} SIGKILLs after "
+        f"{kill_after} ended; {duplicates} duplicates; settled by a killed worker and again "
+        f"after its kill: {again_per_kill}"
+    )
+
+    # Each item, on each portal, ends with its last command's value.
+    for key, commands in by_portal.items():
+        last = {command.item_id: command for command in commands}
+        for item_id, command in last.items():
+            title = stored[key][item_id]["title"]
+            if command.valid:
+                assert title == command.body["fields"]["title"], (key, item_id, title)
+            else:
+                assert title == f"Deal #{item_id}", (key, item_id, title)
