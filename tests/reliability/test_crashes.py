@@ -497,10 +497,11 @@ async def publish_to_portals(
     await wait_for(queued, len(commands), timeout_s=30)
 
 
-async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_items_order(
-    amqp_url: str, tmp_path: Path
-) -> None:
-    rng = random.Random(SEED + 4)
+def portals_workload(
+    rng: random.Random,
+) -> tuple[dict[str, list[Command]], list[tuple[str, Command]]]:
+    """Each portal's commands (`workload`, 900 each, ids prefixed with the portal's
+    key), and all of them interleaved, each portal's in its own order."""
     by_portal: dict[str, list[Command]] = {}
     for key in PORTALS:
         commands = workload(rng, singles=700, repeated=50, per_item=4)
@@ -508,12 +509,42 @@ async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_item
             dataclasses.replace(command, message_id=f"{key}/{command.message_id}")
             for command in commands
         ]
-    # The portals' commands interleaved, each portal's in its own order.
     mixed = [
         (key, command)
         for group in zip(*by_portal.values(), strict=True)
         for key, command in zip(PORTALS, group, strict=True)
     ]
+    return by_portal, mixed
+
+
+def assert_each_item_ends_with_its_last_command(
+    by_portal: dict[str, list[Command]], stored: dict[str, dict[int, dict[str, Any]]]
+) -> None:
+    for key, commands in by_portal.items():
+        last = {command.item_id: command for command in commands}
+        for item_id, command in last.items():
+            title = stored[key][item_id]["title"]
+            if command.valid:
+                assert title == command.body["fields"]["title"], (key, item_id, title)
+            else:
+                assert title == f"Deal #{item_id}", (key, item_id, title)  # refused
+
+
+async def portal_leftovers(broker: AbstractRobustConnection, topology: Topology) -> dict[str, int]:
+    """`leftovers`, and what waits on each portal's queue."""
+    left = await leftovers(broker, topology)
+    for key in PORTALS:
+        waiting = await drain_shard(broker, topology.portal_queue(key))
+        if waiting:
+            left[topology.portal_queue(key)] = len(waiting)
+    return left
+
+
+async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_items_order(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 4)
+    by_portal, mixed = portals_workload(rng)
     every = [command for _, command in mixed]
     portal_of = {command.message_id: key for key, command in mixed}
     kill_after = [rng.randint(150, 600) for _ in range(KILLS)]
@@ -551,11 +582,7 @@ async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_item
                 code, _ = await stop_gracefully(run)
                 run.read_logs()
             events = await outcomes_of(broker, topology)
-            left = await leftovers(broker, topology)
-            for key in PORTALS:
-                waiting = await drain_shard(broker, topology.portal_queue(key))
-                if waiting:
-                    left[topology.portal_queue(key)] = len(waiting)
+            left = await portal_leftovers(broker, topology)
         stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
 
     assert code == 0, run.log.text()[-3000:]
@@ -601,12 +628,86 @@ async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_item
         f"after its kill: {again_per_kill}"
     )
 
-    # Each item, on each portal, ends with its last command's value.
-    for key, commands in by_portal.items():
-        last = {command.item_id: command for command in commands}
-        for item_id, command in last.items():
-            title = stored[key][item_id]["title"]
-            if command.valid:
-                assert title == command.body["fields"]["title"], (key, item_id, title)
-            else:
-                assert title == f"Deal #{item_id}", (key, item_id, title)
+    assert_each_item_ends_with_its_last_command(by_portal, stored)
+
+
+async def test_after_the_broker_drops_every_connection_each_portal_queue_is_consumed_again(
+    amqp_url: str, tmp_path: Path, broker_control: BrokerControl
+) -> None:
+    # The portal queues are read over connections of their own besides the main one:
+    # each must come back, with its queues' consumers, and nothing held may be lost.
+    rng = random.Random(SEED + 5)
+    by_portal, mixed = portals_workload(rng)
+    every = [command for _, command in mixed]
+    portal_of = {command.message_id: key for key, command in mixed}
+    drop_after = [rng.randint(200, 500), rng.randint(1200, 1600)]
+    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
+    portals_file = tmp_path / "portals.json"
+    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
+    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
+        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_to_portals(broker, topology, mixed)
+            env = worker_env(
+                amqp_url,
+                first.webhook_url,
+                topology,
+                B24_PORTALS_FILE=str(portals_file),
+                PREFETCH=str(PREFETCH),
+                PORTAL_PREFETCH=str(PORTAL_PREFETCH),
+                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+            )
+            del env["B24_WEBHOOK_URL"]  # every portal from the file
+            with worker_run(env, tmp_path) as run:
+                run.start()
+                dropped = []
+                for threshold in drop_after:
+                    while ended_by(run.log) < threshold:
+                        assert run.current.poll() is None, run.log.text()[-3000:]
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(
+                        broker_control.rabbitmqctl, "close_all_connections", "connection test"
+                    )
+                    dropped.append(time.time())
+                await until_every_command_ended(run, every, timeout_s=90)
+                code, _ = await stop_gracefully(run)
+                run.read_logs()
+            await asyncio.wait_for(broker.connected.wait(), 30)  # the test's own, reconnected
+            events = await outcomes_of(broker, topology)
+            left = await portal_leftovers(broker, topology)
+        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+
+    log = run.log
+    assert len(run.processes) == 1
+    assert code == 0, log.text()[-3000:]
+    stale = [
+        line for line in log.text().splitlines() if any(s in line for s in STALE_CHANNEL_SIGNS)
+    ]
+    assert stale == []
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    assert set(counts) == set(portal_of)
+    by_id = {command.message_id: command for command in every}
+    for event in events:
+        assert event["portal"] == portal_of[event["messageId"]], event
+        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
+        assert event["status"] == expected, event
+    # Every portal's queue was consumed again after the last drop.
+    after_last = [record for record in log.settled() if stamp(record) > dropped[-1]]
+    assert {portal_of[str(record["message_id"])] for record in after_last} == set(PORTALS)
+    back_s = [
+        min(stamp(record) for record in log.settled() if stamp(record) > moment) - moment
+        for moment in dropped
+    ]
+    # Only what the worker held unacked when its connections went can come twice.
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= len(drop_after) * len(PORTALS) * PORTAL_PREFETCH
+    print(
+        f"\n{len(every)} commands over {len(PORTALS)} portal queues, every connection dropped "
+        f"after {drop_after} ended; {duplicates} duplicates; "
+        f"{len(log.events('consumer.lost'))} consumer.lost lines; the first message settled "
+        + " and ".join(f"{seconds:.1f} s" for seconds in back_s)
+        + " after each drop"
+    )
+    assert_each_item_ends_with_its_last_command(by_portal, stored)
