@@ -711,3 +711,102 @@ async def test_after_the_broker_drops_every_connection_each_portal_queue_is_cons
         + " after each drop"
     )
     assert_each_item_ends_with_its_last_command(by_portal, stored)
+
+
+async def test_a_replica_killed_mid_run_leaves_its_portal_queues_to_the_other_and_loses_nothing(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    # Two workers register on every portal queue; each queue lets one of them take
+    # it. The one that has settled more is killed: the other, in line on its
+    # queues, takes them over, beginning with what the dead one held.
+    rng = random.Random(SEED + 6)
+    by_portal, mixed = portals_workload(rng)
+    every = [command for _, command in mixed]
+    portal_of = {command.message_id: key for key, command in mixed}
+    kill_after = rng.randint(400, 800)
+    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
+    portals_file = tmp_path / "portals.json"
+    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
+    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
+        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
+        async with connected(amqp_url, topology) as broker:
+            await declare(broker, topology)
+            await publish_to_portals(broker, topology, mixed)
+            env = worker_env(
+                amqp_url,
+                first.webhook_url,
+                topology,
+                B24_PORTALS_FILE=str(portals_file),
+                PREFETCH=str(PREFETCH),
+                PORTAL_PREFETCH=str(PORTAL_PREFETCH),
+                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+                PORTAL_BALANCE_S="0",  # who holds which queue changes by the kill alone
+            )
+            del env["B24_WEBHOOK_URL"]  # every portal from the file
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+            with (
+                worker_run(env, tmp_path / "a") as one,
+                worker_run(env, tmp_path / "b") as other,
+            ):
+                one.start()
+                other.start()
+                runs = (one, other)
+                while sum(ended_by(run.log) for run in runs) < kill_after:
+                    for run in runs:
+                        assert run.current.poll() is None, run.log.text()[-3000:]
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(rng.uniform(0, 0.2))
+                victim, survivor = sorted(runs, key=lambda run: ended_by(run.log), reverse=True)
+                killed_at = victim.kill()
+                wanted = set(portal_of)
+                deadline = time.monotonic() + 60
+                while not wanted <= settled_ids(victim) | settled_ids(survivor):
+                    assert survivor.current.poll() is None, survivor.log.text()[-3000:]
+                    assert time.monotonic() < deadline, "not every command ended in 60 s"
+                    await asyncio.sleep(0.05)
+                code, _ = await stop_gracefully(survivor)
+                victim.read_logs()
+                survivor.read_logs()
+            events = await outcomes_of(broker, topology)
+            left = await portal_leftovers(broker, topology)
+        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+
+    assert code == 0, survivor.log.text()[-3000:]
+    assert left == {}
+    counts = Counter(str(event["messageId"]) for event in events)
+    assert set(counts) == set(portal_of)
+    by_id = {command.message_id: command for command in every}
+    for event in events:
+        assert event["portal"] == portal_of[event["messageId"]], event
+        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
+        assert event["status"] == expected, event
+
+    dead = [str(record["message_id"]) for record in victim.log.settled()]
+    alive = [str(record["message_id"]) for record in survivor.log.settled()]
+    assert len(dead) == len(set(dead))
+    assert len(alive) == len(set(alive))
+    # The survivor took over every portal the killed worker was applying.
+    held_by_dead = {portal_of[message_id] for message_id in dead}
+    taken_over = {
+        portal_of[str(record["message_id"])]
+        for record in survivor.log.settled()
+        if stamp(record) > killed_at
+    }
+    assert held_by_dead <= taken_over
+    # What came twice was held by the killed worker: among the last PORTAL_PREFETCH
+    # messages of its portal that it settled.
+    again = 0
+    for key in PORTALS:
+        settled_here = [message_id for message_id in dead if portal_of[message_id] == key]
+        positions = [n for n, message_id in enumerate(settled_here) if message_id in set(alive)]
+        assert all(n >= len(settled_here) - PORTAL_PREFETCH for n in positions), key
+        again += len(positions)
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= len(PORTALS) * PORTAL_PREFETCH
+    print(
+        f"\n{len(every)} commands over {len(PORTALS)} portal queues, 2 workers, the one that "
+        f"settled {len(dead)} killed; the other settled {len(alive)} and took over "
+        f"{sorted(taken_over)}; {duplicates} duplicates, {again} settled by both"
+    )
+    assert_each_item_ends_with_its_last_command(by_portal, stored)
