@@ -6,11 +6,15 @@ or a token, so only the exception's class name ever leaves this package.
 
 from __future__ import annotations
 
+import errno
 import ssl
 
 import httpx
 
-__all__ = ["describe_failure", "make_http_client"]
+__all__ = ["describe_failure", "make_http_client", "out_of_files"]
+
+# A process (EMFILE) or the whole system (ENFILE) with no file descriptor left.
+_OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
 
 # Failures that happen before a byte of the request leaves this process.
 _NOT_SENT: tuple[type[httpx.RequestError], ...] = (
@@ -27,9 +31,26 @@ def describe_failure(exc: httpx.RequestError) -> tuple[str, bool]:
 
     A connect error or timeout, a pool timeout and a refused URL never sent
     anything; a read or write failure, or a connection the server dropped,
-    may follow a request the portal received and applied.
+    may follow a request the portal received and applied. A connection that
+    could not be opened for want of a file descriptor says so.
     """
-    return type(exc).__name__, not isinstance(exc, _NOT_SENT)
+    kind = type(exc).__name__
+    if out_of_files(exc):
+        kind += " (too many open files)"
+    return kind, not isinstance(exc, _NOT_SENT)
+
+
+def out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of having no file descriptor left (httpx wraps the
+    OSError a few levels down)."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, OSError) and cause.errno in _OUT_OF_FILES:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def make_http_client(

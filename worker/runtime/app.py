@@ -44,6 +44,7 @@ from worker.observability.observer import MetricsObserver
 from worker.observability.status import REFRESH_S, JobRow, PortalRow, Status
 from worker.registry import Registry, RegistryError, open_registry, with_registry
 from worker.runtime.lanes import Lane, build_lane
+from worker.runtime.openfiles import open_files_needed, raise_open_files_limit
 from worker.runtime.readiness import Readiness
 from worker.settings import Portal, PortalConfig, Settings, portal_secrets, redact_url
 
@@ -138,10 +139,15 @@ class Worker:
         *,
         mask: SecretMask | None = None,
         configured: Collection[str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         """``configured``: the portals of the configuration, when ``settings`` also
-        hold the registry's (`with_registry`); the others follow the registry."""
+        hold the registry's (`with_registry`); the others follow the registry.
+        ``open_files``: the process's limit of open files, to check the portals'
+        needs against (`raise_open_files_limit`)."""
         self.settings = settings
+        self._open_files = open_files
+        self._open_files_short = False
         self.mask = mask
         self.metrics = Metrics()
         self.topology = settings.topology()
@@ -277,6 +283,7 @@ class Worker:
         self.readiness.consumers = self._consumers
         for key, portal in portals.items():
             self._build(key, portal)
+        self._check_open_files()
         await self.consumers.open()
         for key in self.lanes:
             self._running[key] = asyncio.create_task(self.lanes[key].run())
@@ -459,6 +466,30 @@ class Worker:
         self._registered[key] = config
         self._aliases.update(dict.fromkeys(aliases, key))
         log.info("portal.added", portal=key, host=portal.host)
+        self._check_open_files()
+
+    def _check_open_files(self) -> None:
+        """Warn, once, when the portals served may need more open files than the
+        process may have: their connections would then fail before being sent."""
+        if self._open_files is None or self._open_files_short:
+            return
+        s = self.settings
+        needed = open_files_needed(
+            len(self.lanes),
+            amqp_connections=1 + s.PORTAL_CONNECTIONS,
+            shared_limiter=self._redis is not None,
+        )
+        if self._open_files < needed:
+            self._open_files_short = True
+            log.warning(
+                "open_files.low",
+                limit=self._open_files,
+                needed=needed,
+                portals=len(self.lanes),
+                hint="raise the worker's limit of open files (LimitNOFILE in a systemd "
+                "unit, the container runtime's nofile ulimit, ulimit -n in a shell): "
+                "connections past it fail as ConnectError before anything is sent",
+            )
 
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key``: its calls out settle, what the worker held of its queue
@@ -709,7 +740,9 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker = Worker(settings, mask=mask, configured=configured)
+    files = raise_open_files_limit()
+    open_files = files[1] if files is not None else None
+    worker = Worker(settings, mask=mask, configured=configured, open_files=open_files)
     broker = redact_url(settings.AMQP_URL.get_secret_value())
     try:
         await worker.start()
@@ -745,7 +778,7 @@ async def run(settings: Settings) -> int:
         )
         await worker.drain()
         return 1
-    log.info("worker.started", broker=broker, settings=settings.describe())
+    log.info("worker.started", broker=broker, open_files=open_files, settings=settings.describe())
     await stop.wait()
     log.info("worker.stopping", drain_timeout_s=settings.DRAIN_TIMEOUT_S)
     await worker.drain()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+import worker.bitrix.client as client_module
 from tests.worker.bitrix.fakes import WEBHOOK_URL, ScriptedPortal, envelope, error
 from worker.bitrix import (
     BitrixClient,
@@ -235,3 +238,32 @@ async def test_call_refuses_a_method_name_that_is_not_one() -> None:
     with pytest.raises(ValueError, match="method"):
         await _client(portal).call("../../oauth/token", {})
     assert portal.requests == []
+
+
+def _out_of_files() -> httpx.ConnectError:
+    """What httpx raises when no socket can be made: the OSError a few levels down."""
+    try:
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError as exc:
+            raise httpx.ConnectError("All connection attempts failed") from exc
+    except httpx.ConnectError as failure:
+        return failure
+
+
+async def test_a_process_out_of_file_descriptors_is_named_and_logged_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "_out_of_files_said_at", None)
+    portal = ScriptedPortal([_out_of_files(), _out_of_files()])
+    client = _client(portal)
+    with capture_logs() as logs:
+        for _ in range(2):
+            with pytest.raises(NoAnswerError) as caught:
+                await client.call("crm.item.update", {})
+            assert caught.value.kind == "ConnectError (too many open files)"
+            assert caught.value.maybe_sent is False
+    said = [line for line in logs if line["event"] == "process.out_of_files"]
+    assert len(said) == 1
+    assert said[0]["where"] == WebhookAuth(WEBHOOK_URL).where
+    assert said[0]["log_level"] == "error"

@@ -1,0 +1,54 @@
+"""The process's limit of open files, against what its portals may need.
+
+Every portal's lane keeps its own HTTP connections (up to MAX_CALLS_IN_FLIGHT
++ 1), and with a shared limiter a busy portal holds a Redis connection too.
+At a few hundred portals that passes the soft limit many systems give a
+service (1,024: systemd's default, containerd's since 2.0), and a connection
+that cannot be opened fails as a `ConnectError` before anything is sent.
+
+The soft limit is kept that low for programs that use select(); the event
+loop uses epoll, so the worker raises it to the hard limit at its start, and
+says so when even that is short of what its portals may need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT
+
+__all__ = ["open_files_needed", "raise_open_files_limit"]
+
+# Descriptors besides the portals' connections: the main AMQP connection, the
+# HTTP servers, the registry and job store, log files, the interpreter's own.
+_BASE = 64
+
+# Linux's default ceiling on a process's descriptors (fs.nr_open), used when the
+# hard limit is unlimited.
+_UNLIMITED_CAP = 1_048_576
+
+
+def open_files_needed(portals: int, *, amqp_connections: int, shared_limiter: bool) -> int:
+    """About how many descriptors ``portals`` busy portals may hold at once."""
+    per_portal = MAX_CALLS_IN_FLIGHT + 1  # its lane's HTTP pool, full
+    if shared_limiter:
+        per_portal += 1  # a Redis connection while its limiter is asked
+    return portals * per_portal + amqp_connections + _BASE
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise the soft limit of open files to the hard one; ``(before, now)``, or
+    None where the platform has no such limit. Unlimited counts as a large number."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    before = _UNLIMITED_CAP if soft == unlimited else soft
+    target = _UNLIMITED_CAP if hard == unlimited else hard
+    if soft != unlimited and soft < target:
+        with contextlib.suppress(ValueError, OSError):  # refused: keep what there is
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return before, _UNLIMITED_CAP if soft == unlimited else soft
