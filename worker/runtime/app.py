@@ -41,10 +41,10 @@ from worker.limiter import FirstCalls
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
+from worker.observability.openfiles import open_files_needed, raise_open_files_limit
 from worker.observability.status import REFRESH_S, JobRow, PortalRow, Status
 from worker.registry import Registry, RegistryError, open_registry, with_registry
 from worker.runtime.lanes import Lane, build_lane
-from worker.runtime.openfiles import open_files_needed, raise_open_files_limit
 from worker.runtime.readiness import Readiness
 from worker.settings import Portal, PortalConfig, Settings, portal_secrets, redact_url
 

@@ -1,6 +1,9 @@
 """`b24-worker check`: can the worker start here? One line per check.
 
     settings   the environment as the worker reads it (a bad value is named)
+    open files the most this process's environment allows (the worker raises its
+               soft limit to it), against what the configured portals may need:
+               a PROBLEM when it is short of that
     broker     a connection to AMQP_URL
     exchange   with SHARDS > 0: the consistent-hash exchange UPDATE_QUEUE, present
                as the worker needs it, or missing while the broker has the
@@ -53,6 +56,7 @@ from worker.bitrix import (
 )
 from worker.credentials import build_auth
 from worker.observability.logging import SecretMask
+from worker.observability.openfiles import hard_open_files_limit, open_files_needed
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect, exists
 
@@ -90,6 +94,7 @@ async def run_checks(*, out: TextIO) -> int:
         print(mask(str(finding)), file=out)
 
     say(Finding("settings", True, _describe(settings)))
+    _check_open_files(settings, say)
     await _check_broker(settings, say)
     await _check_portal(settings, mask, say)
     return 0 if all(finding.ok for finding in findings) else 1
@@ -117,6 +122,28 @@ def _kind(portal: Portal) -> str:
     if portal.webhook_url is not None:
         return f"webhook {_where(portal)}"
     return f"OAuth application at {_where(portal)}"
+
+
+def _check_open_files(settings: Settings, say: Callable[[Finding], None]) -> None:
+    limit = hard_open_files_limit()
+    if limit is None:  # pragma: no cover - not a POSIX system
+        return
+    portals = len(settings.portals())
+    needed = open_files_needed(
+        portals,
+        amqp_connections=1 + settings.PORTAL_CONNECTIONS,
+        shared_limiter=bool(settings.LIMITER_URL.get_secret_value()),
+    )
+    detail = (
+        f"up to {limit} (the worker raises its soft limit to this hard one); "
+        f"{portals} portal{'' if portals == 1 else 's'} may need about {needed}"
+    )
+    if limit < needed:
+        detail += (
+            ": raise the hard limit (LimitNOFILE in a systemd unit, the container "
+            "runtime's nofile ulimit), or connections past it fail before being sent"
+        )
+    say(Finding("open files", limit >= needed, detail))
 
 
 async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> None:

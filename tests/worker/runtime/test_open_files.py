@@ -29,7 +29,7 @@ pytestmark = pytest.mark.rabbitmq
 ROOT = Path(__file__).resolve().parents[3]
 PORTALS = tuple(f"p{n:02d}" for n in range(40))
 # Forty portals at their busiest: 5 HTTP connections each, the 17 AMQP
-# connections, 64 for the rest (worker/runtime/openfiles.py).
+# connections, 64 for the rest (worker/observability/openfiles.py).
 NEEDED = 40 * 5 + 17 + 64
 
 

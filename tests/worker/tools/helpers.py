@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,8 +50,19 @@ def tool_env(amqp_url: str, topology: Topology | None = None, **values: str) -> 
     return env
 
 
-async def run_tool(*args: str, env: dict[str, str], timeout_s: float = 90.0) -> Ran:
-    """`b24-worker ARGS` in a subprocess, without blocking the test's event loop."""
+async def run_tool(
+    *args: str,
+    env: dict[str, str],
+    timeout_s: float = 90.0,
+    open_files: tuple[int, int] | None = None,
+) -> Ran:
+    """`b24-worker ARGS` in a subprocess, without blocking the test's event loop;
+    ``open_files``: its soft and hard limits of open files."""
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -59,6 +71,7 @@ async def run_tool(*args: str, env: dict[str, str], timeout_s: float = 90.0) -> 
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=limit,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None

@@ -40,7 +40,26 @@ async def test_everything_in_order_is_all_ok(amqp_url: str, portal: RunningSandb
     assert found[f"queue {topology.dead_letter_queue}"] == "OK quorum, as the worker needs; 0 ready"
     redacted = portal.webhook_url.replace(webhook_code(portal), "***")
     assert found["portal"].startswith(f"OK {redacted}: crm.item.fields answered (")
+    assert found["open files"].startswith("OK up to ")
+    assert found["open files"].endswith("1 portal may need about 86")
     assert webhook_code(portal) not in ran.stdout + ran.stderr
+
+
+async def test_a_hard_limit_of_open_files_short_of_the_portals_needs_is_a_problem(
+    amqp_url: str,
+) -> None:
+    # Forty portals at their busiest: 5 HTTP connections each, 17 AMQP connections,
+    # 64 for the rest. Nothing is called: the limit is read before the portals.
+    portals = {f"p{n:02d}": {"webhook_url": f"http://127.0.0.1:9/rest/1/p{n}/"} for n in range(40)}
+    env = tool_env(amqp_url, B24_PORTALS=json.dumps(portals), B24_DEFAULT_PORTAL="p00")
+    ran = await run_tool("check", env=env, open_files=(100, 200))
+    assert ran.returncode == 1
+    found = lines_of(ran.stdout)["open files"]
+    assert found.startswith("PROBLEM up to 200 (the worker raises its soft limit to this hard one)")
+    assert "40 portals may need about 281: raise the hard limit (LimitNOFILE" in found
+
+    ran = await run_tool("check", env=env, open_files=(100, 4096))
+    assert lines_of(ran.stdout)["open files"].startswith("OK up to 4096 ")
 
 
 @pytest.mark.sandbox

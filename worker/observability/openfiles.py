@@ -17,7 +17,7 @@ import contextlib
 
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT
 
-__all__ = ["open_files_needed", "raise_open_files_limit"]
+__all__ = ["hard_open_files_limit", "open_files_needed", "raise_open_files_limit"]
 
 # Descriptors besides the portals' connections: the main AMQP connection, the
 # HTTP servers, the registry and job store, log files, the interpreter's own.
@@ -34,6 +34,17 @@ def open_files_needed(portals: int, *, amqp_connections: int, shared_limiter: bo
     if shared_limiter:
         per_portal += 1  # a Redis connection while its limiter is asked
     return portals * per_portal + amqp_connections + _BASE
+
+
+def hard_open_files_limit() -> int | None:
+    """The most open files this process may have, once it raises its soft limit
+    (``raise_open_files_limit``); None where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return None
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _UNLIMITED_CAP if hard == resource.RLIM_INFINITY else hard
 
 
 def raise_open_files_limit() -> tuple[int, int] | None:
