@@ -14,8 +14,15 @@ says so when even that is short of what its portals may need.
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
 
 from worker.flow.pipeline import MAX_CALLS_IN_FLIGHT
+
+_resource: ModuleType | None
+try:
+    import resource as _resource
+except ImportError:  # pragma: no cover - not a POSIX system
+    _resource = None
 
 __all__ = ["hard_open_files_limit", "open_files_needed", "raise_open_files_limit"]
 
@@ -23,43 +30,44 @@ __all__ = ["hard_open_files_limit", "open_files_needed", "raise_open_files_limit
 # HTTP servers, the registry and job store, log files, the interpreter's own.
 _BASE = 64
 
-# Linux's default ceiling on a process's descriptors (fs.nr_open), used when the
-# hard limit is unlimited.
+# Linux's default ceiling on a process's descriptors (fs.nr_open), counted for
+# an unlimited limit.
 _UNLIMITED_CAP = 1_048_576
+_UNLIMITED = _resource.RLIM_INFINITY if _resource is not None else -1
 
 
-def open_files_needed(portals: int, *, amqp_connections: int, shared_limiter: bool) -> int:
-    """About how many descriptors ``portals`` busy portals may hold at once."""
+def open_files_needed(portals: int, *, portal_connections: int, shared_limiter: bool) -> int:
+    """About how many descriptors ``portals`` busy portals may hold at once, with
+    ``portal_connections`` AMQP connections besides the main one."""
     per_portal = MAX_CALLS_IN_FLIGHT + 1  # its lane's HTTP pool, full
     if shared_limiter:
         per_portal += 1  # a Redis connection while its limiter is asked
-    return portals * per_portal + amqp_connections + _BASE
+    return portals * per_portal + 1 + portal_connections + _BASE
 
 
 def hard_open_files_limit() -> int | None:
     """The most open files this process may have, once it raises its soft limit
     (``raise_open_files_limit``); None where the platform has no such limit."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not a POSIX system
+    if _resource is None:  # pragma: no cover - not a POSIX system
         return None
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return _UNLIMITED_CAP if hard == resource.RLIM_INFINITY else hard
+    _, hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    return _counted(hard)
 
 
 def raise_open_files_limit() -> tuple[int, int] | None:
     """Raise the soft limit of open files to the hard one; ``(before, now)``, or
-    None where the platform has no such limit. Unlimited counts as a large number."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not a POSIX system
+    None where the platform has no such limit."""
+    if _resource is None:  # pragma: no cover - not a POSIX system
         return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    unlimited = resource.RLIM_INFINITY
-    before = _UNLIMITED_CAP if soft == unlimited else soft
-    target = _UNLIMITED_CAP if hard == unlimited else hard
-    if soft != unlimited and soft < target:
+    soft, hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    before = _counted(soft)
+    if before < _counted(hard):
         with contextlib.suppress(ValueError, OSError):  # refused: keep what there is
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return before, _UNLIMITED_CAP if soft == unlimited else soft
+            _resource.setrlimit(_resource.RLIMIT_NOFILE, (_counted(hard), hard))
+    soft, _ = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    return before, _counted(soft)
+
+
+def _counted(limit: int) -> int:
+    """A limit as a number; unlimited counts as Linux's ceiling."""
+    return _UNLIMITED_CAP if limit == _UNLIMITED else limit

@@ -476,7 +476,7 @@ class Worker:
         s = self.settings
         needed = open_files_needed(
             len(self.lanes),
-            amqp_connections=1 + s.PORTAL_CONNECTIONS,
+            portal_connections=s.PORTAL_CONNECTIONS,
             shared_limiter=self._redis is not None,
         )
         if self._open_files < needed:

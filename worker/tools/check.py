@@ -131,7 +131,7 @@ def _check_open_files(settings: Settings, say: Callable[[Finding], None]) -> Non
     portals = len(settings.portals())
     needed = open_files_needed(
         portals,
-        amqp_connections=1 + settings.PORTAL_CONNECTIONS,
+        portal_connections=settings.PORTAL_CONNECTIONS,
         shared_limiter=bool(settings.LIMITER_URL.get_secret_value()),
     )
     detail = (
