@@ -26,8 +26,9 @@ except ImportError:  # pragma: no cover - not a POSIX system
 
 __all__ = ["hard_open_files_limit", "open_files_needed", "raise_open_files_limit"]
 
-# Descriptors besides the portals' connections: the main AMQP connection, the
-# HTTP servers, the registry and job store, log files, the interpreter's own.
+# Descriptors besides the connections to the portals and the broker: the HTTP
+# servers, Redis's other uses, the registry and job store, log files, the
+# interpreter's own.
 _BASE = 64
 
 # Linux's default ceiling on a process's descriptors (fs.nr_open), counted for
