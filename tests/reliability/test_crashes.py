@@ -17,7 +17,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,30 @@ async def until_answered(portal: Portal, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def until_ended(run: WorkerRun, count: int) -> None:
+    """Wait until the current worker has ended ``count`` commands (it must not exit)."""
+    while ended_by(run.log) < count:
+        assert run.current.poll() is None, run.log.text()[-3000:]
+        await asyncio.sleep(0.01)
+
+
+async def kill_at_random(
+    run: WorkerRun, kill_after: list[int], rng: random.Random
+) -> list[JsonLog]:
+    """Start a worker; SIGKILL it (and start the next) once it has ended each of
+    ``kill_after`` commands, then a random moment later: every kill lands mid-run,
+    with calls out and events unconfirmed. Returns the killed workers' logs."""
+    run.start()
+    killed_logs = []
+    for threshold in kill_after:
+        await until_ended(run, threshold)
+        await asyncio.sleep(rng.uniform(0, 0.2))
+        run.kill()
+        killed_logs.append(run.log)
+        run.start()
+    return killed_logs
+
+
 async def stop_gracefully(run: WorkerRun) -> tuple[int, float]:
     """SIGTERM the current worker; its exit code and how long it took."""
     process = run.current
@@ -216,16 +241,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_keeps_each_items_orde
             )
             with worker_run(env, tmp_path) as run:
                 started = time.monotonic()
-                run.start()
-                killed_logs = []
-                for threshold in kill_after:
-                    while ended_by(run.log) < threshold:
-                        assert run.current.poll() is None, run.log.text()[-3000:]
-                        await asyncio.sleep(0.01)
-                    await asyncio.sleep(rng.uniform(0, 0.2))
-                    run.kill()
-                    killed_logs.append(run.log)
-                    run.start()
+                killed_logs = await kill_at_random(run, kill_after, rng)
                 await until_every_command_ended(run, commands, timeout_s=60)
                 code, _ = await stop_gracefully(run)
                 took_s = time.monotonic() - started
@@ -414,9 +430,7 @@ async def test_after_a_broker_restart_the_worker_consumes_again_and_loses_nothin
             restart_after = rng.randint(200, 400)
             with worker_run(env, tmp_path) as run:
                 run.start()
-                while ended_by(run.log) < restart_after:
-                    assert run.current.poll() is None, run.log.text()[-3000:]
-                    await asyncio.sleep(0.01)
+                await until_ended(run, restart_after)
                 # One short restart: every user of this broker is cut off meanwhile.
                 try:
                     await asyncio.to_thread(broker_control.rabbitmqctl, "stop_app")
@@ -517,37 +531,71 @@ def portals_workload(
     return by_portal, mixed
 
 
-def assert_each_item_ends_with_its_last_command(
-    by_portal: dict[str, list[Command]], stored: dict[str, dict[int, dict[str, Any]]]
-) -> None:
-    for key, commands in by_portal.items():
-        last = {command.item_id: command for command in commands}
-        for item_id, command in last.items():
-            title = stored[key][item_id]["title"]
-            if command.valid:
-                assert title == command.body["fields"]["title"], (key, item_id, title)
-            else:
-                assert title == f"Deal #{item_id}", (key, item_id, title)  # refused
+@dataclass
+class ThreePortals:
+    """Three sandbox portals (one `sandbox --portals 3`), their commands queued
+    through the exchange, and a worker environment reading them from a
+    B24_PORTALS_FILE; after the test's body, what the run left."""
+
+    by_portal: dict[str, list[Command]]
+    mixed: list[tuple[str, Command]]
+    topology: Topology
+    env: dict[str, str]
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    left: dict[str, int] = dataclasses.field(default_factory=dict)
+    stored: dict[str, dict[int, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def every(self) -> list[Command]:
+        return [command for _, command in self.mixed]
+
+    @property
+    def portal_of(self) -> dict[str, str]:
+        return {command.message_id: key for key, command in self.mixed}
+
+    def check_outcomes(self) -> int:
+        """Every command ended, nothing waits anywhere, each outcome names its
+        command's portal and is the one expected; returns the duplicates."""
+        assert self.left == {}
+        counts = Counter(str(event["messageId"]) for event in self.events)
+        assert set(counts) == set(self.portal_of)
+        by_id = {command.message_id: command for command in self.every}
+        for event in self.events:
+            assert event["portal"] == self.portal_of[event["messageId"]], event
+            expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
+            assert event["status"] == expected, event
+        return sum(n - 1 for n in counts.values())
+
+    def check_each_item_ends_with_its_last_command(self) -> None:
+        for key, commands in self.by_portal.items():
+            last = {command.item_id: command for command in commands}
+            for item_id, command in last.items():
+                title = self.stored[key][item_id]["title"]
+                if command.valid:
+                    assert title == command.body["fields"]["title"], (key, item_id, title)
+                else:
+                    assert title == f"Deal #{item_id}", (key, item_id, title)  # refused
+
+    def again_after(self, settled_here: list[str], later: set[str], *, who: str) -> int:
+        """How many of what a stopped worker settled (in order) were settled again
+        ``later``; each must be among the last PORTAL_PREFETCH of its portal (its
+        queue's channel acks in the order its messages settle)."""
+        again = 0
+        for key in PORTALS:
+            mine = [message_id for message_id in settled_here if self.portal_of[message_id] == key]
+            positions = [n for n, message_id in enumerate(mine) if message_id in later]
+            assert all(n >= len(mine) - PORTAL_PREFETCH for n in positions), (
+                f"{who}: a message of {key} settled long before it stopped came again"
+            )
+            again += len(positions)
+        return again
 
 
-async def portal_leftovers(broker: AbstractRobustConnection, topology: Topology) -> dict[str, int]:
-    """`leftovers`, and what waits on each portal's queue."""
-    left = await leftovers(broker, topology)
-    for key in PORTALS:
-        waiting = await drain_shard(broker, topology.portal_queue(key))
-        if waiting:
-            left[topology.portal_queue(key)] = len(waiting)
-    return left
-
-
-async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_items_order(
-    amqp_url: str, tmp_path: Path
-) -> None:
-    rng = random.Random(SEED + 4)
+@asynccontextmanager
+async def three_portals(
+    amqp_url: str, tmp_path: Path, rng: random.Random, **settings: str
+) -> AsyncIterator[ThreePortals]:
     by_portal, mixed = portals_workload(rng)
-    every = [command for _, command in mixed]
-    portal_of = {command.message_id: key for key, command in mixed}
-    kill_after = [rng.randint(150, 600) for _ in range(KILLS)]
     topology = dataclasses.replace(unique_topology(), portals=PORTALS)
     portals_file = tmp_path / "portals.json"
     options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
@@ -565,70 +613,61 @@ async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_item
                 PREFETCH=str(PREFETCH),
                 PORTAL_PREFETCH=str(PORTAL_PREFETCH),
                 DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
+                **settings,
             )
             del env["B24_WEBHOOK_URL"]  # every portal from the file
-            with worker_run(env, tmp_path) as run:
-                run.start()
-                killed_logs = []
-                for threshold in kill_after:
-                    while ended_by(run.log) < threshold:
-                        assert run.current.poll() is None, run.log.text()[-3000:]
-                        await asyncio.sleep(0.01)
-                    await asyncio.sleep(rng.uniform(0, 0.2))
-                    run.kill()
-                    killed_logs.append(run.log)
-                    run.start()
-                await until_every_command_ended(run, every, timeout_s=60)
-                code, _ = await stop_gracefully(run)
-                run.read_logs()
-            events = await outcomes_of(broker, topology)
-            left = await portal_leftovers(broker, topology)
-        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+            scenario = ThreePortals(by_portal, mixed, topology, env)
+            yield scenario
+            await asyncio.wait_for(broker.connected.wait(), 30)  # reconnected, if it was cut
+            scenario.events = await outcomes_of(broker, topology)
+            scenario.left = await portal_leftovers(broker, topology)
+        scenario.stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+
+
+async def portal_leftovers(broker: AbstractRobustConnection, topology: Topology) -> dict[str, int]:
+    """`leftovers`, and what waits on each portal's queue."""
+    left = await leftovers(broker, topology)
+    for key in PORTALS:
+        waiting = await drain_shard(broker, topology.portal_queue(key))
+        if waiting:
+            left[topology.portal_queue(key)] = len(waiting)
+    return left
+
+
+async def test_sigkill_with_a_queue_per_portal_loses_nothing_and_keeps_each_items_order(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 4)
+    kill_after = [rng.randint(150, 600) for _ in range(KILLS)]
+    async with three_portals(amqp_url, tmp_path, rng) as scenario:
+        with worker_run(scenario.env, tmp_path) as run:
+            killed_logs = await kill_at_random(run, kill_after, rng)
+            await until_every_command_ended(run, scenario.every, timeout_s=60)
+            code, _ = await stop_gracefully(run)
+            run.read_logs()
 
     assert code == 0, run.log.text()[-3000:]
-    assert left == {}
-    counts = Counter(str(event["messageId"]) for event in events)
-    assert set(counts) == set(portal_of)
-    by_id = {command.message_id: command for command in every}
-    for event in events:
-        # Each outcome names the portal its command was sent to.
-        assert event["portal"] == portal_of[event["messageId"]], event
-        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
-        assert event["status"] == expected, event
-
-    # Each portal's queue is consumed on a channel of its own, whose acks leave in the
-    # order its messages settle: what came twice after a kill is among the last
-    # PORTAL_PREFETCH messages of its portal that the killed worker settled.
+    duplicates = scenario.check_outcomes()
     later = []
     for index, log in enumerate(run.logs):
         ids = [str(record["message_id"]) for record in log.settled()]
         assert len(ids) == len(set(ids)), f"worker {index + 1} settled a message twice"
         later.append(set(ids))
-    again_per_kill = []
-    for index, log in enumerate(killed_logs):
-        after = set().union(*later[index + 1 :])
-        again = 0
-        for key in PORTALS:
-            settled_here = [
-                str(record["message_id"])
-                for record in log.settled()
-                if portal_of.get(str(record["message_id"])) == key
-            ]
-            positions = [n for n, message_id in enumerate(settled_here) if message_id in after]
-            assert all(n >= len(settled_here) - PORTAL_PREFETCH for n in positions), (
-                f"worker {index + 1}: a message of {key} settled long before the kill came again"
-            )
-            again += len(positions)
-        again_per_kill.append(again)
-    duplicates = sum(n - 1 for n in counts.values())
+    again_per_kill = [
+        scenario.again_after(
+            [str(record["message_id"]) for record in log.settled()],
+            set().union(*later[index + 1 :]),
+            who=f"worker {index + 1}",
+        )
+        for index, log in enumerate(killed_logs)
+    ]
     assert duplicates <= KILLS * len(PORTALS) * PORTAL_PREFETCH
     print(
-        f"\n{len(every)} commands over {len(PORTALS)} portal queues, {KILLS} SIGKILLs after "
-        f"{kill_after} ended; {duplicates} duplicates; settled by a killed worker and again "
-        f"after its kill: {again_per_kill}"
+        f"\n{len(scenario.every)} commands over {len(PORTALS)} portal queues, {KILLS} SIGKILLs "
+        f"after {kill_after} ended; {duplicates} duplicates; settled by a killed worker and "
+        f"again after its kill: {again_per_kill}"
     )
-
-    assert_each_item_ends_with_its_last_command(by_portal, stored)
+    scenario.check_each_item_ends_with_its_last_command()
 
 
 async def test_after_the_broker_drops_every_connection_each_portal_queue_is_consumed_again(
@@ -637,46 +676,20 @@ async def test_after_the_broker_drops_every_connection_each_portal_queue_is_cons
     # The portal queues are read over connections of their own besides the main one:
     # each must come back, with its queues' consumers, and nothing held may be lost.
     rng = random.Random(SEED + 5)
-    by_portal, mixed = portals_workload(rng)
-    every = [command for _, command in mixed]
-    portal_of = {command.message_id: key for key, command in mixed}
     drop_after = [rng.randint(200, 500), rng.randint(1200, 1600)]
-    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
-    portals_file = tmp_path / "portals.json"
-    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
-    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
-        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
-        async with connected(amqp_url, topology) as broker:
-            await declare(broker, topology)
-            await publish_to_portals(broker, topology, mixed)
-            env = worker_env(
-                amqp_url,
-                first.webhook_url,
-                topology,
-                B24_PORTALS_FILE=str(portals_file),
-                PREFETCH=str(PREFETCH),
-                PORTAL_PREFETCH=str(PORTAL_PREFETCH),
-                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
-            )
-            del env["B24_WEBHOOK_URL"]  # every portal from the file
-            with worker_run(env, tmp_path) as run:
-                run.start()
-                dropped = []
-                for threshold in drop_after:
-                    while ended_by(run.log) < threshold:
-                        assert run.current.poll() is None, run.log.text()[-3000:]
-                        await asyncio.sleep(0.01)
-                    await asyncio.to_thread(
-                        broker_control.rabbitmqctl, "close_all_connections", "connection test"
-                    )
-                    dropped.append(time.time())
-                await until_every_command_ended(run, every, timeout_s=90)
-                code, _ = await stop_gracefully(run)
-                run.read_logs()
-            await asyncio.wait_for(broker.connected.wait(), 30)  # the test's own, reconnected
-            events = await outcomes_of(broker, topology)
-            left = await portal_leftovers(broker, topology)
-        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+    async with three_portals(amqp_url, tmp_path, rng) as scenario:
+        with worker_run(scenario.env, tmp_path) as run:
+            run.start()
+            dropped = []
+            for threshold in drop_after:
+                await until_ended(run, threshold)
+                await asyncio.to_thread(
+                    broker_control.rabbitmqctl, "close_all_connections", "connection test"
+                )
+                dropped.append(time.time())
+            await until_every_command_ended(run, scenario.every, timeout_s=90)
+            code, _ = await stop_gracefully(run)
+            run.read_logs()
 
     log = run.log
     assert len(run.processes) == 1
@@ -685,15 +698,9 @@ async def test_after_the_broker_drops_every_connection_each_portal_queue_is_cons
         line for line in log.text().splitlines() if any(s in line for s in STALE_CHANNEL_SIGNS)
     ]
     assert stale == []
-    assert left == {}
-    counts = Counter(str(event["messageId"]) for event in events)
-    assert set(counts) == set(portal_of)
-    by_id = {command.message_id: command for command in every}
-    for event in events:
-        assert event["portal"] == portal_of[event["messageId"]], event
-        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
-        assert event["status"] == expected, event
+    duplicates = scenario.check_outcomes()
     # Every portal's queue was consumed again after the last drop.
+    portal_of = scenario.portal_of
     after_last = [record for record in log.settled() if stamp(record) > dropped[-1]]
     assert {portal_of[str(record["message_id"])] for record in after_last} == set(PORTALS)
     back_s = [
@@ -701,16 +708,15 @@ async def test_after_the_broker_drops_every_connection_each_portal_queue_is_cons
         for moment in dropped
     ]
     # Only what the worker held unacked when its connections went can come twice.
-    duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= len(drop_after) * len(PORTALS) * PORTAL_PREFETCH
     print(
-        f"\n{len(every)} commands over {len(PORTALS)} portal queues, every connection dropped "
-        f"after {drop_after} ended; {duplicates} duplicates; "
+        f"\n{len(scenario.every)} commands over {len(PORTALS)} portal queues, every connection "
+        f"dropped after {drop_after} ended; {duplicates} duplicates; "
         f"{len(log.events('consumer.lost'))} consumer.lost lines; the first message settled "
         + " and ".join(f"{seconds:.1f} s" for seconds in back_s)
         + " after each drop"
     )
-    assert_each_item_ends_with_its_last_command(by_portal, stored)
+    scenario.check_each_item_ends_with_its_last_command()
 
 
 async def test_a_replica_killed_mid_run_leaves_its_portal_queues_to_the_other_and_loses_nothing(
@@ -720,73 +726,43 @@ async def test_a_replica_killed_mid_run_leaves_its_portal_queues_to_the_other_an
     # it. The one that has settled more is killed: the other, in line on its
     # queues, takes them over, beginning with what the dead one held.
     rng = random.Random(SEED + 6)
-    by_portal, mixed = portals_workload(rng)
-    every = [command for _, command in mixed]
-    portal_of = {command.message_id: key for key, command in mixed}
     kill_after = rng.randint(400, 800)
-    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
-    portals_file = tmp_path / "portals.json"
-    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
-    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
-        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
-        async with connected(amqp_url, topology) as broker:
-            await declare(broker, topology)
-            await publish_to_portals(broker, topology, mixed)
-            env = worker_env(
-                amqp_url,
-                first.webhook_url,
-                topology,
-                B24_PORTALS_FILE=str(portals_file),
-                PREFETCH=str(PREFETCH),
-                PORTAL_PREFETCH=str(PORTAL_PREFETCH),
-                DRAIN_TIMEOUT_S=str(DRAIN_TIMEOUT_S),
-                PORTAL_BALANCE_S="0",  # who holds which queue changes by the kill alone
-            )
-            del env["B24_WEBHOOK_URL"]  # every portal from the file
-            for name in ("a", "b"):
-                (tmp_path / name).mkdir()
-            with (
-                worker_run(env, tmp_path / "a") as one,
-                worker_run(env, tmp_path / "b") as other,
-            ):
-                one.start()
-                other.start()
-                runs = (one, other)
-                while sum(ended_by(run.log) for run in runs) < kill_after:
-                    for run in runs:
-                        assert run.current.poll() is None, run.log.text()[-3000:]
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(rng.uniform(0, 0.2))
-                victim, survivor = sorted(runs, key=lambda run: ended_by(run.log), reverse=True)
-                killed_at = victim.kill()
-                wanted = set(portal_of)
-                deadline = time.monotonic() + 60
-                while not wanted <= settled_ids(victim) | settled_ids(survivor):
-                    assert survivor.current.poll() is None, survivor.log.text()[-3000:]
-                    assert time.monotonic() < deadline, "not every command ended in 60 s"
-                    await asyncio.sleep(0.05)
-                code, _ = await stop_gracefully(survivor)
-                victim.read_logs()
-                survivor.read_logs()
-            events = await outcomes_of(broker, topology)
-            left = await portal_leftovers(broker, topology)
-        stored = {key: sandbox.items(2) for key, sandbox in sandboxes.items()}
+    # Who holds which queue changes by the kill alone.
+    async with three_portals(amqp_url, tmp_path, rng, PORTAL_BALANCE_S="0") as scenario:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+        with (
+            worker_run(scenario.env, tmp_path / "a") as one,
+            worker_run(scenario.env, tmp_path / "b") as other,
+        ):
+            one.start()
+            other.start()
+            runs = (one, other)
+            while sum(ended_by(run.log) for run in runs) < kill_after:
+                for run in runs:
+                    assert run.current.poll() is None, run.log.text()[-3000:]
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(rng.uniform(0, 0.2))
+            victim, survivor = sorted(runs, key=lambda run: ended_by(run.log), reverse=True)
+            killed_at = victim.kill()
+            wanted = set(scenario.portal_of)
+            deadline = time.monotonic() + 60
+            while not wanted <= settled_ids(victim) | settled_ids(survivor):
+                assert survivor.current.poll() is None, survivor.log.text()[-3000:]
+                assert time.monotonic() < deadline, "not every command ended in 60 s"
+                await asyncio.sleep(0.05)
+            code, _ = await stop_gracefully(survivor)
+            victim.read_logs()
+            survivor.read_logs()
 
     assert code == 0, survivor.log.text()[-3000:]
-    assert left == {}
-    counts = Counter(str(event["messageId"]) for event in events)
-    assert set(counts) == set(portal_of)
-    by_id = {command.message_id: command for command in every}
-    for event in events:
-        assert event["portal"] == portal_of[event["messageId"]], event
-        expected = "succeeded" if by_id[event["messageId"]].valid else "failed"
-        assert event["status"] == expected, event
-
+    duplicates = scenario.check_outcomes()
     dead = [str(record["message_id"]) for record in victim.log.settled()]
     alive = [str(record["message_id"]) for record in survivor.log.settled()]
     assert len(dead) == len(set(dead))
     assert len(alive) == len(set(alive))
     # The survivor took over every portal the killed worker was applying.
+    portal_of = scenario.portal_of
     held_by_dead = {portal_of[message_id] for message_id in dead}
     taken_over = {
         portal_of[str(record["message_id"])]
@@ -794,19 +770,11 @@ async def test_a_replica_killed_mid_run_leaves_its_portal_queues_to_the_other_an
         if stamp(record) > killed_at
     }
     assert held_by_dead <= taken_over
-    # What came twice was held by the killed worker: among the last PORTAL_PREFETCH
-    # messages of its portal that it settled.
-    again = 0
-    for key in PORTALS:
-        settled_here = [message_id for message_id in dead if portal_of[message_id] == key]
-        positions = [n for n, message_id in enumerate(settled_here) if message_id in set(alive)]
-        assert all(n >= len(settled_here) - PORTAL_PREFETCH for n in positions), key
-        again += len(positions)
-    duplicates = sum(n - 1 for n in counts.values())
+    again = scenario.again_after(dead, set(alive), who="the killed worker")
     assert duplicates <= len(PORTALS) * PORTAL_PREFETCH
     print(
-        f"\n{len(every)} commands over {len(PORTALS)} portal queues, 2 workers, the one that "
-        f"settled {len(dead)} killed; the other settled {len(alive)} and took over "
+        f"\n{len(scenario.every)} commands over {len(PORTALS)} portal queues, 2 workers, the "
+        f"one that settled {len(dead)} killed; the other settled {len(alive)} and took over "
         f"{sorted(taken_over)}; {duplicates} duplicates, {again} settled by both"
     )
-    assert_each_item_ends_with_its_last_command(by_portal, stored)
+    scenario.check_each_item_ends_with_its_last_command()

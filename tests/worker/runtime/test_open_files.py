@@ -87,30 +87,28 @@ def _open_files(limits: str) -> tuple[int, int]:
     return int(soft), int(hard)
 
 
-async def test_the_worker_raises_its_soft_limit_of_open_files_to_the_hard_one(
-    amqp_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("soft", "hard", "short"),
+    [
+        pytest.param(64, 4096, False, id="raised-to-the-hard-limit"),
+        pytest.param(100, 100, True, id="the-hard-limit-short-of-the-portals-needs"),
+    ],
+)
+async def test_the_worker_runs_with_its_hard_limit_and_says_when_that_is_short(
+    amqp_url: str, tmp_path: Path, soft: int, hard: int, short: bool
 ) -> None:
     topology = dataclasses.replace(unique_topology(), portals=PORTALS)
     async with connected(amqp_url, topology):
-        lines, limits = _start(amqp_url, topology, tmp_path / "worker.log", 64, 4096)
-    assert _open_files(limits) == (4096, 4096)
+        lines, limits = _start(amqp_url, topology, tmp_path / "worker.log", soft, hard)
+    assert _open_files(limits) == (hard, hard)
     started = next(line for line in lines if line["event"] == "worker.started")
-    assert started["open_files"] == 4096
-    assert [line for line in lines if line["event"] == "open_files.low"] == []
-
-
-async def test_a_hard_limit_short_of_what_the_portals_need_is_said_at_the_start(
-    amqp_url: str, tmp_path: Path
-) -> None:
-    topology = dataclasses.replace(unique_topology(), portals=PORTALS)
-    async with connected(amqp_url, topology):
-        lines, limits = _start(amqp_url, topology, tmp_path / "worker.log", 100, 100)
-    assert _open_files(limits) == (100, 100)
+    assert started["open_files"] == hard
     low = [line for line in lines if line["event"] == "open_files.low"]
+    if not short:
+        assert low == []
+        return
     assert len(low) == 1
-    assert low[0]["limit"] == 100
+    assert low[0]["limit"] == hard
     assert low[0]["needed"] == NEEDED
     assert low[0]["portals"] == len(PORTALS)
     assert "LimitNOFILE" in low[0]["hint"]
-    started = next(line for line in lines if line["event"] == "worker.started")
-    assert started["open_files"] == 100
