@@ -29,6 +29,7 @@ __all__ = [
     "Portal",
     "WorkerRun",
     "free_port",
+    "sandbox_portals",
     "sandbox_process",
     "stamp",
     "worker_env",
@@ -107,18 +108,52 @@ def sandbox_process(
     )
     try:
         portal = Portal(process, port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(portal.control_url + "/", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the sandbox did not start") from None
-                time.sleep(0.05)
+        _until_answering(portal, deadline=time.monotonic() + 30)
         yield portal
     finally:
         _stop(process, timeout_s=10)
+
+
+@contextmanager
+def sandbox_portals(
+    count: int, portals_file: Path, *, seed_items: int, latency_ms: int = 0
+) -> Iterator[dict[str, Portal]]:
+    """`sandbox --portals count` with limits off, each portal on a free port the
+    sandbox chose (consecutive ports from a free one may be taken), its webhooks
+    written to ``portals_file``; the portals by key, once every one answers."""
+    command = [sys.executable, "-m", "worker", "sandbox", "--port", "0"]
+    command += ["--portals", str(count), "--portals-file", str(portals_file)]
+    command += ["--seed", str(seed_items), "--no-limits", "--latency-ms", str(latency_ms)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not portals_file.exists():  # written in one step, once all listen
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the sandbox did not start")
+            time.sleep(0.05)
+        written = json.loads(portals_file.read_text())
+        portals = {
+            key: Portal(process, httpx.URL(entry["webhook_url"]).port or 0)
+            for key, entry in written.items()
+        }
+        for portal in portals.values():
+            _until_answering(portal, deadline=deadline)
+        yield portals
+    finally:
+        _stop(process, timeout_s=10)
+
+
+def _until_answering(portal: Portal, *, deadline: float) -> None:
+    while True:
+        try:
+            httpx.get(portal.control_url + "/", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if portal.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the sandbox did not start") from None
+            time.sleep(0.05)
 
 
 def worker_env(amqp_url: str, webhook_url: str, topology: Topology, **extra: str) -> dict[str, str]:

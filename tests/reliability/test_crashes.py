@@ -34,6 +34,7 @@ from tests.reliability.processes import (
     JsonLog,
     Portal,
     WorkerRun,
+    sandbox_portals,
     sandbox_process,
     stamp,
     worker_env,
@@ -598,16 +599,14 @@ async def three_portals(
     by_portal, mixed = portals_workload(rng)
     topology = dataclasses.replace(unique_topology(), portals=PORTALS)
     portals_file = tmp_path / "portals.json"
-    options = ["--portals", str(len(PORTALS)), "--portals-file", str(portals_file)]
-    with sandbox_process(seed_items=750, latency_ms=20, options=options) as first:
-        sandboxes = {key: Portal(first.process, first.port + n) for n, key in enumerate(PORTALS)}
-        assert set(json.loads(portals_file.read_text())) == set(PORTALS)
+    with sandbox_portals(len(PORTALS), portals_file, seed_items=750, latency_ms=20) as sandboxes:
+        assert set(sandboxes) == set(PORTALS)
         async with connected(amqp_url, topology) as broker:
             await declare(broker, topology)
             await publish_to_portals(broker, topology, mixed)
             env = worker_env(
                 amqp_url,
-                first.webhook_url,
+                sandboxes[PORTALS[0]].webhook_url,
                 topology,
                 B24_PORTALS_FILE=str(portals_file),
                 PREFETCH=str(PREFETCH),
