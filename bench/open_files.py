@@ -1,0 +1,164 @@
+"""One worker, many busy portals, under set limits of open files.
+
+    python bench/open_files.py [--portals 60] [--commands 300] [--limits 128:20000 128:128]
+
+One sandbox process serves the portals (`b24-worker sandbox --portals N`, each
+on a free port of its own), limits off and 300 ms per answer, so that every
+portal has its calls out at once. The worker reads them from a
+B24_PORTALS_FILE, BATCH_SIZE 50, RETRY_DELAYS_S 1,2 and every other setting at
+its default; its process starts with each SOFT:HARD limit of open files in
+turn. All commands are queued through the headers exchange before it starts.
+
+Printed per limit: the limit the worker reports running with (`worker.started`),
+how many commands it sent to a delay tier, how many succeeded, and its
+`open_files.low` and `process.out_of_files` lines. Each portal keeps up to 5
+HTTP connections, so 60 portals need about 380 descriptors: under a soft limit
+of 128, a worker that kept it would send commands to the delay tiers for want
+of a descriptor (docs/operations.md, "Out of open files").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    declare as declare_topology,
+)
+from harness import (
+    delete_queues,
+    portal_queue_names,
+    queue_names,
+    worker_env,
+    write_results,
+)
+from many_portals import publish
+
+DELAYS = (1, 2)
+TIMEOUT_S = 120.0
+
+
+def start_sandbox(portals: int, commands: int, listing: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "worker", "sandbox", "--port", "0",
+            "--portals", str(portals), "--portals-file", str(listing),
+            "--seed", str(commands), "--spa-types", "",
+            "--no-limits", "--latency-ms", "300",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not listing.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit("the sandbox did not start")
+        time.sleep(0.1)
+    return process
+
+
+def limited(soft: int, hard: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
+def run(portals: int, commands: int, soft: int, hard: int) -> str:
+    folder = Path(tempfile.mkdtemp())
+    listing = folder / "portals.json"
+    sandbox = start_sandbox(portals, commands, listing)
+    keys = list(json.loads(listing.read_text()))
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    env = worker_env(
+        prefix,
+        B24_PORTALS_FILE=str(listing),
+        BATCH_SIZE="50",
+        RETRY_DELAYS_S=",".join(map(str, DELAYS)),
+    )
+    log_path = folder / "worker.log"
+    worker = None
+    try:
+        asyncio.run(declare_topology(env))
+        bodies = [
+            ({"entityTypeId": 2, "id": item, "fields": {"title": f"t{item}"}}, key)
+            for item in range(1, commands + 1)
+            for key in keys
+        ]
+        asyncio.run(publish(f"{prefix}update", bodies))
+        with log_path.open("wb") as output:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=limited(soft, hard),
+            )
+        deadline = time.monotonic() + TIMEOUT_S
+        outcomes: Counter[str] = Counter()
+        events: list[dict[str, object]] = []
+        while time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(1.0)
+            events = [
+                json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"
+            ]
+            outcomes = Counter(
+                str(e.get("outcome")) for e in events if e.get("event") == "message.settled"
+            )
+            if outcomes["succeeded"] + outcomes["failed"] >= len(bodies):
+                break
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(60)
+        sandbox.terminate()
+        sandbox.wait(30)
+        asyncio.run(
+            delete_queues(
+                [*queue_names(prefix, DELAYS), *portal_queue_names(prefix, keys)],
+                exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
+            )
+        )
+    started = next((e for e in events if e.get("event") == "worker.started"), {})
+    low = [e for e in events if e.get("event") == "open_files.low"]
+    out = [e for e in events if e.get("event") == "process.out_of_files"]
+    said = f"; open_files.low: limit {low[0]['limit']}, needed {low[0]['needed']}" if low else ""
+    return (
+        f"limits {soft}:{hard}: the worker runs with {started.get('open_files')}; "
+        f"{outcomes['succeeded']} of {len(bodies)} succeeded, {outcomes['failed']} failed, "
+        f"{outcomes['retried']} sent to a delay tier; {len(low)} open_files.low and "
+        f"{len(out)} process.out_of_files lines{said}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--portals", type=int, default=60)
+    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--limits", nargs="+", default=["128:20000", "128:128"])
+    args = parser.parse_args()
+    lines = [
+        f"{args.portals} portals (one sandbox process, limits off, 300 ms per answer), "
+        f"{args.commands} commands each; one worker, BATCH_SIZE 50"
+    ]
+    for pair in args.limits:
+        soft, hard = (int(value) for value in pair.split(":"))
+        lines.append(run(args.portals, args.commands, soft, hard))
+    write_results("open_files", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
