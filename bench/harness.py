@@ -12,6 +12,7 @@ import compileall
 import functools
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -333,15 +334,28 @@ def compiled() -> None:
 class WorkerProcess:
     """``b24-worker run`` with its log in a file of its own."""
 
-    def __init__(self, env: Mapping[str, str], *, python_options: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        python_options: Iterable[str] = (),
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """``open_files``: the soft and hard limits of open files it starts with."""
         compiled()
         self.log = WorkerLog(Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1]))
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         with self.log.path.open("w") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, *python_options, "-m", "worker", "run"],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=dict(env),
+                preexec_fn=limit,
             )
 
     @property

@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,23 @@ BLOCKED_FOR_S = 20.0
 CONFIRM_WINDOW = 500  # publishes awaiting their confirms at once
 
 
-def start_sandbox(portals: int, commands: int, listing: Path) -> subprocess.Popen[bytes]:
+PACED = (
+    "--rate-burst", str(BURST), "--rate-per-second", str(RATE),
+    # Under the portal's 0.1 s charging floor: the request bucket alone binds.
+    "--operating-cost-s", "0.05",
+)  # fmt: skip
+
+
+def start_sandbox(
+    portals: int, commands: int, listing: Path, options: Sequence[str] = PACED
+) -> subprocess.Popen[bytes]:
+    """`sandbox --portals` (each portal on a free port of its own, with ``options``),
+    once it has written their webhooks to ``listing``."""
     process = subprocess.Popen(
         [
             sys.executable, "-m", "worker", "sandbox", "--port", "0",
             "--portals", str(portals), "--portals-file", str(listing),
-            "--seed", str(commands), "--spa-types", "",
-            "--rate-burst", str(BURST), "--rate-per-second", str(RATE),
-            # Under the portal's 0.1 s charging floor: the request bucket alone binds.
-            "--operating-cost-s", "0.05",
+            "--seed", str(commands), "--spa-types", "", *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -22,64 +22,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    declare as declare_topology,
-)
-from harness import (
+    WorkerProcess,
     delete_queues,
     portal_queue_names,
     queue_names,
     worker_env,
     write_results,
 )
-from many_portals import publish
+from harness import (
+    declare as declare_topology,
+)
+from many_portals import publish, start_sandbox
 
 DELAYS = (1, 2)
 TIMEOUT_S = 120.0
 
 
-def start_sandbox(portals: int, commands: int, listing: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "worker", "sandbox", "--port", "0",
-            "--portals", str(portals), "--portals-file", str(listing),
-            "--seed", str(commands), "--spa-types", "",
-            "--no-limits", "--latency-ms", "300",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not listing.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the sandbox did not start")
-        time.sleep(0.1)
-    return process
-
-
-def limited(soft: int, hard: int) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-    return apply
-
-
 def run(portals: int, commands: int, soft: int, hard: int) -> str:
-    folder = Path(tempfile.mkdtemp())
-    listing = folder / "portals.json"
-    sandbox = start_sandbox(portals, commands, listing)
+    listing = Path(tempfile.mkdtemp()) / "portals.json"
+    sandbox = start_sandbox(portals, commands, listing, ("--no-limits", "--latency-ms", "300"))
     keys = list(json.loads(listing.read_text()))
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     env = worker_env(
@@ -88,7 +58,6 @@ def run(portals: int, commands: int, soft: int, hard: int) -> str:
         BATCH_SIZE="50",
         RETRY_DELAYS_S=",".join(map(str, DELAYS)),
     )
-    log_path = folder / "worker.log"
     worker = None
     try:
         asyncio.run(declare_topology(env))
@@ -98,31 +67,16 @@ def run(portals: int, commands: int, soft: int, hard: int) -> str:
             for key in keys
         ]
         asyncio.run(publish(f"{prefix}update", bodies))
-        with log_path.open("wb") as output:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                preexec_fn=limited(soft, hard),
-            )
+        worker = WorkerProcess(env, open_files=(soft, hard))
         deadline = time.monotonic() + TIMEOUT_S
-        outcomes: Counter[str] = Counter()
-        events: list[dict[str, object]] = []
-        while time.monotonic() < deadline and worker.poll() is None:
+        while time.monotonic() < deadline and worker.process.poll() is None:
             time.sleep(1.0)
-            events = [
-                json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"
-            ]
-            outcomes = Counter(
-                str(e.get("outcome")) for e in events if e.get("event") == "message.settled"
-            )
-            if outcomes["succeeded"] + outcomes["failed"] >= len(bodies):
+            worker.log.read()
+            if len(worker.log.ended) >= len(bodies):
                 break
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(60)
+            worker.stop()
         sandbox.terminate()
         sandbox.wait(30)
         asyncio.run(
@@ -131,6 +85,9 @@ def run(portals: int, commands: int, soft: int, hard: int) -> str:
                 exchanges=[f"{prefix}update", f"{prefix}update.unrouted"],
             )
         )
+    lines = worker.log.path.read_text().splitlines()
+    events = [json.loads(line) for line in lines if line[:1] == "{"]
+    outcomes = Counter(str(e.get("outcome")) for e in events if e.get("event") == "message.settled")
     started = next((e for e in events if e.get("event") == "worker.started"), {})
     low = [e for e in events if e.get("event") == "open_files.low"]
     out = [e for e in events if e.get("event") == "process.out_of_files"]
