@@ -29,7 +29,7 @@ import structlog
 
 from worker.bitrix.errors import NoAnswerError, TokenRenewalError, UnexpectedAnswerError
 from worker.bitrix.tokens import StoredToken, TokenStore, fingerprint, version_of
-from worker.bitrix.transport import describe_failure
+from worker.bitrix.transport import no_answer
 
 __all__ = ["Auth", "OAuthAuth", "WebhookAuth"]
 
@@ -297,11 +297,8 @@ class OAuthAuth:
             # POSTed as a form so no secret is ever part of a URL.
             response = await self._http.post(self._token_url, data=form)
         except httpx.RequestError as exc:
-            kind, _sent = describe_failure(exc)
             # The call waiting for this token was not sent, whatever happened here.
-            failure = NoAnswerError(
-                method=_REFRESH, kind=kind, where=self._token_where, maybe_sent=False
-            )
+            failure = no_answer(exc, method=_REFRESH, where=self._token_where, never_sent=True)
         if failure is not None:
             raise failure
         access, rotated = self._read_grant(response)

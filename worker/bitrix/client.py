@@ -20,46 +20,22 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import structlog
 
 from worker.bitrix.answers import BatchAnswer, CommandAnswer, TimeInfo
 from worker.bitrix.auth import Auth
 from worker.bitrix.encoding import php_query
 from worker.bitrix.envelope import read_batch, read_envelope
 from worker.bitrix.errors import NoAnswerError, PortalError
-from worker.bitrix.transport import describe_failure, out_of_files
+from worker.bitrix.transport import no_answer
 
 __all__ = ["BitrixClient"]
 
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 _JSON = {"Content-Type": "application/json"}
-
-
-log = structlog.get_logger("worker.bitrix.client")
-
-# The process out of file descriptors is said at most this often: every call
-# then fails alike, and each one's commands go to a delay tier.
-OUT_OF_FILES_EVERY_S = 60.0
-_out_of_files_said_at: float | None = None
-
-
-def _say_out_of_files(where: str) -> None:
-    global _out_of_files_said_at
-    now = time.monotonic()
-    if _out_of_files_said_at is not None and now - _out_of_files_said_at < OUT_OF_FILES_EVERY_S:
-        return
-    _out_of_files_said_at = now
-    log.error(
-        "process.out_of_files",
-        where=where,
-        hint="the worker has no file descriptor left for a connection: raise its limit "
-        "of open files (the worker.started line says what it is)",
-    )
 
 
 def _json_bytes(body: Mapping[str, Any]) -> bytes:
@@ -149,12 +125,7 @@ class BitrixClient:
                 self._auth.endpoint(method), content=content, headers=_JSON
             )
         except httpx.RequestError as exc:
-            kind, maybe_sent = describe_failure(exc)
-            if out_of_files(exc):
-                _say_out_of_files(self._auth.where)
-            failure = NoAnswerError(
-                method=method, kind=kind, where=self._auth.where, maybe_sent=maybe_sent
-            )
+            failure = no_answer(exc, method=method, where=self._auth.where)
         # Raised outside the handler so the httpx error (its text holds the URL)
         # is not even the suppressed context of this one.
         raise failure

@@ -65,15 +65,26 @@ class NoAnswerError(BitrixError):
     ``maybe_sent`` is False only for failures before the request left this
     process (no connection could be made, or none was free in the pool); a
     read timeout or a dropped connection may follow a request the portal
-    applied.
+    applied. ``out_of_files``: no connection could be made because this
+    process (or the system) had no file descriptor left; about the worker, not
+    the portal, and never sent.
     """
 
-    def __init__(self, *, method: str, kind: str, where: str, maybe_sent: bool) -> None:
+    def __init__(
+        self,
+        *,
+        method: str,
+        kind: str,
+        where: str,
+        maybe_sent: bool,
+        out_of_files: bool = False,
+    ) -> None:
         sent = "may have been sent" if maybe_sent else "was not sent"
         super().__init__(f"{method}: {kind} talking to {where}; the request {sent}")
         self.method = method
         self.kind = kind
         self.maybe_sent = maybe_sent
+        self.out_of_files = out_of_files
 
 
 class TokenRenewalError(BitrixError):

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import errno
 import ssl
+import time
 
 import httpx
+import structlog
 
-__all__ = ["describe_failure", "make_http_client", "out_of_files"]
+from worker.bitrix.errors import NoAnswerError
+
+__all__ = ["make_http_client", "no_answer"]
+
+log = structlog.get_logger("worker.bitrix.transport")
+
+# The process out of file descriptors is said at most this often: every call
+# then fails alike.
+OUT_OF_FILES_EVERY_S = 60.0
+_out_of_files_said_at: float | None = None
 
 # A process (EMFILE) or the whole system (ENFILE) with no file descriptor left.
 _OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
@@ -26,21 +37,46 @@ _NOT_SENT: tuple[type[httpx.RequestError], ...] = (
 )
 
 
-def describe_failure(exc: httpx.RequestError) -> tuple[str, bool]:
-    """``(kind, maybe_sent)``: the exception's class name, and whether the portal may have it.
+def no_answer(
+    exc: httpx.RequestError, *, method: str, where: str, never_sent: bool = False
+) -> NoAnswerError:
+    """The `NoAnswerError` for an httpx failure, named by the exception's class only.
 
     A connect error or timeout, a pool timeout and a refused URL never sent
-    anything; a read or write failure, or a connection the server dropped,
-    may follow a request the portal received and applied. A connection that
-    could not be opened for want of a file descriptor says so.
+    anything (nor did anything when ``never_sent``); a read or write failure,
+    or a connection the server dropped, may follow a request the portal
+    received and applied. A connection that could not be opened for want of a
+    file descriptor says so, and is logged at most once a minute.
     """
     kind = type(exc).__name__
-    if out_of_files(exc):
+    no_files = _out_of_files(exc)
+    if no_files:
         kind += " (too many open files)"
-    return kind, not isinstance(exc, _NOT_SENT)
+        _say_out_of_files(where)
+    return NoAnswerError(
+        method=method,
+        kind=kind,
+        where=where,
+        maybe_sent=not never_sent and not isinstance(exc, _NOT_SENT),
+        out_of_files=no_files,
+    )
 
 
-def out_of_files(exc: BaseException) -> bool:
+def _say_out_of_files(where: str) -> None:
+    global _out_of_files_said_at
+    now = time.monotonic()
+    if _out_of_files_said_at is not None and now - _out_of_files_said_at < OUT_OF_FILES_EVERY_S:
+        return
+    _out_of_files_said_at = now
+    log.error(
+        "process.out_of_files",
+        where=where,
+        hint="the worker has no file descriptor left for a connection: raise its limit "
+        "of open files (the worker.started line says what it is)",
+    )
+
+
+def _out_of_files(exc: BaseException) -> bool:
     """Whether ``exc`` comes of having no file descriptor left (httpx wraps the
     OSError a few levels down)."""
     cause: BaseException | None = exc

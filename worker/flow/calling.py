@@ -3,9 +3,10 @@
 One call carries the group: a `batch` (halt=0) when there are several jobs, or
 when the limiter's leave was given for a batch (`Leave.as_batch`: the portal
 charges whole batches to an account of their own), a single JSON call
-otherwise. The limiter is asked first and waited out; its waits and the
-portal's rate-limit answers never count as attempts. Each job gets a Decision:
-an Outcome to settle, `Again` (send it once more, no attempt used), or
+otherwise. The limiter is asked first and waited out; its waits, the portal's
+rate-limit answers and a call this process could not open for want of a file
+descriptor never count as attempts. Each job gets a Decision: an Outcome to
+settle, `Again` (send it once more, no attempt used, after `after_s`), or
 `PortalDown` (a portal-wide state: the job is handed back).
 """
 
@@ -32,14 +33,33 @@ from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
 from worker.limiter import CallLimiter, Leave, OperatingReport, Refused
 
-__all__ = ["METHOD", "Again", "Caller", "Calls", "Decision", "Doubt", "PortalDown"]
+__all__ = [
+    "METHOD",
+    "OUT_OF_FILES",
+    "OUT_OF_FILES_WAIT_S",
+    "Again",
+    "Caller",
+    "Calls",
+    "Decision",
+    "Doubt",
+    "PortalDown",
+]
 
 METHOD = "crm.item.update"
+
+# A call that could not open a connection because the process had no file
+# descriptor left: about the worker, not the command. Its commands wait this
+# long, holding their items and the call's slot, then go again.
+OUT_OF_FILES = "TOO_MANY_OPEN_FILES"
+OUT_OF_FILES_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
 class Again:
+    """Send the command once more, no attempt used, once ``after_s`` has passed."""
+
     reason: str
+    after_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,9 +141,12 @@ class Caller:
             ]
         except TokenRenewalError:
             return [(job, PortalDown("bad_credentials", "TOKEN_RENEWAL_FAILED")) for job in jobs]
-        except (NoAnswerError, UnexpectedAnswerError) as exc:
-            maybe_sent = not isinstance(exc, NoAnswerError) or exc.maybe_sent
-            return [(job, _doubt(job, type(exc).__name__, maybe_sent)) for job in jobs]
+        except NoAnswerError as exc:
+            if exc.out_of_files:
+                return [(job, Again(OUT_OF_FILES, after_s=OUT_OF_FILES_WAIT_S)) for job in jobs]
+            return [(job, _doubt(job, type(exc).__name__, exc.maybe_sent)) for job in jobs]
+        except UnexpectedAnswerError as exc:
+            return [(job, _doubt(job, type(exc).__name__, maybe_sent=True)) for job in jobs]
         decisions = []
         limited: set[str] = set()
         for index, job in enumerate(jobs):

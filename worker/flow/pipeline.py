@@ -17,8 +17,9 @@ In the order a command travels, each step a method of `Pipeline`:
 The stages it uses never call back into it. The pipeline alone owns its
 portal's up/down cycle: `pause` (a portal-wide answer: send nothing, take no
 more deliveries, probe), `resume` (the probe answered) and `drain` (shutting
-down). A command that must be sent again (a rate limit, a portal-wide answer)
-goes back to the batcher, still holding its item; a command retried through a
+down). A command that must be sent again (a rate limit, a portal-wide answer,
+or, a second later, a call this process had no file descriptor to open) goes
+back to the batcher, still holding its item; a command retried through a
 delay tier parks its item until the copy returns.
 
 Nothing is handed back to the broker one by one: RabbitMQ gives a closed
@@ -377,7 +378,9 @@ class Pipeline:
             await self._decided_together(job, decision)
             return
         match decision:
-            case Again():
+            case Again(after_s=after_s):
+                if after_s > 0:
+                    await asyncio.sleep(after_s)
                 self._again([job])
             case PortalDown(state=state, code=code):
                 # The job keeps its item and goes again once the portal answers.
@@ -404,6 +407,8 @@ class Pipeline:
                     await self._pass_turn(merged.key)
             case Again() | PortalDown():
                 # About the call, not its content: they merge again on the next call.
+                if isinstance(decision, Again) and decision.after_s > 0:
+                    await asyncio.sleep(decision.after_s)
                 self._split(merged, alone=False)
                 if isinstance(decision, PortalDown):
                     await self.pause(decision.state, decision.code)

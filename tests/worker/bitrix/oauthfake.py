@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class OAuthPortal:
     calls: list[str | None] = field(default_factory=list)
     always_expired: bool = False
     token_endpoint_down: bool = False
+    # the errno of the OSError under the token endpoint's ConnectError, when down
+    token_endpoint_errno: int = errno.ECONNREFUSED
 
     @property
     def access(self) -> str | None:
@@ -94,7 +97,10 @@ class OAuthPortal:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
         self.refresh_forms.append(form)
         if self.token_endpoint_down:
-            raise httpx.ConnectError(f"cannot reach {request.url} with {request.content!r}")
+            cause = OSError(self.token_endpoint_errno, "cannot connect")
+            raise httpx.ConnectError(
+                f"cannot reach {request.url} with {request.content!r}"
+            ) from cause
         await asyncio.sleep(0.01)  # let every waiting call pile up behind this refresh
         old = form.get("refresh_token", "")
         if form.get("client_secret") != CLIENT_SECRET or old not in self.refresh_tokens:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+import worker.bitrix.transport as transport
 from tests.worker.bitrix.oauthfake import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -118,7 +121,25 @@ async def test_an_unreachable_token_endpoint_is_no_answer_and_the_call_was_not_s
     with pytest.raises(NoAnswerError) as caught:
         await BitrixClient(http=http, auth=auth).call("crm.item.get", {"id": 1})
     assert caught.value.maybe_sent is False
+    assert caught.value.out_of_files is False
     assert portal.calls == []
+
+
+async def test_a_token_request_without_a_file_descriptor_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "_out_of_files_said_at", None)
+    portal = OAuthPortal(token_endpoint_down=True, token_endpoint_errno=errno.EMFILE)
+    http, auth = portal.auth(MemoryStore())
+    with capture_logs() as logs, pytest.raises(NoAnswerError) as caught:
+        await BitrixClient(http=http, auth=auth).call("crm.item.get", {"id": 1})
+    assert caught.value.out_of_files is True
+    assert caught.value.maybe_sent is False
+    assert "too many open files" in str(caught.value)
+    [said] = [line for line in logs if line["event"] == "process.out_of_files"]
+    assert said["where"] == TOKEN_URL
+    assert CLIENT_SECRET not in repr(logs)
+    assert FIRST_REFRESH not in repr(logs)
 
 
 async def test_a_stored_token_of_the_same_lineage_wins_over_the_configured_one() -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-import worker.bitrix.client as client_module
+import worker.bitrix.transport as transport
 from tests.worker.bitrix.fakes import WEBHOOK_URL, ScriptedPortal, envelope, error
 from worker.bitrix import (
     BitrixClient,
@@ -254,7 +254,7 @@ def _out_of_files() -> httpx.ConnectError:
 async def test_a_process_out_of_file_descriptors_is_named_and_logged_once_a_minute(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "_out_of_files_said_at", None)
+    monkeypatch.setattr(transport, "_out_of_files_said_at", None)
     portal = ScriptedPortal([_out_of_files(), _out_of_files()])
     client = _client(portal)
     with capture_logs() as logs:
@@ -263,6 +263,7 @@ async def test_a_process_out_of_file_descriptors_is_named_and_logged_once_a_minu
                 await client.call("crm.item.update", {})
             assert caught.value.kind == "ConnectError (too many open files)"
             assert caught.value.maybe_sent is False
+            assert caught.value.out_of_files is True
     said = [line for line in logs if line["event"] == "process.out_of_files"]
     assert len(said) == 1
     assert said[0]["where"] == WebhookAuth(WEBHOOK_URL).where
