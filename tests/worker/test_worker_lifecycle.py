@@ -395,10 +395,15 @@ async def test_a_retried_command_without_message_id_keeps_its_assigned_id(
     assert message.message_id == assigned
     assert (more, dead, code) == (0, 0, 0)
     settled = [
-        (record["outcome"], record["message_id"])
+        (record["outcome"], record["message_id"], record.get("reason"))
         for record in log_records(log_path)
         if record.get("event") == "message.settled"
     ]
-    # The first try went to a delay tier under the id the worker assigned; the copy
-    # came back and succeeded under that same id.
-    assert settled == [("retried", assigned), ("succeeded", assigned)]
+    # The first try went to a delay tier under the id the worker assigned, its line
+    # saying why; the copy came back and succeeded under that same id.
+    assert [(outcome, message_id) for outcome, message_id, _ in settled] == [
+        ("retried", assigned),
+        ("succeeded", assigned),
+    ]
+    assert str(settled[0][2]).startswith("INTERNAL_SERVER_ERROR: ")
+    assert settled[1][2] is None

@@ -29,6 +29,7 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict)
     query: str | None = None  # the params as a batch carries them; None: they go alone
     failure: ErrorClass | None = None  # set when the command ended with a failure event
+    retried_for: str | None = None  # why, when it was last sent to a delay tier
     # The fm values it adds, as counted on the item just before its first call (readback).
     before: Counter[tuple[str, str]] | None = None
     # Coalescing: the commands a merged call's job carries (empty: itself alone), and

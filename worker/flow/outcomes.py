@@ -169,6 +169,7 @@ class Outcomes:
                 event = await self._publish_failure(job, outcome)
                 settled = Settled.FAILED
             case Retry():
+                job.retried_for = outcome.reason
                 await self._publish_retry(job)
                 settled = Settled.RETRIED
         if event is not None and event.job is not None and self._ledger is not None:

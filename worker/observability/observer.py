@@ -53,6 +53,9 @@ class MetricsObserver:
                 m.handed_back.labels(self._label).inc()
             case Settled.CRASHED:
                 pass  # logged where it crashed; the broker delivers it again
+        # Why a copy went to a delay tier is said here only: the copy carries no
+        # reason, and a failure event names the last one alone.
+        why = {"reason": job.retried_for} if settled is Settled.RETRIED else {}
         log.info(
             "message.settled",
             message_id=job.message_id,
@@ -60,6 +63,7 @@ class MetricsObserver:
             item=job.key,
             outcome=settled.value,
             attempts=job.attempts,
+            **why,
         )
 
     def waited(self, seconds: float) -> None:
