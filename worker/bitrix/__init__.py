@@ -18,9 +18,10 @@ from worker.bitrix.errors import (
     UnexpectedAnswerError,
 )
 from worker.bitrix.tokens import FileTokenStore, StoredToken, TokenStore
-from worker.bitrix.transport import make_http_client
+from worker.bitrix.transport import KEEPALIVE_EXPIRY_S, close_expired_connections, make_http_client
 
 __all__ = [
+    "KEEPALIVE_EXPIRY_S",
     "Auth",
     "BatchAnswer",
     "BitrixClient",
@@ -38,6 +39,7 @@ __all__ = [
     "UnexpectedAnswerError",
     "WebhookAuth",
     "batch_blocker",
+    "close_expired_connections",
     "make_http_client",
     "php_query",
 ]

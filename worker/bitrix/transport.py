@@ -10,12 +10,13 @@ import errno
 import ssl
 import time
 
+import httpcore
 import httpx
 import structlog
 
 from worker.bitrix.errors import NoAnswerError
 
-__all__ = ["make_http_client", "no_answer"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "close_expired_connections", "make_http_client", "no_answer"]
 
 log = structlog.get_logger("worker.bitrix.transport")
 
@@ -23,6 +24,9 @@ log = structlog.get_logger("worker.bitrix.transport")
 # then fails alike.
 OUT_OF_FILES_EVERY_S = 60.0
 _out_of_files_said_at: float | None = None
+
+# How long an idle connection is kept for the next call.
+KEEPALIVE_EXPIRY_S = 30.0
 
 # A process (EMFILE) or the whole system (ENFILE) with no file descriptor left.
 _OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
@@ -94,7 +98,7 @@ def make_http_client(
     timeout_s: float,
     connect_timeout_s: float = 10.0,
     max_connections: int = 20,
-    keepalive_expiry_s: float = 30.0,
+    keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S,
     verify: ssl.SSLContext | str | bool = True,
 ) -> httpx.AsyncClient:
     """An HTTP/1.1 keep-alive client for the portal and its OAuth server.
@@ -117,3 +121,29 @@ def make_http_client(
         verify=verify,
         headers={"User-Agent": "b24-update-worker"},
     )
+
+
+async def close_expired_connections(http: httpx.AsyncClient) -> int:
+    """Close the connections of ``http`` that sat idle past their keep-alive
+    expiry, or that the server closed; the number closed.
+
+    The connection pool closes such connections only when it is next used, so
+    a portal that makes no more calls would keep them, and their file
+    descriptors, for as long as the process runs. The pools are httpx's own
+    (a private attribute); the connections' methods are httpcore's public
+    interface. A connection that is not idle is never touched.
+    """
+    pools = [
+        getattr(transport, "_pool", None)
+        for transport in (getattr(http, "_transport", None), *getattr(http, "_mounts", {}).values())
+    ]
+    closed = 0
+    for pool in pools:
+        if not isinstance(pool, httpcore.AsyncConnectionPool):
+            continue
+        for connection in pool.connections:
+            if connection.is_idle() and connection.has_expired():
+                # Closed before anything else runs: the pool drops it when next used.
+                await connection.aclose()
+                closed += 1
+    return closed

@@ -25,11 +25,13 @@ from worker.amqp.acks import Acks
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import Topology
 from worker.bitrix import (
+    KEEPALIVE_EXPIRY_S,
     Auth,
     BitrixClient,
     CommandAnswer,
     OAuthAuth,
     PortalError,
+    close_expired_connections,
     make_http_client,
 )
 from worker.credentials import build_auth
@@ -83,8 +85,22 @@ class Lane:
     token_max_age_s: float = 14 * 86_400.0
 
     async def run(self) -> None:
-        """The pipeline, and with OAuth the refresh token kept alive, until cancelled."""
-        await asyncio.gather(self.pipeline.run(), self._keep_token_alive())
+        """The pipeline, its idle connections let go, and with OAuth the refresh token
+        kept alive, until cancelled."""
+        await asyncio.gather(
+            self.pipeline.run(), self._let_go_of_idle_connections(), self._keep_token_alive()
+        )
+
+    async def _let_go_of_idle_connections(self) -> None:
+        """Close the portal's connections idle past their keep-alive expiry: a portal
+        done with its calls would otherwise hold up to MAX_CALLS_IN_FLIGHT + 1 file
+        descriptors for good, which the busy portals may be short of."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_EXPIRY_S)
+            try:
+                await close_expired_connections(self.http)
+            except Exception:  # never the lane's end: the pool closes them when next used
+                log.exception("http.close_idle_failed", portal=self.portal.key)
 
     async def _keep_token_alive(self) -> None:
         """Renew an OAuth refresh token older than B24_TOKEN_RENEW_DAYS: a portal with

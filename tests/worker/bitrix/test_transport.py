@@ -1,17 +1,24 @@
-"""The portal's HTTP client: bounded waits, keep-alive HTTP/1.1, no redirects followed."""
+"""The portal's HTTP client: bounded waits, keep-alive HTTP/1.1 (idle connections let
+go after their expiry), no redirects followed."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 
 from tests.worker.bitrix.fakes import WEBHOOK_URL
-from worker.bitrix import BitrixClient, UnexpectedAnswerError, WebhookAuth, make_http_client
+from tests.worker.bitrix.localserver import keep_alive_server
+from worker.bitrix import (
+    BitrixClient,
+    UnexpectedAnswerError,
+    WebhookAuth,
+    close_expired_connections,
+    make_http_client,
+)
 
-_BODY = json.dumps({"result": True, "time": {"operating": 0}}).encode()
+EXPIRY_S = 0.5
 
 
 async def test_the_client_bounds_connecting_and_reading() -> None:
@@ -23,48 +30,16 @@ async def test_the_client_bounds_connecting_and_reading() -> None:
 
 
 async def test_sequential_calls_reuse_one_http_1_1_connection() -> None:
-    connections: list[int] = []
-    request_lines: list[bytes] = []
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_lines.append(head.split(b"\r\n", 1)[0])
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(_BODY)}\r\n\r\n".encode()
-            + _BODY
-        )
-        await writer.drain()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        try:
-            while True:
-                await respond(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed the connection
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with make_http_client(timeout_s=5.0) as http:
-            client = BitrixClient(http=http, auth=WebhookAuth(f"http://127.0.0.1:{port}/rest/1/c/"))
-            for n in range(5):
-                answer = await client.call("crm.item.get", {"id": n})
-                assert answer.result is True
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert len(connections) == 1
-    assert request_lines == [b"POST /rest/1/c/crm.item.get HTTP/1.1"] * 5
+    async with (
+        keep_alive_server() as server,
+        make_http_client(timeout_s=5.0) as http,
+    ):
+        client = BitrixClient(http=http, auth=WebhookAuth(server.url))
+        for n in range(5):
+            answer = await client.call("crm.item.get", {"id": n})
+            assert answer.result is True
+    assert server.opened == 1
+    assert server.request_lines == [b"POST /rest/1/c/crm.item.get HTTP/1.1"] * 5
 
 
 async def test_a_redirect_is_not_followed_but_reported() -> None:
@@ -76,3 +51,26 @@ async def test_a_redirect_is_not_followed_but_reported() -> None:
     with pytest.raises(UnexpectedAnswerError) as caught:
         await client.call("crm.item.get", {"id": 1})
     assert caught.value.status == 301
+
+
+async def test_connections_idle_past_their_expiry_are_closed_and_busy_ones_kept() -> None:
+    async with (
+        keep_alive_server() as server,
+        make_http_client(timeout_s=5.0, keepalive_expiry_s=EXPIRY_S) as http,
+    ):
+        client = BitrixClient(http=http, auth=WebhookAuth(server.url))
+        # Three calls at once: three connections, idle once answered.
+        await asyncio.gather(*(client.call("crm.item.get", {"id": n}) for n in range(3)))
+        assert server.opened == 3
+        assert await close_expired_connections(http) == 0  # none expired yet
+        slow = asyncio.create_task(client.call("slow", {}))  # one busy again
+        await asyncio.sleep(EXPIRY_S + 0.1)
+        assert await close_expired_connections(http) == 2
+        async with asyncio.timeout(5.0):
+            for _ in range(2):
+                await server.closed.get()  # the server saw them closed
+        server.release.set()
+        answer = await slow  # the busy connection was left alone
+        assert answer.result is True
+        assert server.closed.empty()
+        assert server.opened == 3
