@@ -27,7 +27,7 @@ from worker.bitrix import (
     UnexpectedAnswerError,
 )
 from worker.flow.applied import not_applied
-from worker.flow.classify import TRANSPORT, Verdict, classify
+from worker.flow.classify import Verdict, classify
 from worker.flow.jobs import Job
 from worker.flow.observer import Observer
 from worker.flow.outcomes import Failed, Outcome, Retry, Succeeded
@@ -144,9 +144,11 @@ class Caller:
         except NoAnswerError as exc:
             if exc.out_of_files:
                 return [(job, Again(OUT_OF_FILES, after_s=OUT_OF_FILES_WAIT_S)) for job in jobs]
-            return [(job, _doubt(job, type(exc).__name__, exc.maybe_sent)) for job in jobs]
+            what, kind = type(exc).__name__, exc.kind
+            return [(job, _doubt(job, what, kind, maybe_sent=exc.maybe_sent)) for job in jobs]
         except UnexpectedAnswerError as exc:
-            return [(job, _doubt(job, type(exc).__name__, maybe_sent=True)) for job in jobs]
+            what, kind = type(exc).__name__, f"HTTP {exc.status}, {exc.reason}"
+            return [(job, _doubt(job, what, kind, maybe_sent=True)) for job in jobs]
         decisions = []
         limited: set[str] = set()
         for index, job in enumerate(jobs):
@@ -226,7 +228,9 @@ def _decide(job: Job, verdict: Verdict, code: str, description: str) -> Decision
     return Failed(verdict.error_class or ErrorClass.UNKNOWN, code, description)
 
 
-def _doubt(job: Job, what: str, maybe_sent: bool) -> Decision:
+def _doubt(job: Job, what: str, kind: str, *, maybe_sent: bool) -> Decision:
+    """``what`` failed (the error's class, the code of an `in_doubt` failure), and
+    ``kind`` says how (a retry's reason)."""
     job.attempts += 1
     command = job.command
     if maybe_sent and command is not None and not command.is_idempotent:
@@ -239,7 +243,7 @@ def _doubt(job: Job, what: str, maybe_sent: bool) -> Decision:
             "is not idempotent (its fm values may be added again, or it uploads files): it was "
             "not sent again; check the item before replaying it",
         )
-    return Retry(f"{what}: {TRANSPORT.error_class}")
+    return Retry(f"{what} ({kind})")
 
 
 def _item_of(result: Any) -> dict[str, Any]:

@@ -197,6 +197,7 @@ class RecordingObserver(QuietObserver):
 
     def __init__(self) -> None:
         self.ends: list[tuple[str, Settled]] = []
+        self.retried_for: dict[str, str | None] = {}  # why each was sent to a delay tier
         self.down: list[tuple[str, str]] = []
         self.up = 0
         self.sources: list[Source] = []
@@ -206,6 +207,8 @@ class RecordingObserver(QuietObserver):
 
     def settled(self, job: Job, settled: Settled) -> None:
         self.ends.append((job.message_id, settled))
+        if settled is Settled.RETRIED:
+            self.retried_for[job.message_id] = job.retried_for
 
     def portal_down(self, state: str, code: str) -> None:
         self.down.append((state, code))

@@ -109,3 +109,4 @@ async def test_another_connection_failure_uses_an_attempt_and_a_delay_tier(
     assert queue == "updates.retry.5s"
     assert (properties.headers or {})[ATTEMPTS_HEADER] == 1
     assert flow.observer.ends == [("m", Settled.RETRIED)]
+    assert flow.observer.retried_for == {"m": "NoAnswerError (ConnectError)"}
