@@ -10,11 +10,13 @@ its default; its process starts with each SOFT:HARD limit of open files in
 turn. All commands are queued through the headers exchange before it starts.
 
 Printed per limit: the limit the worker reports running with (`worker.started`),
-how many commands it sent to a delay tier, how many succeeded, and its
-`open_files.low` and `process.out_of_files` lines. Each portal keeps up to 5
-HTTP connections, so 60 portals need about 380 descriptors: under a soft limit
-of 128, a worker that kept it would send commands to the delay tiers for want
-of a descriptor (docs/operations.md, "Out of open files").
+how many commands succeeded and how long they took from the worker's start,
+how many it sent to a delay tier and why, and its `open_files.low` and
+`process.out_of_files` lines. Each portal keeps up to 5 HTTP connections, so
+60 portals need about 380 descriptors. A call that cannot open a connection
+for want of one uses no attempt: its commands wait a second and go again, so
+a limit short of the need makes the run slower, not its commands fail
+(docs/operations.md, "Out of open files").
 """
 
 from __future__ import annotations
@@ -68,12 +70,14 @@ def run(portals: int, commands: int, soft: int, hard: int) -> str:
         ]
         asyncio.run(publish(f"{prefix}update", bodies))
         worker = WorkerProcess(env, open_files=(soft, hard))
-        deadline = time.monotonic() + TIMEOUT_S
+        started_at = time.monotonic()
+        deadline = started_at + TIMEOUT_S
         while time.monotonic() < deadline and worker.process.poll() is None:
-            time.sleep(1.0)
+            time.sleep(0.2)
             worker.log.read()
             if len(worker.log.ended) >= len(bodies):
                 break
+        took_s = time.monotonic() - started_at
     finally:
         if worker is not None:
             worker.stop()
@@ -92,10 +96,17 @@ def run(portals: int, commands: int, soft: int, hard: int) -> str:
     low = [e for e in events if e.get("event") == "open_files.low"]
     out = [e for e in events if e.get("event") == "process.out_of_files"]
     said = f"; open_files.low: limit {low[0]['limit']}, needed {low[0]['needed']}" if low else ""
+    why = Counter(
+        str(e.get("reason"))
+        for e in events
+        if e.get("event") == "message.settled" and e.get("outcome") == "retried"
+    )
+    reasons = f" ({', '.join(f'{n} {reason}' for reason, n in why.most_common())})" if why else ""
     return (
         f"limits {soft}:{hard}: the worker runs with {started.get('open_files')}; "
-        f"{outcomes['succeeded']} of {len(bodies)} succeeded, {outcomes['failed']} failed, "
-        f"{outcomes['retried']} sent to a delay tier; {len(low)} open_files.low and "
+        f"{outcomes['succeeded']} of {len(bodies)} succeeded in {took_s:.1f} s, "
+        f"{outcomes['failed']} failed, "
+        f"{outcomes['retried']} sent to a delay tier{reasons}; {len(low)} open_files.low and "
         f"{len(out)} process.out_of_files lines{said}"
     )
 
