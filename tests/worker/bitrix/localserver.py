@@ -9,6 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx
+
+from worker.bitrix import BitrixClient, WebhookAuth, make_http_client
+
 BODY = json.dumps({"result": True, "time": {"operating": 0}}).encode()
 
 
@@ -63,3 +67,20 @@ async def keep_alive_server() -> AsyncIterator[KeepAliveServer]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@asynccontextmanager
+async def idle_connections(
+    count: int, *, expiry_s: float
+) -> AsyncIterator[tuple[KeepAliveServer, httpx.AsyncClient, BitrixClient]]:
+    """The worker's HTTP client (keep-alive expiry ``expiry_s``) and a client over it,
+    holding ``count`` idle connections to a keep-alive server: ``count`` calls were
+    made at once and answered."""
+    async with (
+        keep_alive_server() as server,
+        make_http_client(timeout_s=5.0, keepalive_expiry_s=expiry_s) as http,
+    ):
+        client = BitrixClient(http=http, auth=WebhookAuth(server.url))
+        await asyncio.gather(*(client.call("crm.item.get", {"id": n}) for n in range(count)))
+        assert server.opened == count
+        yield server, http, client

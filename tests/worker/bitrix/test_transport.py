@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.worker.bitrix.fakes import WEBHOOK_URL
-from tests.worker.bitrix.localserver import keep_alive_server
+from tests.worker.bitrix.localserver import idle_connections, keep_alive_server
 from worker.bitrix import (
     BitrixClient,
     UnexpectedAnswerError,
@@ -54,14 +54,7 @@ async def test_a_redirect_is_not_followed_but_reported() -> None:
 
 
 async def test_connections_idle_past_their_expiry_are_closed_and_busy_ones_kept() -> None:
-    async with (
-        keep_alive_server() as server,
-        make_http_client(timeout_s=5.0, keepalive_expiry_s=EXPIRY_S) as http,
-    ):
-        client = BitrixClient(http=http, auth=WebhookAuth(server.url))
-        # Three calls at once: three connections, idle once answered.
-        await asyncio.gather(*(client.call("crm.item.get", {"id": n}) for n in range(3)))
-        assert server.opened == 3
+    async with idle_connections(3, expiry_s=EXPIRY_S) as (server, http, client):
         assert await close_expired_connections(http) == 0  # none expired yet
         slow = asyncio.create_task(client.call("slow", {}))  # one busy again
         await asyncio.sleep(EXPIRY_S + 0.1)

@@ -7,9 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.worker.bitrix.localserver import keep_alive_server
+from tests.worker.bitrix.localserver import idle_connections
 from tests.worker.runtime.test_token_keep_alive import IdlePipeline
-from worker.bitrix import BitrixClient, WebhookAuth, make_http_client
 from worker.runtime import lanes
 from worker.runtime.lanes import Lane
 from worker.settings import Settings
@@ -23,13 +22,7 @@ async def test_an_idle_lane_closes_its_connections_after_their_keep_alive_expiry
     monkeypatch.setattr(lanes, "KEEPALIVE_EXPIRY_S", EXPIRY_S)
     settings = Settings(B24_WEBHOOK_URL="https://p.example.com/rest/1/c0de99/")
     portal = next(iter(settings.portals().values()))
-    async with (
-        keep_alive_server() as server,
-        make_http_client(timeout_s=5.0, keepalive_expiry_s=EXPIRY_S) as http,
-    ):
-        client = BitrixClient(http=http, auth=WebhookAuth(server.url))
-        await asyncio.gather(*(client.call("crm.item.get", {"id": n}) for n in range(2)))
-        assert server.opened == 2
+    async with idle_connections(2, expiry_s=EXPIRY_S) as (server, http, client):
         lane = Lane(portal, IdlePipeline(), None, http)  # type: ignore[arg-type]
         running = asyncio.create_task(lane.run())
         try:
