@@ -72,6 +72,13 @@ class Metrics:
         self.rate_limited = Counter(
             "b24_rate_limited", "rate-limit answers from the portal", ["code", "portal"], registry=r
         )
+        self.out_of_files = Counter(
+            "b24_out_of_files",
+            "calls that could not open a connection for want of a file descriptor "
+            "(their commands waited and went again)",
+            ["portal"],
+            registry=r,
+        )
         self.operating_left = Gauge(
             "b24_operating_budget_left_seconds",
             "operating seconds left in the window",
@@ -105,8 +112,10 @@ class Metrics:
             self.failed,
             self.retried,
             self.handed_back,
+            self.coalesced,
             self.limiter_waited,
             self.rate_limited,
+            self.out_of_files,
             self.operating_left,
             self.queue_ready,
             self.portal_up,
