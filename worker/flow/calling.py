@@ -143,6 +143,7 @@ class Caller:
             return [(job, PortalDown("bad_credentials", "TOKEN_RENEWAL_FAILED")) for job in jobs]
         except NoAnswerError as exc:
             if exc.out_of_files:
+                self._observer.out_of_files()
                 return [(job, Again(OUT_OF_FILES, after_s=OUT_OF_FILES_WAIT_S)) for job in jobs]
             what, kind = type(exc).__name__, exc.kind
             return [(job, _doubt(job, what, kind, maybe_sent=exc.maybe_sent)) for job in jobs]

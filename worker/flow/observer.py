@@ -42,6 +42,10 @@ class Observer(Protocol):
     def rate_limited(self, code: str) -> None:
         """The portal answered a rate limit; its commands wait and go again."""
 
+    def out_of_files(self) -> None:
+        """A call could not open a connection for want of a file descriptor; its
+        commands wait and go again."""
+
     def budget_left(self, method: str, seconds: float) -> None:
         """The operating time the method has left in the window."""
 
@@ -74,6 +78,9 @@ class QuietObserver:
         pass
 
     def rate_limited(self, code: str) -> None:
+        pass
+
+    def out_of_files(self) -> None:
         pass
 
     def budget_left(self, method: str, seconds: float) -> None:

@@ -79,6 +79,9 @@ class MetricsObserver:
     def answered(self, seconds: float) -> None:
         self._metrics.api_latency.observe(seconds)
 
+    def out_of_files(self) -> None:
+        self._metrics.out_of_files.labels(self._label).inc()
+
     def rate_limited(self, code: str) -> None:
         self._metrics.rate_limited.labels(code, self._label).inc()
         self._log.warning("call.rate_limited", code=code, note="the command waits and goes again")

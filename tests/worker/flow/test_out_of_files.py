@@ -29,6 +29,8 @@ from worker.flow.jobs import Job
 from worker.flow.observer import QuietObserver
 from worker.flow.outcomes import Settled
 from worker.limiter import CallLimiter, OperatingBudget, RequestPacer, SystemClock
+from worker.observability.metrics import Metrics
+from worker.observability.observer import MetricsObserver
 
 WAIT_S = 0.05
 
@@ -54,7 +56,7 @@ def unscripted(job: Job) -> Decision:
 
 @asynccontextmanager
 async def flow_against(
-    answers: list[Answer], monkeypatch: pytest.MonkeyPatch
+    answers: list[Answer], monkeypatch: pytest.MonkeyPatch, metrics: Metrics | None = None
 ) -> AsyncIterator[tuple[MemoryFlow, ScriptedPortal, list[float]]]:
     monkeypatch.setattr(calling, "OUT_OF_FILES_WAIT_S", WAIT_S)
     monkeypatch.setattr(transport, "_out_of_files_said_at", None)
@@ -73,7 +75,8 @@ async def flow_against(
     )
     async with portal.client() as http:
         client = BitrixClient(http=http, auth=WebhookAuth(WEBHOOK_URL))
-        caller = Caller(client=client, limiter=limiter, observer=QuietObserver())
+        observer = QuietObserver() if metrics is None else MetricsObserver(metrics, portal="acme")
+        caller = Caller(client=client, limiter=limiter, observer=observer)
         flow = MemoryFlow(unscripted, limiter=limiter, caller=caller, linger_s=0.0)
         async with flow.running():
             yield flow, portal, sent_at
@@ -84,7 +87,8 @@ async def test_a_call_without_a_file_descriptor_waits_and_goes_again_using_no_at
 ) -> None:
     no_files = connect_error(errno.EMFILE)
     answers: list[Answer] = [no_files, no_files, updated()]
-    async with flow_against(answers, monkeypatch) as (flow, portal, sent_at):
+    metrics = Metrics()
+    async with flow_against(answers, monkeypatch, metrics) as (flow, portal, sent_at):
         await flow.deliver(deal(1, "done"), message_id="m")
         await flow.until_settled(1)
     assert len(portal.requests) == 3
@@ -94,6 +98,7 @@ async def test_a_call_without_a_file_descriptor_waits_and_goes_again_using_no_at
     [event] = flow.events("results")
     assert event["attempts"] == 1  # the call that was answered
     assert flow.observer.ends == [("m", Settled.SUCCEEDED)]
+    assert metrics.total("b24_out_of_files_total", portal="acme") == 2
 
 
 async def test_another_connection_failure_uses_an_attempt_and_a_delay_tier(
