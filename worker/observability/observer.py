@@ -54,8 +54,13 @@ class MetricsObserver:
             case Settled.CRASHED:
                 pass  # logged where it crashed; the broker delivers it again
         # Why a copy went to a delay tier is said here only: the copy carries no
-        # reason, and a failure event names the last one alone.
-        why = {"reason": job.retried_for} if settled is Settled.RETRIED else {}
+        # reason, and a failure event names the last one alone. A failure's class
+        # is in its event too, but a log read alone should tell it.
+        why: dict[str, str | None] = {}
+        if settled is Settled.RETRIED:
+            why["reason"] = job.retried_for
+        elif settled is Settled.FAILED:
+            why["error_class"] = job.failure.value if job.failure else None
         log.info(
             "message.settled",
             message_id=job.message_id,
