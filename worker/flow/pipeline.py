@@ -299,6 +299,11 @@ class Pipeline:
                 log.exception("dispatch.crashed", messages=[job.message_id for job in jobs])
                 await asyncio.gather(*(self._hand_back_crashed(job) for job in jobs))
                 return
+            # A call to be sent again later (`Again.after_s`) holds its slot and its
+            # commands meanwhile: the pause is the call's, taken once.
+            pause = max((d.after_s for _, d in decisions if isinstance(d, Again)), default=0.0)
+            if pause > 0:
+                await asyncio.sleep(pause)
             # The doubts of one call are read back together (a merged call's is split).
             doubted: list[Job] = []
             decided = []
@@ -378,9 +383,7 @@ class Pipeline:
             await self._decided_together(job, decision)
             return
         match decision:
-            case Again(after_s=after_s):
-                if after_s > 0:
-                    await asyncio.sleep(after_s)
+            case Again():
                 self._again([job])
             case PortalDown(state=state, code=code):
                 # The job keeps its item and goes again once the portal answers.
@@ -407,8 +410,6 @@ class Pipeline:
                     await self._pass_turn(merged.key)
             case Again() | PortalDown():
                 # About the call, not its content: they merge again on the next call.
-                if isinstance(decision, Again) and decision.after_s > 0:
-                    await asyncio.sleep(decision.after_s)
                 self._split(merged, alone=False)
                 if isinstance(decision, PortalDown):
                     await self.pause(decision.state, decision.code)

@@ -3,8 +3,9 @@
 Every portal's lane keeps its own HTTP connections (up to MAX_CALLS_IN_FLIGHT
 + 1), and with a shared limiter a busy portal holds a Redis connection too.
 At a few hundred portals that passes the soft limit many systems give a
-service (1,024: systemd's default, containerd's since 2.0), and a connection
-that cannot be opened fails as a `ConnectError` before anything is sent.
+service (1,024: systemd's default, containerd's since 2.0), and a call that
+cannot open a connection waits and goes again (worker.flow.calling): the
+worker slows down.
 
 The soft limit is kept that low for programs that use select(); the event
 loop uses epoll, so the worker raises it to the hard limit at its start, and

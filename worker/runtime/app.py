@@ -470,7 +470,8 @@ class Worker:
 
     def _check_open_files(self) -> None:
         """Warn, once, when the portals served may need more open files than the
-        process may have: their connections would then fail before being sent."""
+        process may have: their calls would then wait for a descriptor, and the worker
+        slow down."""
         if self._open_files is None or self._open_files_short:
             return
         s = self.settings
@@ -488,7 +489,7 @@ class Worker:
                 portals=len(self.lanes),
                 hint="raise the worker's limit of open files (LimitNOFILE in a systemd "
                 "unit, the container runtime's nofile ulimit, ulimit -n in a shell): "
-                "connections past it fail as ConnectError before anything is sent",
+                "calls past it cannot open a connection, and wait for one",
             )
 
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:

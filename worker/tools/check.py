@@ -141,7 +141,7 @@ def _check_open_files(settings: Settings, say: Callable[[Finding], None]) -> Non
     if limit < needed:
         detail += (
             ": raise the hard limit (LimitNOFILE in a systemd unit, the container "
-            "runtime's nofile ulimit), or connections past it fail before being sent"
+            "runtime's nofile ulimit), or calls past it wait for a descriptor"
         )
     say(Finding("open files", limit >= needed, detail))
 

@@ -21,6 +21,18 @@ def envelope(result: Any, **time: float) -> httpx.Response:
     return httpx.Response(200, json={"result": result, "time": block})
 
 
+def connect_error(code: int) -> httpx.ConnectError:
+    """What httpx raises when no connection can be made: the OSError (``code``, an
+    errno) a few levels down."""
+    try:
+        try:
+            raise OSError(code, "cannot connect")
+        except OSError as exc:
+            raise httpx.ConnectError("All connection attempts failed") from exc
+    except httpx.ConnectError as failure:
+        return failure
+
+
 def error(status: int, code: str, description: str = "text") -> httpx.Response:
     return httpx.Response(status, json={"error": code, "error_description": description})
 

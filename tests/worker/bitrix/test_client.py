@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import worker.bitrix.transport as transport
-from tests.worker.bitrix.fakes import WEBHOOK_URL, ScriptedPortal, envelope, error
+from tests.worker.bitrix.fakes import WEBHOOK_URL, ScriptedPortal, connect_error, envelope, error
 from worker.bitrix import (
     BitrixClient,
     CommandError,
@@ -240,22 +240,11 @@ async def test_call_refuses_a_method_name_that_is_not_one() -> None:
     assert portal.requests == []
 
 
-def _out_of_files() -> httpx.ConnectError:
-    """What httpx raises when no socket can be made: the OSError a few levels down."""
-    try:
-        try:
-            raise OSError(errno.EMFILE, "Too many open files")
-        except OSError as exc:
-            raise httpx.ConnectError("All connection attempts failed") from exc
-    except httpx.ConnectError as failure:
-        return failure
-
-
 async def test_a_process_out_of_file_descriptors_is_named_and_logged_once_a_minute(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(transport, "_out_of_files_said_at", None)
-    portal = ScriptedPortal([_out_of_files(), _out_of_files()])
+    portal = ScriptedPortal([connect_error(errno.EMFILE)] * 2)
     client = _client(portal)
     with capture_logs() as logs:
         for _ in range(2):

@@ -21,7 +21,7 @@ import pytest
 import worker.bitrix.transport as transport
 import worker.flow.calling as calling
 from schemas.wire import ATTEMPTS_HEADER
-from tests.worker.bitrix.fakes import WEBHOOK_URL, Answer, ScriptedPortal, envelope
+from tests.worker.bitrix.fakes import WEBHOOK_URL, Answer, ScriptedPortal, connect_error, envelope
 from tests.worker.flow.memory import MemoryFlow, deal
 from worker.bitrix import BitrixClient, WebhookAuth
 from worker.flow.calling import METHOD, Caller, Decision
@@ -33,17 +33,6 @@ from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
 
 WAIT_S = 0.05
-
-
-def connect_error(code: int) -> httpx.ConnectError:
-    """What httpx raises when a connection cannot be made: the OSError a few levels down."""
-    try:
-        try:
-            raise OSError(code, "cannot connect")
-        except OSError as exc:
-            raise httpx.ConnectError("All connection attempts failed") from exc
-    except httpx.ConnectError as failure:
-        return failure
 
 
 def updated() -> httpx.Response:
