@@ -1,14 +1,11 @@
 """The cluster harness against the RabbitMQ installed here: a quorum queue declared once
 the cluster has formed keeps every confirmed message when its leader stops, nodes come
-back after a stop and after a kill, and down() leaves no process and no file behind."""
+back after a stop and after a kill, and the nodes are the cluster's own."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -115,28 +112,3 @@ def test_the_cluster_leaves_the_machine_broker_alone(cluster: Cluster) -> None:
         assert cluster.node_of_port(port) == i
     with pytest.raises(ValueError, match="-n"):
         cluster.rabbitmqctl(0, "-n", "rabbit@localhost", "status")
-
-
-def test_down_leaves_no_process_and_no_file_behind(started: Cluster) -> None:
-    """Last in the module: it takes the cluster down (a later test would start it again)."""
-    processes = started.processes()
-    assert len(processes) >= started.size
-    base_dir = started.base_dir
-    started.down()
-    assert started.processes() == []
-    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in processes)
-    assert started.running() == []
-    assert not any(answers(url, timeout_s=1.0) for url in started.urls)
-    assert not base_dir.exists()
-    epmd = shutil.which("epmd")
-    if epmd is not None:
-        names = subprocess.run([epmd, "-names"], capture_output=True, text=True, check=False)
-        assert "b24c" not in names.stdout
-    started.down()  # twice is fine
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
