@@ -102,3 +102,15 @@ def test_a_worker_down_or_not_ready_alerts() -> None:
     assert rule_using("up")["expr"].endswith("== 0")
     assert rule_using("kube_deployment_status_replicas_unavailable")
     assert any(rule["expr"] == "absent(b24_portal_up)" for rule in rules())
+
+
+def test_open_files_alert_before_and_after_the_limit_binds() -> None:
+    running_out = rule_using("b24_out_of_files_total")["expr"]
+    assert "increase(" in running_out
+    near = rule_using("process_open_fds")
+    assert near == rule_using("process_max_fds")  # one rule: open files against their limit
+    assert re.search(r"process_open_fds\{[^}]*\}\s*/\s*process_max_fds\{", near["expr"])
+    assert re.search(r">\s*0\.\d+$", near["expr"]), near["expr"]
+    # Other exporters' process_* series share these names: the rule reads the worker's.
+    assert matcher_labels(near["expr"]) == {"job"}
+    assert "instance" in grouping_labels(near["expr"])

@@ -306,6 +306,7 @@ async def test_probes_and_metrics_follow_the_portal_state(
         page = (await http.get("/metrics")).text
         assert metric(page, "b24_succeeded_total") >= 3
         assert metric(page, "b24_portal_up") == 1
+        assert 0 < metric(page, "process_open_fds") < metric(page, "process_max_fds")
         assert (await http.get("/healthz")).status_code == 200
         ready = await http.get("/readyz")
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"})

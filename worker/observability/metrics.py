@@ -4,11 +4,16 @@ Counters and gauges carry a `portal` label (the portal's key; empty for what
 ends before any portal, such as a command naming an unknown one), bounded by
 the configuration. Histograms carry none: a bucket series per portal would
 multiply the series by the portals.
+
+The registry also carries the client library's process collector (Linux): the
+standard `process_*` series, read from /proc at each scrape. Open files
+against their limit is what tells an operator of many portals, before any call
+waits for a descriptor, that the limit is about to bind.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["Metrics"]
 
@@ -17,6 +22,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.consumed = Counter(
             "b24_consumed", "deliveries taken from the queues", ["source", "portal"], registry=r
         )
