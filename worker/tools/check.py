@@ -4,6 +4,10 @@
     open files the most this process's environment allows (the worker raises its
                soft limit to it), against what the configured portals may need:
                a PROBLEM when it is short of that
+    running worker  with HTTP_PORT set, a worker already answering on it here
+               (`kubectl exec`, `docker compose exec`): its own open files against
+               its own limit, from its /metrics; a PROBLEM above 80%. A check run
+               elsewhere than the worker reads only its own process's limit above
     broker     a connection to AMQP_URL
     exchange   with SHARDS > 0: the consistent-hash exchange UPDATE_QUEUE, present
                as the worker needs it, or missing while the broker has the
@@ -34,7 +38,9 @@ from typing import Any, TextIO
 
 import aio_pika
 import aiormq
+import httpx
 from aio_pika.abc import AbstractConnection
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.amqp.topology import (
     HASH_EXCHANGE_TYPE,
@@ -63,6 +69,10 @@ from worker.tools.broker import ToolError, connect, exists
 __all__ = ["Finding", "run_checks"]
 
 _PORTAL_TIMEOUT_S = 20.0
+_METRICS_TIMEOUT_S = 2.0
+# A share of the limit the running worker's open files should stay under: the
+# alert B24WorkerOpenFilesNearLimit fires above it.
+OPEN_FILES_NEAR_LIMIT = 0.8
 _BAD_CREDENTIALS = frozenset(
     {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "invalid_token", "expired_token", "user_access_error"}
 )
@@ -95,6 +105,7 @@ async def run_checks(*, out: TextIO) -> int:
 
     say(Finding("settings", True, _describe(settings)))
     _check_open_files(settings, say)
+    await _check_running_worker(settings, say)
     await _check_broker(settings, say)
     await _check_portal(settings, mask, say)
     return 0 if all(finding.ok for finding in findings) else 1
@@ -144,6 +155,42 @@ def _check_open_files(settings: Settings, say: Callable[[Finding], None]) -> Non
             "runtime's nofile ulimit), or calls past it wait for a descriptor"
         )
     say(Finding("open files", limit >= needed, detail))
+
+
+async def _check_running_worker(settings: Settings, say: Callable[[Finding], None]) -> None:
+    """The worker answering on HTTP_PORT on this machine, if one does: its open files
+    against its limit, as its /metrics reads them from its own process."""
+    if not settings.HTTP_PORT:
+        return
+    where = f"127.0.0.1:{settings.HTTP_PORT}"
+    try:
+        async with httpx.AsyncClient(timeout=_METRICS_TIMEOUT_S) as http:
+            answer = await http.get(f"http://{where}/metrics")
+    except httpx.HTTPError:
+        say(Finding("running worker", True, f"none answers on {where}"))
+        return
+    read: dict[str, float] = {}
+    if answer.status_code == 200:
+        try:
+            for family in text_string_to_metric_families(answer.text):
+                for sample in family.samples:
+                    if sample.name in ("process_open_fds", "process_max_fds"):
+                        read[sample.name] = sample.value
+        except ValueError:
+            read = {}
+    opened, limit = read.get("process_open_fds"), read.get("process_max_fds")
+    if opened is None or not limit:
+        detail = f"{where} answers, but not with a worker's open files on /metrics"
+        say(Finding("running worker", True, detail))
+        return
+    share = opened / limit
+    detail = f"{where} holds {opened:.0f} of the {limit:.0f} open files it may ({share:.0%})"
+    if share > OPEN_FILES_NEAR_LIMIT:
+        detail += (
+            ": raise its hard limit (LimitNOFILE in a systemd unit, the container "
+            "runtime's nofile ulimit) before its calls wait for a descriptor"
+        )
+    say(Finding("running worker", share <= OPEN_FILES_NEAR_LIMIT, detail))
 
 
 async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> None:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import resource
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from sandbox.testing import RunningSandbox
 from tests.worker.broker import connected, unique_topology
 from tests.worker.e2e import control
 from tests.worker.tools.helpers import declared_topology, run_tool, tool_env
+from worker.observability.health import HealthServer, InLoopServer
+from worker.observability.metrics import Metrics
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -152,3 +162,54 @@ async def test_every_configured_portal_is_checked_by_its_key(
     ), checked
     assert "WrongC0de4Check" not in ran.stdout + ran.stderr
     assert webhook_code(portal) not in ran.stdout + ran.stderr
+
+
+def listening() -> socket.socket:
+    """A socket bound on a free loopback port, listening: a server started on it
+    answers what was sent meanwhile."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@asynccontextmanager
+async def serving(server: InLoopServer, sock: socket.socket) -> AsyncIterator[None]:
+    await server.start(sockets=[sock])
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
+async def test_a_running_worker_s_open_files_are_read_from_its_metrics(amqp_url: str) -> None:
+    sock = listening()
+    port = sock.getsockname()[1]
+    env = tool_env(amqp_url, B24_WEBHOOK_URL="http://127.0.0.1:9/rest/1/abc/", HTTP_PORT=str(port))
+    # The worker's own metrics server, in this process: its open files and its limit.
+    health = HealthServer(port=port, metrics=Metrics(), not_ready=lambda: None)
+    async with serving(health, sock):
+        ran = await run_tool("check", env=env)
+    found = lines_of(ran.stdout)["running worker"]
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert found.startswith(f"OK 127.0.0.1:{port} holds "), found
+    assert f" of the {soft} open files it may (" in found
+
+    async def near_the_limit(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("process_open_fds 900.0\nprocess_max_fds 1000.0\n")
+
+    sock = listening()
+    port = sock.getsockname()[1]
+    near = InLoopServer(Starlette(routes=[Route("/metrics", near_the_limit)]), port=port)
+    async with serving(near, sock):
+        ran = await run_tool("check", env={**env, "HTTP_PORT": str(port)})
+    assert ran.returncode == 1
+    assert lines_of(ran.stdout)["running worker"] == (
+        f"PROBLEM 127.0.0.1:{port} holds 900 of the 1000 open files it may (90%): raise its "
+        "hard limit (LimitNOFILE in a systemd unit, the container runtime's nofile ulimit) "
+        "before its calls wait for a descriptor"
+    )
+
+    # Nothing answers there any more.
+    ran = await run_tool("check", env={**env, "HTTP_PORT": str(port)})
+    assert lines_of(ran.stdout)["running worker"] == f"OK none answers on 127.0.0.1:{port}"
