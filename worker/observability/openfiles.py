@@ -25,7 +25,15 @@ try:
 except ImportError:  # pragma: no cover - not a POSIX system
     _resource = None
 
-__all__ = ["hard_open_files_limit", "open_files_needed", "raise_open_files_limit"]
+__all__ = [
+    "WHERE_THE_LIMIT_IS_RAISED",
+    "hard_open_files_limit",
+    "open_files_needed",
+    "raise_open_files_limit",
+]
+
+# Said wherever the worker or `check` tells an operator to raise the limit.
+WHERE_THE_LIMIT_IS_RAISED = "LimitNOFILE in a systemd unit, the container runtime's nofile ulimit"
 
 # Descriptors besides the connections to the portals and the broker: the HTTP
 # servers, Redis's other uses, the registry and job store, log files, the

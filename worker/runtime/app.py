@@ -41,7 +41,11 @@ from worker.limiter import FirstCalls
 from worker.observability.logging import SecretMask, configure_logging
 from worker.observability.metrics import Metrics
 from worker.observability.observer import MetricsObserver
-from worker.observability.openfiles import open_files_needed, raise_open_files_limit
+from worker.observability.openfiles import (
+    WHERE_THE_LIMIT_IS_RAISED,
+    open_files_needed,
+    raise_open_files_limit,
+)
 from worker.observability.status import REFRESH_S, JobRow, PortalRow, Status
 from worker.registry import Registry, RegistryError, open_registry, with_registry
 from worker.runtime.lanes import Lane, build_lane
@@ -487,9 +491,9 @@ class Worker:
                 limit=self._open_files,
                 needed=needed,
                 portals=len(self.lanes),
-                hint="raise the worker's limit of open files (LimitNOFILE in a systemd "
-                "unit, the container runtime's nofile ulimit, ulimit -n in a shell): "
-                "calls past it cannot open a connection, and wait for one",
+                hint=f"raise the worker's limit of open files ({WHERE_THE_LIMIT_IS_RAISED}, "
+                "ulimit -n in a shell): calls past it cannot open a connection, and wait "
+                "for one",
             )
 
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:

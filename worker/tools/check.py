@@ -62,7 +62,11 @@ from worker.bitrix import (
 )
 from worker.credentials import build_auth
 from worker.observability.logging import SecretMask
-from worker.observability.openfiles import hard_open_files_limit, open_files_needed
+from worker.observability.openfiles import (
+    WHERE_THE_LIMIT_IS_RAISED,
+    hard_open_files_limit,
+    open_files_needed,
+)
 from worker.settings import ConfigError, Portal, Settings, load_settings, redact_url
 from worker.tools.broker import ToolError, connect, exists
 
@@ -151,8 +155,8 @@ def _check_open_files(settings: Settings, say: Callable[[Finding], None]) -> Non
     )
     if limit < needed:
         detail += (
-            ": raise the hard limit (LimitNOFILE in a systemd unit, the container "
-            "runtime's nofile ulimit), or calls past it wait for a descriptor"
+            f": raise the hard limit ({WHERE_THE_LIMIT_IS_RAISED}), "
+            "or calls past it wait for a descriptor"
         )
     say(Finding("open files", limit >= needed, detail))
 
@@ -169,28 +173,36 @@ async def _check_running_worker(settings: Settings, say: Callable[[Finding], Non
     except httpx.HTTPError:
         say(Finding("running worker", True, f"none answers on {where}"))
         return
-    read: dict[str, float] = {}
-    if answer.status_code == 200:
-        try:
-            for family in text_string_to_metric_families(answer.text):
-                for sample in family.samples:
-                    if sample.name in ("process_open_fds", "process_max_fds"):
-                        read[sample.name] = sample.value
-        except ValueError:
-            read = {}
-    opened, limit = read.get("process_open_fds"), read.get("process_max_fds")
-    if opened is None or not limit:
+    found = _open_files_on(answer.text) if answer.status_code == 200 else None
+    if found is None:
         detail = f"{where} answers, but not with a worker's open files on /metrics"
         say(Finding("running worker", True, detail))
         return
+    opened, limit = found
     share = opened / limit
     detail = f"{where} holds {opened:.0f} of the {limit:.0f} open files it may ({share:.0%})"
     if share > OPEN_FILES_NEAR_LIMIT:
         detail += (
-            ": raise its hard limit (LimitNOFILE in a systemd unit, the container "
-            "runtime's nofile ulimit) before its calls wait for a descriptor"
+            f": raise its hard limit ({WHERE_THE_LIMIT_IS_RAISED}) "
+            "before its calls wait for a descriptor"
         )
     say(Finding("running worker", share <= OPEN_FILES_NEAR_LIMIT, detail))
+
+
+def _open_files_on(page: str) -> tuple[float, float] | None:
+    """(open files, their limit) from a Prometheus text page; None without both."""
+    try:
+        read = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(page)
+            for sample in family.samples
+        }
+    except ValueError:  # not Prometheus's text format
+        return None
+    opened, limit = read.get("process_open_fds"), read.get("process_max_fds")
+    if opened is None or not limit:
+        return None
+    return opened, limit
 
 
 async def _check_broker(settings: Settings, say: Callable[[Finding], None]) -> None:

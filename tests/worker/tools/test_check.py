@@ -20,6 +20,7 @@ from tests.worker.e2e import control
 from tests.worker.tools.helpers import declared_topology, run_tool, tool_env
 from worker.observability.health import HealthServer, InLoopServer
 from worker.observability.metrics import Metrics
+from worker.runtime.app import listening_socket
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -164,15 +165,6 @@ async def test_every_configured_portal_is_checked_by_its_key(
     assert webhook_code(portal) not in ran.stdout + ran.stderr
 
 
-def listening() -> socket.socket:
-    """A socket bound on a free loopback port, listening: a server started on it
-    answers what was sent meanwhile."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    return sock
-
-
 @asynccontextmanager
 async def serving(server: InLoopServer, sock: socket.socket) -> AsyncIterator[None]:
     await server.start(sockets=[sock])
@@ -183,7 +175,8 @@ async def serving(server: InLoopServer, sock: socket.socket) -> AsyncIterator[No
 
 
 async def test_a_running_worker_s_open_files_are_read_from_its_metrics(amqp_url: str) -> None:
-    sock = listening()
+    # Bound as the worker binds HTTP_PORT: what comes before serving waits in the backlog.
+    sock = listening_socket(0, "HTTP_PORT")
     port = sock.getsockname()[1]
     env = tool_env(amqp_url, B24_WEBHOOK_URL="http://127.0.0.1:9/rest/1/abc/", HTTP_PORT=str(port))
     # The worker's own metrics server, in this process: its open files and its limit.
@@ -198,7 +191,7 @@ async def test_a_running_worker_s_open_files_are_read_from_its_metrics(amqp_url:
     async def near_the_limit(request: Request) -> PlainTextResponse:
         return PlainTextResponse("process_open_fds 900.0\nprocess_max_fds 1000.0\n")
 
-    sock = listening()
+    sock = listening_socket(0, "HTTP_PORT")
     port = sock.getsockname()[1]
     near = InLoopServer(Starlette(routes=[Route("/metrics", near_the_limit)]), port=port)
     async with serving(near, sock):
