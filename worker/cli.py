@@ -23,10 +23,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from schemas import CommandValidationError, FailureEvent, SuccessEvent, parse_command
-from schemas.command import command_json_schema
+# The contract and the settings are imported where a command needs them: `run`
+# imports them, and all the worker is made of, with the cycle collector off.
 from worker import __version__
-from worker.settings import reference_text
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -35,6 +34,9 @@ __all__ = ["main"]
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from schemas import FailureEvent, SuccessEvent
+    from schemas.command import command_json_schema
+
     schema: dict[str, Any]
     if args.asyncapi:
         from schemas.asyncapi import asyncapi_document
@@ -55,6 +57,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from schemas import CommandValidationError, parse_command
+
     valid = invalid = 0
     for name in args.files:
         try:
@@ -91,9 +95,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     # No cycle collection while the worker loads and builds its parts: start-up
     # leaves about a thousand objects in cycles, and the collector's passes over
-    # all it allocates cost 50-90 ms before a first call can leave. The worker
-    # freezes what start-up built and turns the collector back on
-    # (tune_collector) before its first delivery.
+    # all it allocates cost 50-90 ms before a first call can leave (12 ms of it
+    # while the contract and the settings are imported, which is why this module
+    # does not import them itself). The worker freezes what start-up built and
+    # turns the collector back on (tune_collector) before its first delivery.
     gc.disable()
     try:
         return _start_and_run()
@@ -377,6 +382,29 @@ def _sandbox(argv: Sequence[str]) -> int:
     return sandbox_main(argv, prog="b24-worker sandbox")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog can be written only when its help is shown."""
+
+    def __init__(
+        self, *args: Any, epilog_from: Callable[[], str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self._epilog_from is not None:
+            self.epilog = self._epilog_from()
+        return super().format_help()
+
+
+def _settings_reference() -> str:
+    """`run --help`'s list of the settings: it imports the settings, which `run`
+    itself imports only once the cycle collector is off."""
+    from worker.settings import reference_text
+
+    return reference_text()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="b24-worker",
@@ -385,13 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__} (b24-update-worker)"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     run = commands.add_parser(
         "run",
         help="apply the commands on UPDATE_QUEUE (settings: env)",
         description="Apply the commands on UPDATE_QUEUE until SIGTERM.",
-        epilog=reference_text(),
+        epilog_from=_settings_reference,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(handler=_run)

@@ -195,3 +195,22 @@ def test_run_turns_the_collector_back_on_when_it_cannot_start(
     assert main(["run"]) == 2
     assert "B24_PORTALS" in capsys.readouterr().err
     assert gc.isenabled()
+
+
+def test_the_command_line_leaves_the_contract_and_settings_to_run() -> None:
+    """`run` imports the contract and the settings with the collector off (what that
+    saves is in cli._run); the command line importing them first would undo it."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, worker.cli; "
+            "print(' '.join(m for m in ('schemas', 'worker.settings', 'pydantic') "
+            "if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(),
+    )
+    assert loaded.stdout.split() == []
