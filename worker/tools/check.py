@@ -76,7 +76,7 @@ _PORTAL_TIMEOUT_S = 20.0
 _METRICS_TIMEOUT_S = 2.0
 # A share of the limit the running worker's open files should stay under: the
 # alert B24WorkerOpenFilesNearLimit fires above it.
-OPEN_FILES_NEAR_LIMIT = 0.8
+_OPEN_FILES_NEAR_LIMIT = 0.8
 _BAD_CREDENTIALS = frozenset(
     {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "invalid_token", "expired_token", "user_access_error"}
 )
@@ -181,12 +181,13 @@ async def _check_running_worker(settings: Settings, say: Callable[[Finding], Non
     opened, limit = found
     share = opened / limit
     detail = f"{where} holds {opened:.0f} of the {limit:.0f} open files it may ({share:.0%})"
-    if share > OPEN_FILES_NEAR_LIMIT:
+    near = share > _OPEN_FILES_NEAR_LIMIT
+    if near:
         detail += (
             f": raise its hard limit ({WHERE_THE_LIMIT_IS_RAISED}) "
             "before its calls wait for a descriptor"
         )
-    say(Finding("running worker", share <= OPEN_FILES_NEAR_LIMIT, detail))
+    say(Finding("running worker", not near, detail))
 
 
 def _open_files_on(page: str) -> tuple[float, float] | None:
