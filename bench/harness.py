@@ -41,6 +41,7 @@ __all__ = [
     "delete_queues",
     "delete_worker_queues",
     "drain",
+    "exit_report",
     "free_port",
     "load_average",
     "peak_rss_mib",
@@ -448,6 +449,21 @@ def wait_for(
         if any(w.process.poll() is not None for w in workers):
             break
     return workers
+
+
+def exit_report(workers: list[WorkerProcess], exits: list[int], *, last: int = 25) -> list[str]:
+    """For each worker that exited with an error: its code and the end of its log.
+
+    A CI host keeps no files of a failed run; these lines carry why it failed."""
+    lines: list[str] = []
+    for worker, code in zip(workers, exits, strict=True):
+        if code == 0:
+            continue
+        with worker.log.path.open("rb") as log_file:
+            tail = log_file.read().decode(errors="replace").splitlines()[-last:]
+        lines.append(f"worker {worker.pid} exited with code {code}; its log ends:")
+        lines += [f"  {line[:2000]}" for line in tail]
+    return lines
 
 
 def write_results(name: str, lines: list[str]) -> Path:

@@ -45,6 +45,7 @@ from harness import (
     declare,
     delete_worker_queues,
     drain,
+    exit_report,
     paced_sandbox,
     publish,
     wait_for,
@@ -153,7 +154,7 @@ def run(
         f"commands: {total}; successes {len(set(ids))} distinct ({len(ids) - len(set(ids))} "
         f"duplicates); failures {len(dead)}; worker exit codes {exits}",
     ]
-    ok = len(set(ids)) == total and not dead
+    ok = len(set(ids)) == total and not dead and not any(exits)
     for p in portals:
         ended = [s for w in processes for s in w.log.ended_by_portal.get(p.key, [])]
         elapsed = max(ended) - start if ended else math.nan
@@ -180,6 +181,7 @@ def run(
                     f"  from the processes' start: {from_launch:.1%}, target {target:.1%}: {met} "
                     "(printed, not gated: it moves with the host's start-up speed)"
                 )
+    lines += exit_report(processes, exits)
     lines.append(f"targets met: {'yes' if ok else 'NO'}")
     lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
     return lines, ok

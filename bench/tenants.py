@@ -56,6 +56,7 @@ from harness import (
     declare,
     delete_worker_queues,
     drain,
+    exit_report,
     paced_sandbox,
     publish,
     wait_for,
@@ -185,7 +186,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
         f"outcome each: {'yes' if distinct else 'NO'}; duplicates "
         f"{sum(counts.values()) - len(counts)}; worker exit codes {exits}",
     ]
-    ok = ended and distinct
+    ok = ended and distinct and not any(exits)
     fair = True
     shares: dict[str, list[float]] = {}
     for t in TENANTS:
@@ -217,6 +218,7 @@ def run(name: str, *, workers: int) -> tuple[list[str], bool, bool]:
     for kind, values in shares.items():
         if kind != "blocked":
             lines.append(f"{kind} portals: share min {min(values):.3f}, max {max(values):.3f}")
+    lines += exit_report(processes, exits)
     lines.append(f"isolation and correctness held: {'yes' if ok else 'NO'}")
     lines.append(f"share targets met: {'yes' if fair else 'NO'}")
     lines.append(f"worker logs: {' '.join(str(w.log.path) for w in processes)}")
