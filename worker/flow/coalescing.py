@@ -106,7 +106,7 @@ class Merge:
             attempts=lead.attempts,
             params=params,
             query=php_query(params),
-            parts=list(self.parts),
+            parts=tuple(self.parts),
         )
 
 

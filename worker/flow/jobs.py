@@ -33,8 +33,10 @@ class Job:
     # The fm values it adds, as counted on the item just before its first call (readback).
     before: Counter[tuple[str, str]] | None = None
     # Coalescing: the commands a merged call's job carries (empty: itself alone), and
-    # whether this command must go alone (it was split from a rejected merge).
-    parts: list[Job] = field(default_factory=list)
+    # whether this command must go alone (it was split from a rejected merge). A tuple:
+    # the empty one is shared, where a list per job would be one more object for the
+    # cycle collector to walk while the command waits for its portal's pace.
+    parts: tuple[Job, ...] = ()
     alone: bool = False
     span: Any = None  # its trace span (worker.tracing), None with tracing off
 
