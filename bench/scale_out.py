@@ -18,8 +18,9 @@ by the sandbox, which answers 503 QUERY_LIMIT_EXCEEDED to any request its
 bucket cannot take.
 
 Targets (exit status 1 when missed): no QUERY_LIMIT_EXCEEDED on any portal,
-every command succeeded, and in ``shared`` a throughput of at least 95% of
-the ideal, (ceil(N / 50) - burst) / rate seconds for N commands.
+every command succeeded, every worker exited with 0 (one that did not has its
+code and its log's end printed), and in ``shared`` a throughput of at least
+95% of the ideal, (ceil(N / 50) - burst) / rate seconds for N commands.
 """
 
 from __future__ import annotations

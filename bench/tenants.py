@@ -24,7 +24,8 @@ requests (batch calls), its failure events and its QUERY_LIMIT_EXCEEDED.
 
 Isolation and correctness: every command ended with one distinct outcome, no
 failure event on any portal (so every command of the blocked one succeeded
-once it was unblocked), no QUERY_LIMIT_EXCEEDED anywhere. Shares: every
+once it was unblocked), no QUERY_LIMIT_EXCEEDED anywhere, and every worker
+exited with 0 (one that did not has its code and its log's end printed). Shares: every
 healthy portal at least 0.95 of its ideal, the slow one at least 0.90. The
 exit status is 1 when either misses (with --gate isolation, only the first).
 """
