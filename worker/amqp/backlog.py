@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiormq
 from aio_pika.abc import AbstractConnection
 
+from worker.amqp.nodes import bare_channel
+
 __all__ = ["consumer_counts", "read_every", "ready_counts"]
 
 
@@ -70,18 +72,13 @@ async def _read(
     connection: AbstractConnection, queues: Sequence[str], found: dict[str, tuple[int, int]]
 ) -> None:
     """Read ``queues`` one after the other on a channel of their own, into ``found``."""
-    channel = await connection.channel(publisher_confirms=False)
-    underlay = await channel.get_underlay_channel()
-    try:
-        for queue in queues:
-            try:
-                declared = await underlay.queue_declare(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                # The broker closed the channel: go on with a new one.
-                channel = await connection.channel(publisher_confirms=False)
-                underlay = await channel.get_underlay_channel()
-                continue
-            found[queue] = (int(declared.message_count or 0), int(declared.consumer_count or 0))
-    finally:
-        if not channel.is_closed:
-            await channel.close()
+    left = list(queues)
+    while left:
+        async with bare_channel(connection) as channel:
+            while left:
+                queue = left.pop(0)
+                try:
+                    declared = await channel.queue_declare(queue, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    break  # the broker closed the channel: go on with a new one
+                found[queue] = (int(declared.message_count or 0), int(declared.consumer_count or 0))

@@ -73,6 +73,7 @@ from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.nodes import bare_channel
 from worker.amqp.topology import Topology, declare_claim_lock
 
 __all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
@@ -644,14 +645,11 @@ class Consumers:
             return False
 
     async def _exists(self, queue: str) -> bool:
-        channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            await channel.declare_queue(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return False
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with bare_channel(self._connection) as channel:
+            try:
+                await channel.queue_declare(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return False
         return True
 
 

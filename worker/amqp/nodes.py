@@ -19,7 +19,8 @@ so an aio-pika release that changes it fails there, not in production.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,14 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
-__all__ = ["NodesConnection", "connect_any", "connect_nodes", "split_nodes", "underlay"]
+__all__ = [
+    "NodesConnection",
+    "bare_channel",
+    "connect_any",
+    "connect_nodes",
+    "split_nodes",
+    "underlay",
+]
 
 _SCHEMES = ("amqp", "amqps")
 
@@ -56,6 +64,23 @@ async def underlay(connection: AbstractConnection) -> aiormq.abc.AbstractConnect
     if transport is None:
         raise aiormq.exceptions.ConnectionClosed(320, "the connection is closed")
     return transport.connection
+
+
+@asynccontextmanager
+async def bare_channel(
+    connection: AbstractConnection,
+) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+    """A channel of the aiormq connection beneath ``connection``, closed on leaving:
+    for look-ups that may find nothing. The broker closes a channel whose passive
+    declare finds nothing, and aio-pika's robust channel then opens itself again,
+    to stay open for the connection's life: one channel more at every miss. This
+    one stays closed."""
+    channel = await (await underlay(connection)).channel(publisher_confirms=False)
+    try:
+        yield channel
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 def _rotated(urls: Sequence[str], first: int) -> list[str]:

@@ -69,6 +69,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from schemas import wire
+from worker.amqp.nodes import bare_channel
 
 __all__ = [
     "DELIVERY_LIMIT",
@@ -378,10 +379,10 @@ async def refuse_leftover_portals(connection: AbstractConnection, topology: Topo
     if topology.portal_queues:
         return
     unrouted = topology.unrouted_exchange
-    async with _channel(connection) as channel:
+    async with bare_channel(connection) as channel:
         try:
-            await channel.declare_exchange(unrouted, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
+            await channel.exchange_declare(unrouted, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
             return
     raise TopologyError(
         f"exchange {unrouted!r} exists: workers serving several portals declared portal "
@@ -399,10 +400,10 @@ async def refuse_leftover_shard(connection: AbstractConnection, topology: Topolo
     larger SHARDS made it, it is still bound to the exchange, and no worker of
     this SHARDS consumes it."""
     extra = topology.shard_queue(topology.shards)
-    async with _channel(connection) as channel:
+    async with bare_channel(connection) as channel:
         try:
-            await channel.declare_queue(extra, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
+            await channel.queue_declare(extra, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
             return
     name, shards = topology.update_queue, topology.shards
     if shards:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import aio_pika
@@ -11,6 +12,8 @@ import worker.amqp.topology
 from schemas.wire import item_routing_key
 from tests.worker.broker import connected, publish, take, unique_topology
 from tests.worker.shards import drain_shard, sharded, sharded_topology
+from worker.amqp.backlog import ready_counts
+from worker.amqp.nodes import underlay
 from worker.amqp.topology import TopologyError, declare
 
 pytestmark = pytest.mark.rabbitmq
@@ -24,6 +27,23 @@ async def test_declaring_twice_is_harmless(amqp_url: str) -> None:
         channel = await connection.channel()
         for name in topology.queues():
             await channel.get_queue(name, ensure=True)  # raises when missing
+
+
+async def test_look_ups_that_find_nothing_leave_no_channel_open(amqp_url: str) -> None:
+    """The broker closes a channel whose passive declare finds nothing: at every start
+    (no leftover shard queue, no portal exchange) and at every backlog reading of a
+    deleted queue. A worker that runs for months must not keep a channel of each."""
+    topology = unique_topology()
+    async with connected(amqp_url, topology) as connection:
+        await declare(connection, topology)
+        transport = await underlay(connection)
+        open_before = set(transport.channels)
+        missing = [f"{topology.update_queue}.missing{n}" for n in range(3)]
+        for _ in range(3):
+            await declare(connection, topology)
+            assert await ready_counts(connection, missing) == {}
+        await asyncio.sleep(1)  # a channel that opens itself again has done so by now
+        assert set(transport.channels) == open_before
 
 
 async def test_declare_reports_each_queues_ready_messages(amqp_url: str) -> None:
