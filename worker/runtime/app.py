@@ -783,6 +783,12 @@ async def run(settings: Settings) -> int:
         )
         await worker.drain()
         return 1
+    except Exception as exc:
+        # Anything else that stops the start: one log line, its traceback inside and
+        # masked like every line, rather than bare text among JSON lines.
+        log.exception("worker.start_failed", error=type(exc).__name__)
+        await worker.drain()
+        return 1
     log.info("worker.started", broker=broker, open_files=open_files, settings=settings.describe())
     await stop.wait()
     log.info("worker.stopping", drain_timeout_s=settings.DRAIN_TIMEOUT_S)

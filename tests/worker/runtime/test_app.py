@@ -125,6 +125,38 @@ def test_run_reports_an_unreachable_broker_without_its_password() -> None:
     assert "Br0kerPassw0rd" not in output
 
 
+def test_run_logs_any_other_failure_of_its_start_as_one_masked_line() -> None:
+    """A start that fails for a reason the worker does not name still ends with one
+    JSON line (log pipelines read nothing else) and exit code 1."""
+    code = (
+        "import worker.runtime.app as app\n"
+        "async def fail(self):\n"
+        f"    raise RuntimeError('no start for http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/')\n"
+        "app.Worker.start = fail\n"
+        "from worker.cli import main\n"
+        "raise SystemExit(main(['run']))\n"
+    )
+    worker = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(
+            B24_WEBHOOK_URL=f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/", HTTP_PORT="0"
+        ),
+    )
+    assert worker.returncode == 1
+    assert worker.stderr == ""
+    line = json.loads(worker.stdout.strip().splitlines()[-1])
+    assert (line["event"], line["level"], line["error"]) == (
+        "worker.start_failed",
+        "error",
+        "RuntimeError",
+    )
+    assert "RuntimeError: no start for http://127.0.0.1:8085/rest/1/***/" in line["exception"]
+    assert WEBHOOK_CODE not in worker.stdout
+
+
 @pytest.mark.rabbitmq
 def test_run_names_what_the_broker_refused(amqp_url: str) -> None:
     """Not "unreachable": the broker answered, and its reply says what it refused."""
