@@ -248,13 +248,11 @@ async def declare(connection: AbstractConnection, topology: Topology) -> dict[st
         for start in range(min(_DECLARING_CHANNELS, len(queues)))
     )
     if topology.shards:
-        async with _channel(connection) as channel:
-            underlay = await channel.get_underlay_channel()
+        async with bare_channel(connection) as underlay:
             for name in topology.work_queues:
                 await underlay.queue_bind(name, topology.update_queue, routing_key=_SHARD_WEIGHT)
     if topology.portal_queues:
-        async with _channel(connection) as channel:
-            underlay = await channel.get_underlay_channel()
+        async with bare_channel(connection) as underlay:
             await underlay.queue_bind(topology.update_queue, topology.unrouted_exchange)
         keys = list(topology.portals)
         await _all(
@@ -309,8 +307,7 @@ async def _bind_portals(
     aliases: Mapping[str, tuple[str, ...]] | None = None,
 ) -> None:
     """Each portal queue on its x-b24-portal header: its key, and each of its aliases."""
-    async with _channel(connection) as channel:
-        underlay = await channel.get_underlay_channel()
+    async with bare_channel(connection) as underlay:
         for key in keys:
             names = aliases[key] if aliases is not None else topology.aliases_of(key)
             for name in (key, *names):
