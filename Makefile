@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# import-linter in an environment of its own: the worker and the tests then run
+# without what it brings (rich), as the worker runs from the image.
+LINT_VENV  := $(VENV)/lint
+LINT_STAMP := $(LINT_VENV)/.installed
 PIP    := $(BIN)/pip --quiet --disable-pip-version-check
 COMPILE = $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
           --no-emit-index-url --no-emit-find-links
@@ -16,7 +20,12 @@ $(STAMP): pyproject.toml requirements/dev.txt
 	$(PIP) install --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(LINT_STAMP): requirements/lint.txt | $(STAMP)
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip --quiet --disable-pip-version-check install --require-hashes -r requirements/lint.txt
+	touch $(LINT_STAMP)
+
+setup: $(STAMP) $(LINT_STAMP)
 
 # The local RabbitMQ (with the consistent-hash exchange) and Redis, started when they
 # do not answer; a broker elsewhere (AMQP_URL) is only checked. Chromium for the
@@ -32,7 +41,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports
+	$(LINT_VENV)/bin/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -67,6 +76,7 @@ lock: setup
 	$(COMPILE) -o requirements/worker.txt pyproject.toml
 	$(COMPILE) --extra sandbox --extra otel -o requirements/image.txt pyproject.toml
 	$(COMPILE) --extra sandbox --extra otel --extra test -o requirements/dev.txt pyproject.toml
+	$(COMPILE) -o requirements/lint.txt requirements/lint.in
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache

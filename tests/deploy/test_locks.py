@@ -87,3 +87,18 @@ def test_the_image_installs_the_locked_packages_then_the_project_alone() -> None
     assert any("--require-hashes -r /tmp/requirements.txt" in line for line in installs)
     assert "COPY requirements/image.txt /tmp/requirements.txt" in final
     assert any("--no-deps /wheels/" in line for line in installs)
+
+
+def test_the_import_linter_has_a_lock_of_its_own_and_its_rich_stays_out_of_the_others() -> None:
+    """import-linter runs from .venv/lint: its `rich`, which httpx and structlog import
+    whenever it is installed, is then in no environment the worker or the tests run in."""
+    lint = pins("lint.txt")
+    source = (ROOT / "requirements" / "lint.in").read_text().splitlines()
+    (line,) = [line for line in source if line.strip() and not line.startswith("#")]
+    requirement = Requirement(line)
+    version, _ = lint[canonicalize_name(requirement.name)]
+    assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+    assert all(hashes >= 1 for _, hashes in lint.values())
+    assert "rich" in lint
+    for lock in LOCKS:
+        assert "rich" not in pins(lock), lock
