@@ -63,6 +63,10 @@ def test_the_worker_starts_after_the_broker_the_portal_and_redis() -> None:
     assert set(waits_for("worker")) == {"rabbitmq", "sandbox", "redis"}
 
 
+def test_a_worker_that_exits_by_itself_is_started_again() -> None:
+    assert services()["worker"]["restart"] == "unless-stopped"
+
+
 def test_the_worker_paces_through_the_shared_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_env(services()["worker"]["environment"], monkeypatch)
     limiter_url = urlsplit(settings.LIMITER_URL.get_secret_value())
