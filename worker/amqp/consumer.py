@@ -74,7 +74,7 @@ from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
 from worker.amqp.nodes import bare_channel
-from worker.amqp.topology import Topology, declare_claim_lock
+from worker.amqp.topology import Topology, declare_claim_lock, release_claim_lock
 
 __all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
 
@@ -496,16 +496,12 @@ class Consumers:
         consumes, up to this worker's share; then on the rest, to wait in line."""
         if not feeds:
             return
-        channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            probe = await channel.get_underlay_channel()
+        # A count of a queue gone meanwhile closes its channel: a bare one stays closed.
+        async with bare_channel(self._connection) as probe:
             if self._portal_queues:
                 claimed, in_line, left_free = await self._claim_at_once(probe, feeds)
             else:
                 claimed, in_line, left_free = await self._claim_one_by_one(probe, feeds)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
         if left_free:
             # Left for the other workers to claim; whatever they leave is ours after all.
             await asyncio.sleep(self._claim_window_s)
@@ -549,14 +545,13 @@ class Consumers:
         the same order, can end up applying nothing. The lock is an exclusive
         queue named after the shard: only one connection can declare it, and it
         lives from the count until the broker confirmed the registration."""
-        channel = await self._connection.channel(publisher_confirms=False)
-        try:
+        async with bare_channel(self._connection) as channel:
             try:
-                held = await declare_claim_lock(channel, feed.queue)
+                await declare_claim_lock(channel, feed.queue)
             except aiormq.exceptions.ChannelLockedResource:
                 return False  # another worker is taking it now
             try:
-                if await _consumer_count(await channel.get_underlay_channel(), feed.queue):
+                if await _consumer_count(channel, feed.queue):
                     return False
                 await self._consume(feed)
                 return True
@@ -565,10 +560,7 @@ class Consumers:
                 # the others wait in line on the shard, which makes one of them
                 # active if this worker did not register.
                 if not channel.is_closed:
-                    await held.delete(if_unused=False, if_empty=False)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+                    await release_claim_lock(channel, feed.queue)
 
     async def _claim_at_once(
         self, probe: aiormq.abc.AbstractChannel, feeds: Sequence[_Feed]

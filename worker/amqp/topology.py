@@ -66,7 +66,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from schemas import wire
 from worker.amqp.nodes import bare_channel
@@ -85,6 +85,7 @@ __all__ = [
     "declare_portal",
     "refuse_leftover_portals",
     "refuse_leftover_shard",
+    "release_claim_lock",
 ]
 
 # High enough that restarts and hand-backs never dead-letter a healthy message;
@@ -105,12 +106,20 @@ def claim_lock(shard_queue: str) -> str:
     return f"{shard_queue}.claim"
 
 
-async def declare_claim_lock(channel: AbstractChannel, shard_queue: str) -> AbstractQueue:
-    """Take the shard's claim lock on ``channel``; the caller deletes it. Raises
-    aiormq's ChannelLockedResource while another connection holds it."""
-    return await channel.declare_queue(
+async def declare_claim_lock(channel: aiormq.abc.AbstractChannel, shard_queue: str) -> None:
+    """Take the shard's claim lock on ``channel``; the caller deletes it
+    (`release_claim_lock`). Raises aiormq's ChannelLockedResource, and the broker
+    closes the channel, while another connection holds it: a bare channel
+    (`nodes.bare_channel`) then stays closed, where a robust one would open
+    itself again and stay open for the connection's life."""
+    await channel.queue_declare(
         claim_lock(shard_queue), exclusive=True, arguments={"x-queue-type": "classic"}
     )
+
+
+async def release_claim_lock(channel: aiormq.abc.AbstractChannel, shard_queue: str) -> None:
+    """Let go of the shard's claim lock taken on ``channel``."""
+    await channel.queue_delete(claim_lock(shard_queue))
 
 
 class TopologyError(Exception):

@@ -51,6 +51,7 @@ from worker.amqp.topology import (
     declare_exchange,
     refuse_leftover_portals,
     refuse_leftover_shard,
+    release_claim_lock,
 )
 from worker.bitrix import (
     BitrixClient,
@@ -273,8 +274,9 @@ async def _check_claim_lock(connection: AbstractConnection, topology: Topology) 
     subject = f"queue {claim_lock(shard)}"
     channel = await connection.channel()
     try:
-        lock = await declare_claim_lock(channel, shard)
-        await lock.delete(if_unused=False, if_empty=False)
+        underlying = await channel.get_underlay_channel()
+        await declare_claim_lock(underlying, shard)
+        await release_claim_lock(underlying, shard)
     except aiormq.exceptions.ChannelLockedResource:
         return Finding(subject, True, "held by a worker claiming that shard right now")
     except aiormq.exceptions.ChannelAccessRefused as exc:

@@ -23,6 +23,7 @@ from tests.worker.shards import sharded, sharded_topology
 from worker.amqp.acks import Acks
 from worker.amqp.consumer import Consumers
 from worker.amqp.deliveries import Delivery, Source
+from worker.amqp.nodes import underlay
 from worker.amqp.topology import Topology, claim_lock, declare
 from worker.tools.broker import exists
 
@@ -35,6 +36,7 @@ class Replica:
 
     name: str
     consumers: Consumers
+    connection: AbstractRobustConnection
     acking: bool = True
     got: list[tuple[aiormq.abc.AbstractChannel, bytes]] = field(default_factory=list)
     unacked: list[Delivery] = field(default_factory=list)
@@ -83,7 +85,7 @@ async def replica(
         claim_window_s=claim_window_s,
         rng=random.Random(seed),
     )
-    me = Replica(name, consumers)
+    me = Replica(name, consumers, connection)
     try:
         yield me
     finally:
@@ -326,3 +328,27 @@ async def test_shard_channels_the_broker_closed_are_consumed_again_when_reopened
         finally:
             watcher.cancel()
     assert a.queues() == set(topology.work_queues)
+
+
+async def test_a_claim_that_finds_each_lock_held_waits_in_line_and_leaves_no_channel_open(
+    amqp_url: str,
+) -> None:
+    # The broker closes the channel of a lock it refuses; a robust channel opened itself
+    # again and stayed open for the connection's life: one channel more per lost claim.
+    topology = sharded_topology(4)
+    async with (
+        sharded(amqp_url, topology) as broker,
+        replica(amqp_url, topology, "a") as a,
+    ):
+        await declare(broker, topology)
+        holder = await broker.channel()
+        for queue in topology.work_queues:
+            await holder.declare_queue(claim_lock(queue), exclusive=True)
+        await a.start()
+        await asyncio.sleep(0.5)  # what a robust channel takes to open itself again
+        transport = await underlay(a.connection)
+        consuming = {channel.number for _, channel in a.registrations().values()}
+        open_channels = set(transport.channels)
+        await holder.close()
+    assert set(a.registrations()) >= set(topology.work_queues)  # in line on every shard
+    assert open_channels == consuming
