@@ -433,12 +433,8 @@ class Consumers:
 
     async def replicas(self) -> int:
         """The workers consuming the poison queue: each has one consumer there."""
-        channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            return await _consumer_count(await channel.get_underlay_channel(), self._poison_queue)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with bare_channel(self._connection) as channel:
+            return await _consumer_count(channel, self._poison_queue)
 
     async def stop(self) -> None:
         """Take no more deliveries (shutting down); what is held stays held."""

@@ -59,14 +59,12 @@ queue is deleted (README, "Many portals").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 
 from schemas import wire
 from worker.amqp.nodes import bare_channel
@@ -296,12 +294,14 @@ async def _all(steps: Iterable[Awaitable[None]]) -> None:
 async def _declare_queues(
     connection: AbstractConnection, queues: list[tuple[str, dict[str, Any]]], ready: dict[str, int]
 ) -> None:
-    async with _channel(connection) as channel:
+    # A declare the broker refuses closes its channel: a bare one stays closed (a portal
+    # registered at run time is declared again at every look until it can be).
+    async with bare_channel(connection) as channel:
         for name, arguments in queues:
             try:
-                queue = await channel.declare_queue(name, durable=True, arguments=arguments)
-                ready[name] = int(queue.declaration_result.message_count or 0)
-            except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                declared = await channel.queue_declare(name, durable=True, arguments=arguments)
+                ready[name] = int(declared.message_count or 0)
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 raise TopologyError(
                     f"queue {name!r} already exists with other arguments than this worker "
                     f"needs ({_reason(exc)}); the worker needs {arguments}. Move its messages "
@@ -337,9 +337,9 @@ async def declare_exchange(connection: AbstractConnection, topology: Topology) -
         await _declare_portal_exchanges(connection, topology)
         return
     try:
-        async with _channel(connection) as channel:
-            await channel.declare_exchange(name, type=HASH_EXCHANGE_TYPE, durable=True)
-    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        async with bare_channel(connection) as channel:
+            await channel.exchange_declare(name, exchange_type=HASH_EXCHANGE_TYPE, durable=True)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyError(
             f"exchange {name!r} already exists with other arguments than this worker needs "
             f"({_reason(exc)}); with SHARDS={shards} it must be a durable {HASH_EXCHANGE_TYPE} "
@@ -360,15 +360,15 @@ async def declare_exchange(connection: AbstractConnection, topology: Topology) -
 async def _declare_portal_exchanges(connection: AbstractConnection, topology: Topology) -> None:
     name, unrouted = topology.update_queue, topology.unrouted_exchange
     try:
-        async with _channel(connection) as channel:
-            await channel.declare_exchange(unrouted, type="fanout", durable=True)
-            await channel.declare_exchange(
+        async with bare_channel(connection) as channel:
+            await channel.exchange_declare(unrouted, exchange_type="fanout", durable=True)
+            await channel.exchange_declare(
                 name,
-                type=PORTAL_EXCHANGE_TYPE,
+                exchange_type=PORTAL_EXCHANGE_TYPE,
                 durable=True,
                 arguments={"alternate-exchange": unrouted},
             )
-    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyError(
             f"exchange {name!r} or {unrouted!r} already exists with other arguments than this "
             f"worker needs ({_reason(exc)}); with portal queues {name!r} must be a durable "
@@ -424,17 +424,6 @@ async def refuse_leftover_shard(connection: AbstractConnection, topology: Topolo
         f"stop the producers, let the workers that made it empty every shard queue, {remove}, "
         "then start again; or keep the SHARDS it was made for"
     )
-
-
-@asynccontextmanager
-async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
-    """A short-lived channel (a failed declare closes its channel), closed afterwards."""
-    channel = await connection.channel(publisher_confirms=False)
-    try:
-        yield channel
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from tests.worker.broker import connected, publish, take, unique_topology
 from tests.worker.shards import drain_shard, sharded, sharded_topology
 from worker.amqp.backlog import ready_counts
 from worker.amqp.nodes import underlay
-from worker.amqp.topology import TopologyError, declare
+from worker.amqp.topology import TopologyError, declare, declare_portal
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -44,6 +44,32 @@ async def test_look_ups_that_find_nothing_leave_no_channel_open(amqp_url: str) -
             assert await ready_counts(connection, missing) == {}
         await asyncio.sleep(1)  # a channel that opens itself again has done so by now
         assert set(transport.channels) == open_before
+
+
+async def test_a_portal_queue_refused_again_and_again_leaves_no_channel_open(
+    amqp_url: str,
+) -> None:
+    """A portal registered at run time whose queue the broker refuses (one of that name
+    with other arguments) is declared again at every look at the registry: each
+    refusal closes its channel, and none may stay open."""
+    topology = dataclasses.replace(unique_topology(), portals=("acme",))
+    async with connected(amqp_url, topology) as connection:
+        await declare(connection, topology)
+        transport = await underlay(connection)
+        open_before = set(transport.channels)
+        channel = await connection.channel()
+        await channel.queue_delete(topology.portal_queue("fresh"))
+        await channel.declare_queue(topology.portal_queue("fresh"), durable=True)  # classic
+        await channel.close()
+        for _ in range(3):
+            with pytest.raises(TopologyError, match=topology.portal_queue("fresh")):
+                await declare_portal(connection, topology, "fresh")
+        await asyncio.sleep(1)  # a channel that opens itself again has done so by now
+        open_after = set(transport.channels)
+        cleanup = await connection.channel()
+        await cleanup.queue_delete(topology.portal_queue("fresh"))
+        await cleanup.close()
+    assert open_after == open_before
 
 
 async def test_declare_reports_each_queues_ready_messages(amqp_url: str) -> None:
