@@ -73,7 +73,7 @@ from worker.amqp.acks import Acks
 from worker.amqp.aiormq_internals import check_channel, consumer_tags
 from worker.amqp.backlog import consumer_counts
 from worker.amqp.deliveries import Delivery, Source
-from worker.amqp.nodes import bare_channel
+from worker.amqp.nodes import bare_channel, exists
 from worker.amqp.topology import Topology, declare_claim_lock, release_claim_lock
 
 __all__ = ["CLAIM_WINDOW_S", "Consumers", "queue_order"]
@@ -187,7 +187,11 @@ class Consumers:
         return [feed for feed in self._feeds if feed.sharded]
 
     async def open(self) -> None:
-        if self._shards and not self._portal_queues and await self._exists(self._leftover.queue):
+        if (
+            self._shards
+            and not self._portal_queues
+            and await exists(self._connection, self._leftover.queue, exchange=False)
+        ):
             log.warning(
                 "consumer.unsharded_queue",
                 queue=self._leftover.queue,
@@ -628,17 +632,9 @@ class Consumers:
 
     async def _gone(self, queue: str) -> bool:
         try:
-            return not await self._exists(queue)
+            return not await exists(self._connection, queue, exchange=False)
         except Exception:  # still reconnecting: not known to be gone
             return False
-
-    async def _exists(self, queue: str) -> bool:
-        async with bare_channel(self._connection) as channel:
-            try:
-                await channel.queue_declare(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return False
-        return True
 
 
 def queue_order(held: Sequence[DeliveredMessage]) -> list[DeliveredMessage]:

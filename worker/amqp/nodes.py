@@ -36,6 +36,7 @@ __all__ = [
     "bare_channel",
     "connect_any",
     "connect_nodes",
+    "exists",
     "split_nodes",
     "underlay",
 ]
@@ -71,16 +72,30 @@ async def bare_channel(
     connection: AbstractConnection,
 ) -> AsyncIterator[aiormq.abc.AbstractChannel]:
     """A channel of the aiormq connection beneath ``connection``, closed on leaving:
-    for look-ups that may find nothing. The broker closes a channel whose passive
-    declare finds nothing, and aio-pika's robust channel then opens itself again,
-    to stay open for the connection's life: one channel more at every miss. This
-    one stays closed."""
+    for whatever the broker may refuse (a look-up that finds nothing, a declare
+    with other arguments, a claim lock held elsewhere). The broker closes the
+    channel it refuses on, and aio-pika's robust channel then opens itself again,
+    to stay open for the connection's life: one channel more at every refusal.
+    This one stays closed."""
     channel = await (await underlay(connection)).channel(publisher_confirms=False)
     try:
         yield channel
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+async def exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
+    """Whether the exchange (or queue) ``name`` exists, asked passively."""
+    async with bare_channel(connection) as channel:
+        try:
+            if exchange:
+                await channel.exchange_declare(name, passive=True)
+            else:
+                await channel.queue_declare(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+    return True
 
 
 def _rotated(urls: Sequence[str], first: int) -> list[str]:

@@ -67,7 +67,7 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from schemas import wire
-from worker.amqp.nodes import bare_channel
+from worker.amqp.nodes import bare_channel, exists
 
 __all__ = [
     "DELIVERY_LIMIT",
@@ -385,11 +385,8 @@ async def refuse_leftover_portals(connection: AbstractConnection, topology: Topo
     if topology.portal_queues:
         return
     unrouted = topology.unrouted_exchange
-    async with bare_channel(connection) as channel:
-        try:
-            await channel.exchange_declare(unrouted, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return
+    if not await exists(connection, unrouted, exchange=True):
+        return
     raise TopologyError(
         f"exchange {unrouted!r} exists: workers serving several portals declared portal "
         f"queues ({topology.portal_queue('<key>')!r}), and producers publish to the exchange "
@@ -406,11 +403,8 @@ async def refuse_leftover_shard(connection: AbstractConnection, topology: Topolo
     larger SHARDS made it, it is still bound to the exchange, and no worker of
     this SHARDS consumes it."""
     extra = topology.shard_queue(topology.shards)
-    async with bare_channel(connection) as channel:
-        try:
-            await channel.queue_declare(extra, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return
+    if not await exists(connection, extra, exchange=False):
+        return
     name, shards = topology.update_queue, topology.shards
     if shards:
         routed = f"the exchange {name!r} still sends some items' commands to it"

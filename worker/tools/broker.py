@@ -32,7 +32,7 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from schemas.wire import item_routing_key, shard_queue, unrouted_exchange
-from worker.amqp.nodes import connect_any, underlay
+from worker.amqp.nodes import connect_any, exists, underlay
 from worker.amqp.publishing import NotPublishedError, Publisher, RefusedError, UnroutableError
 from worker.settings import redact_url
 
@@ -118,22 +118,6 @@ async def entry_point(connection: AbstractConnection, name: str) -> EntryPoint:
             return EntryPoint(name, "portal")
     await queue_depth(connection, name)  # a missing queue fails here, clearly
     return EntryPoint(name)
-
-
-async def exists(connection: AbstractConnection, name: str, *, exchange: bool) -> bool:
-    """Whether the exchange (or queue) ``name`` exists, asked passively."""
-    channel = await connection.channel()
-    try:
-        if exchange:
-            await channel.declare_exchange(name, passive=True)
-        else:
-            await channel.declare_queue(name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
 
 
 class ConfirmedPublisher:

@@ -42,6 +42,7 @@ import httpx
 from aio_pika.abc import AbstractConnection
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.amqp.nodes import bare_channel
 from worker.amqp.topology import (
     HASH_EXCHANGE_TYPE,
     Topology,
@@ -272,11 +273,10 @@ async def _check_claim_lock(connection: AbstractConnection, topology: Topology) 
     declare one? (Tried on the first shard's, and deleted at once.)"""
     shard = topology.shard_queue(0)
     subject = f"queue {claim_lock(shard)}"
-    channel = await connection.channel()
     try:
-        underlying = await channel.get_underlay_channel()
-        await declare_claim_lock(underlying, shard)
-        await release_claim_lock(underlying, shard)
+        async with bare_channel(connection) as channel:
+            await declare_claim_lock(channel, shard)
+            await release_claim_lock(channel, shard)
     except aiormq.exceptions.ChannelLockedResource:
         return Finding(subject, True, "held by a worker claiming that shard right now")
     except aiormq.exceptions.ChannelAccessRefused as exc:
@@ -286,9 +286,6 @@ async def _check_claim_lock(connection: AbstractConnection, topology: Topology) 
             f"{exc}: the worker claims each shard under the exclusive queue "
             f"<shard>.claim; give its RabbitMQ user the configure permission on those names",
         )
-    finally:
-        if not channel.is_closed:
-            await channel.close()
     return Finding(subject, True, "may be declared: each shard is claimed under such a lock")
 
 
