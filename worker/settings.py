@@ -306,6 +306,15 @@ class Settings(BaseSettings):
             "another's in one stream; `0`: all over the main connection"
         ),
     )
+    LANE_IDLE_S: Annotated[float, Field(ge=0)] = Field(
+        default=900.0,
+        description=(
+            "a portal's lane (its HTTP connections, limiter, pipeline and series) is built at "
+            "its first command and dropped once it has had nothing to do this long; without "
+            "LIMITER_URL, at least the portal's operating window and the time its bucket "
+            "takes to drain; `0`: never dropped"
+        ),
+    )
     PORTAL_BALANCE_S: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=10.0,
         description=(

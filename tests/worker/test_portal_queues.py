@@ -153,6 +153,37 @@ async def test_a_slow_portal_holds_only_its_own_connections(
     assert worker.lanes["north"].http is not south_lane.http
 
 
+async def test_a_lane_is_built_at_its_first_command_and_dropped_once_idle(
+    amqp_url: str, north: RunningSandbox, south: RunningSandbox
+) -> None:
+    # The portal forgets its calls within 0.3 s (its window; its bucket drains in
+    # 2 / 10 s): an idle lane may go after 0.3 s.
+    limits = {"B24_OPERATING_WINDOW_S": 0.3, "B24_RATE_BURST": 2, "B24_RATE_PER_SECOND": 10}
+    settings = two_portals(amqp_url, north, south).model_copy(update={"LANE_IDLE_S": 0.3, **limits})
+    async with (
+        running_worker(settings) as worker,
+        connected(amqp_url, worker.topology) as broker,
+    ):
+        topology = worker.topology
+        assert worker.lanes.built == {}  # two portals served, no lane yet
+        await send(broker, topology, "south", 1, "first")
+        [first] = events(await take(broker, settings.RESULT_QUEUE, 1))
+        assert list(worker.lanes.built) == ["south"]  # north has had no command
+        lane = worker.lanes.built["south"]
+        assert worker.metrics.total("b24_succeeded_total", portal="south") == 1
+        await eventually(lambda: "south" not in worker.lanes.built, 5)
+        assert lane.http.is_closed
+        assert worker.metrics.total("b24_succeeded_total", portal="south") == 0  # its series
+        status = await worker.status()
+        assert {row.key: row.state for row in status.portals} == {"north": "idle", "south": "idle"}
+        # Its next command builds it again, and goes through.
+        await send(broker, topology, "south", 1, "second")
+        [second] = events(await take(broker, settings.RESULT_QUEUE, 1))
+        assert worker.lanes.built["south"] is not lane
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    assert stored(south, 2, 1)["title"] == "second"
+
+
 async def test_workers_without_portal_queues_refuse_those_left_by_workers_with_them(
     amqp_url: str,
 ) -> None:

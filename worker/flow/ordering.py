@@ -39,6 +39,11 @@ class OrderingGate:
         return sum(len(lane.waiting) for lane in self._lanes.values())
 
     @property
+    def empty(self) -> bool:
+        """No item is active, parked for its retry copy, or has a command waiting."""
+        return not self._lanes
+
+    @property
     def retrying(self) -> bool:
         """Some item waits for its retry copy to come back, or holds the copy now."""
         for lane in self._lanes.values():

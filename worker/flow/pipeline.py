@@ -151,6 +151,7 @@ class Pipeline:
         self._draining = False
         self._retired = False
         self._handing_over = False
+        self._active_at = time.monotonic()  # when the last delivery came or outcome left
 
     @property
     def down(self) -> str | None:
@@ -171,6 +172,22 @@ class Pipeline:
         """Calls sent whose commands are not all settled yet."""
         return len(self._calls)
 
+    def idle_since(self) -> float | None:
+        """Since when (``time.monotonic()``) the pipeline has had nothing in its care,
+        or None while it has: commands held or out, an item parked for its retry
+        copy, a command waiting to be read back, the portal down, a hand-over."""
+        busy = (
+            self._calls
+            or self._resolving
+            or len(self._batcher)
+            or not self._gate.empty
+            or self._breaker.is_open
+            or self._handing_over
+            or self._retired
+            or self._draining
+        )
+        return None if busy else self._active_at
+
     @property
     def held(self) -> int:
         """Commands the pipeline holds, not in a call: queued for one, or behind their item."""
@@ -180,6 +197,7 @@ class Pipeline:
 
     async def accept(self, message: Delivery, source: Source) -> None:
         """Take a delivery of the work or retry queue; returns once it is queued or settled."""
+        self._active_at = time.monotonic()
         self._observer.consumed(source, message.timestamp)
         job = Job.from_message(message, source)
         job.span = tracing.start_command(message.headers)
@@ -453,6 +471,7 @@ class Pipeline:
 
     async def _settle(self, job: Job, outcome: Outcome, *, holds_item: bool = True) -> None:
         settled = await self._outcomes.settle(job, outcome)
+        self._active_at = time.monotonic()
         key = job.key
         if key is None or not holds_item:
             return

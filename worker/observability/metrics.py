@@ -111,8 +111,16 @@ class Metrics:
         )
 
     def forget_portal(self, portal: str) -> None:
-        """Remove every series labelled with ``portal`` (its lane was dropped)."""
-        labelled = (
+        """Remove every series labelled with ``portal`` (it is served no more)."""
+        self._forget(portal, (*self._of_a_lane(), self.queue_ready, self.token_renewal_failed))
+
+    def forget_lane(self, portal: str) -> None:
+        """Remove the series of ``portal``'s lane (dropped while idle): not its queue's,
+        nor whether its token could be renewed, which go on without a lane."""
+        self._forget(portal, self._of_a_lane())
+
+    def _of_a_lane(self) -> tuple[Counter | Gauge, ...]:
+        return (
             self.consumed,
             self.succeeded,
             self.failed,
@@ -123,10 +131,11 @@ class Metrics:
             self.rate_limited,
             self.out_of_files,
             self.operating_left,
-            self.queue_ready,
             self.portal_up,
-            self.token_renewal_failed,
         )
+
+    @staticmethod
+    def _forget(portal: str, labelled: tuple[Counter | Gauge, ...]) -> None:
         for metric in labelled:
             found = {
                 tuple(sample.labels.values())

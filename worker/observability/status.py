@@ -5,7 +5,8 @@ the portals. No script and no front-end build: the page reloads itself every
 few seconds (`<meta http-equiv="refresh">`), so any browser, or `curl`, reads it.
 
     the worker   ready or why not, its broker node, how long it has run
-    portals      each one's state (up, or the portal-wide state it is in), its pace
+    portals      each one's state (up; idle, with no lane now; or the portal-wide
+                 state it is in), its pace
                  (requests a second, burst), commands waiting on its queue, held in
                  the worker, calls out
     queues       the commands waiting on each work queue
@@ -25,7 +26,7 @@ REFRESH_S = 5
 @dataclass(frozen=True)
 class PortalRow:
     key: str
-    state: str  # "up", or the portal-wide state ("blocked", "unauthorized"...)
+    state: str  # "up", "idle" (no lane now), or the portal-wide state ("blocked"...)
     rate_per_second: float
     burst: int
     waiting: int | None  # on its queue, as last read (None: it has no queue of its own)
@@ -89,7 +90,7 @@ def duration(seconds: float | None) -> str:
 def _portal_rows(portals: list[PortalRow]) -> list[str]:
     rows = []
     for p in portals:
-        state = "up" if p.state == "up" else "down"
+        state = "up" if p.state in ("up", "idle") else "down"
         waiting = "-" if p.waiting is None else str(p.waiting)
         rows.append(
             f'<tr data-portal="{_e(p.key)}"><td>{_e(p.key)}</td>'

@@ -32,8 +32,9 @@ from worker.amqp.consumer import Consumers
 from worker.amqp.nodes import NodesConnection, connect_nodes, underlay
 from worker.amqp.publishing import Publisher
 from worker.amqp.topology import TopologyError, declare, declare_portal
+from worker.bitrix import Auth, make_http_client
 from worker.bulk import JobLedger, JobStoreError, open_jobs
-from worker.credentials import token_store
+from worker.credentials import build_auth, token_store
 from worker.flow.outcomes import Outcomes
 from worker.flow.pipeline import Pipeline
 from worker.flow.routing import Router
@@ -48,7 +49,7 @@ from worker.observability.openfiles import (
 )
 from worker.observability.status import REFRESH_S, JobRow, PortalRow, Status
 from worker.registry import Registry, RegistryError, open_registry, with_registry
-from worker.runtime.lanes import Lane, build_lane
+from worker.runtime.lanes import Lane, Lanes, build_lane
 from worker.runtime.readiness import Readiness
 from worker.settings import Portal, PortalConfig, Settings, portal_secrets, redact_url
 
@@ -157,7 +158,15 @@ class Worker:
         self.topology = settings.topology()
         self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
-        self.lanes: dict[str, Lane] = {}
+        # The portals served; each one's lane is built at its first command.
+        self.lanes = Lanes(
+            self._build,
+            self._auth,
+            metrics=self.metrics,
+            idle_s=settings.LANE_IDLE_S,
+            shared_limiter=bool(settings.LIMITER_URL.get_secret_value()),
+            token_max_age_s=settings.B24_TOKEN_RENEW_DAYS * 86_400.0,
+        )
         # Commands waiting in each portal's queue, by portal, as last read.
         self.backlog: dict[str, int] = {}
         # Commands waiting on each work queue, by queue, as last read (and when).
@@ -165,8 +174,7 @@ class Worker:
         self._queues_read_at = 0.0
         self._status_lock = asyncio.Lock()
         self._started_at = time.monotonic()
-        self.readiness = Readiness(self.lanes)
-        self._pipelines: dict[str, Pipeline] = {}
+        self.readiness = Readiness(self.lanes.built)
         self._consumers: Consumers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
@@ -178,8 +186,6 @@ class Worker:
         self._publisher: Publisher | None = None
         # The portals that started with commands waiting, until each made a call.
         self._first_calls = FirstCalls(())
-        # Each lane's pipeline task, by portal: a lane may be dropped at run time.
-        self._running: dict[str, asyncio.Task[None]] = {}
         # Portals registered at run time, by key, with the entry each lane was built from.
         self._configured = set(settings.portals() if configured is None else configured)
         self._registered = {
@@ -203,6 +209,8 @@ class Worker:
         # One TLS context for every lane's client: loading the CA bundle is the
         # costly part of a client, and a deployment may serve a thousand portals.
         self._tls = httpx.create_ssl_context()
+        # OAuth token renewals of every portal: one server, outliving any lane.
+        self._token_http: httpx.AsyncClient | None = None
         limiter_url = settings.LIMITER_URL.get_secret_value()
         self._redis: Redis | None = None
         if limiter_url:
@@ -213,7 +221,7 @@ class Worker:
 
     @property
     def pipeline(self) -> Pipeline:
-        """The pipeline of the default portal (or the only one)."""
+        """The pipeline of the default portal (or the only one), its lane built if need be."""
         return self._default_lane().pipeline
 
     @property
@@ -253,7 +261,7 @@ class Worker:
         self._publisher = publisher = Publisher(partial(underlay, connection))
         await publisher.open()
         router = Router(
-            pipelines=self._pipelines,
+            pipelines=self.lanes.pipelines,
             default_portal=s.B24_DEFAULT_PORTAL,
             # What ends before any portal (an unknown one, a poisoned message).
             outcomes=Outcomes(
@@ -286,12 +294,11 @@ class Worker:
         )
         self.readiness.consumers = self._consumers
         for key, portal in portals.items():
-            self._build(key, portal)
+            self.lanes.serve(key, portal)
         self._check_open_files()
         await self.consumers.open()
-        for key in self.lanes:
-            self._running[key] = asyncio.create_task(self.lanes[key].run())
         self._tasks.append(asyncio.create_task(self.consumers.watch_cancellations()))
+        self._tasks.append(asyncio.create_task(self.lanes.watch_idle()))
         self._tasks.append(asyncio.create_task(self._watch_backlog()))
         if self.topology.portal_queues and s.PORTAL_BALANCE_S > 0:
             self._tasks.append(asyncio.create_task(self._balance(s.PORTAL_BALANCE_S)))
@@ -360,8 +367,8 @@ class Worker:
         """One more connection to the broker, for the portal queues' consumers."""
         return await connect_nodes(self.settings.AMQP_URL.get_secret_value())
 
-    def _build(self, key: str, portal: Portal) -> Lane:
-        lane = build_lane(
+    def _build(self, portal: Portal, auth: Auth) -> Lane:
+        return build_lane(
             self.settings,
             portal,
             publisher=_started(self._publisher),
@@ -375,10 +382,19 @@ class Worker:
             backlog=self.backlog,
             ledger=self.ledger,
             first_calls=self._first_calls,
+            auth=auth,
         )
-        self.lanes[key] = lane
-        self._pipelines[key] = lane.pipeline
-        return lane
+
+    def _auth(self, portal: Portal) -> Auth:
+        """``portal``'s auth: an OAuth one renews its tokens through one client shared
+        by every portal (their OAuth server is one), not a lane's."""
+        if self._token_http is None:
+            self._token_http = make_http_client(
+                timeout_s=self.settings.B24_TIMEOUT_S, verify=self._tls
+            )
+        return build_auth(
+            self.settings, portal, http=self._token_http, mask=self.mask, redis=self._redis
+        )
 
     # -- portals registered at run time
 
@@ -459,13 +475,12 @@ class Worker:
             connection = _started(self.connection)
             queue = await declare_portal(connection, self.topology, key, aliases)
             self.backlog[key] = queue
-        lane = self._build(key, portal)
-        self._running[key] = asyncio.create_task(lane.run())
+        self.lanes.serve(key, portal)
         try:
             if self.topology.portal_queues:
                 await self.consumers.add_portal(key, self.settings.portal_prefetch(portal))
         except BaseException:
-            await self._drop(key, lane)
+            await self._drop(key)
             raise
         self._registered[key] = config
         self._aliases.update(dict.fromkeys(aliases, key))
@@ -499,6 +514,8 @@ class Worker:
     async def _remove_portal(self, key: str, *, drain: bool = False) -> None:
         """Stop serving ``key``: its calls out settle, what the worker held of its queue
         goes back there, and its lane, metrics and queue consumer are dropped."""
+        # Its lane built if it had none: the commands that come until its consumer is
+        # gone go back (`Pipeline.retire`), none fails as naming an unknown portal.
         lane = self.lanes.get(key)
         try:
             if lane is not None:
@@ -508,7 +525,7 @@ class Worker:
                 finally:
                     # The lane goes whatever failed: its deliveries went back with
                     # their channel if the broker was lost meanwhile.
-                    await self._drop(key, lane)
+                    await self._drop(key)
                 log.info("portal.removed", portal=key)
             if drain:
                 await self._drain_gone(key)
@@ -516,17 +533,11 @@ class Worker:
             log.error("portal.remove_failed", portal=key, error=str(exc))
             self._registry_version = None  # looked at again, and drained, next time
 
-    async def _drop(self, key: str, lane: Lane) -> None:
+    async def _drop(self, key: str) -> None:
         # Its aliases stay: a command naming its member_id then ends as its key's would
         # (portal_gone when it is gone for good), and its queue keeps that binding.
-        self._pipelines.pop(key, None)
-        self.lanes.pop(key, None)
-        running = self._running.pop(key, None)
-        if running is not None:
-            running.cancel()
-        await lane.close()
         self.backlog.pop(key, None)
-        self.metrics.forget_portal(key)
+        await self.lanes.forget(key)
 
     async def _balance(self, every_s: float) -> None:
         """Hand busy portal queues over while this worker is the active consumer of
@@ -559,9 +570,9 @@ class Worker:
             # Not the default portal: its commands without a header come on the shared
             # queue, which every worker consumes. The least held first: the cheapest.
             pipelines = [
-                self._pipelines[key]
+                self.lanes.pipelines[key]
                 for key in busy
-                if key != self.settings.B24_DEFAULT_PORTAL and key in self._pipelines
+                if key != self.settings.B24_DEFAULT_PORTAL and key in self.lanes
             ]
             pipelines.sort(key=lambda pipeline: pipeline.held + pipeline.calls_out)
             handed: list[str] = []
@@ -621,17 +632,18 @@ class Worker:
             if time.monotonic() - self._queues_read_at > REFRESH_S:
                 await self._read_backlog()
         portals = []
-        for key, lane in sorted(self.lanes.items()):
-            pipeline = lane.pipeline
+        for key, portal in sorted(self.lanes.portals.items()):
+            lane = self.lanes.built.get(key)  # none while idle: not built to be shown
+            pipeline = lane.pipeline if lane is not None else None
             portals.append(
                 PortalRow(
                     key=key,
-                    state=pipeline.down or "up",
-                    rate_per_second=lane.portal.rate_per_second,
-                    burst=lane.portal.rate_burst,
+                    state=(pipeline.down or "up") if pipeline is not None else "idle",
+                    rate_per_second=portal.rate_per_second,
+                    burst=portal.rate_burst,
                     waiting=self.backlog.get(key) if self.topology.portal_queues else None,
-                    held=pipeline.held,
-                    calls_out=pipeline.calls_out,
+                    held=pipeline.held if pipeline is not None else 0,
+                    calls_out=pipeline.calls_out if pipeline is not None else 0,
                 )
             )
         jobs: list[JobRow] = []
@@ -679,10 +691,10 @@ class Worker:
         if self._consumers is not None:
             with contextlib.suppress(Exception):
                 await self._consumers.stop()
-        if self.lanes:
+        if self.lanes.built:
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(*(lane.pipeline.drain() for lane in self.lanes.values())),
+                    asyncio.gather(*(lane.pipeline.drain() for lane in self.lanes.built.values())),
                     self.settings.DRAIN_TIMEOUT_S,
                 )
             except TimeoutError:
@@ -692,7 +704,7 @@ class Worker:
                 )
             # A moment after the last ack lets the broker apply it before the close.
             await self.acks.landed()
-        for task in [*self._tasks, *self._running.values(), *self._retiring]:
+        for task in [*self._tasks, *self._retiring]:
             task.cancel()
         if self._registry is not None:
             with contextlib.suppress(Exception):
@@ -707,8 +719,9 @@ class Worker:
             await self._publisher.close()
         if self.connection is not None:
             await self.connection.close()
-        for lane in self.lanes.values():
-            await lane.close()
+        await self.lanes.close()
+        if self._token_http is not None:
+            await self._token_http.aclose()
         if self._health is not None:
             await self._health.stop()
         elif self._listening is not None:

@@ -1,12 +1,17 @@
 """One portal's lane: its client, limiter, breaker, definitions and pipeline.
 
 Each lane has an HTTP connection pool of its own, as many connections as it
-has calls out at most (and one for a probe or a token refresh): a slow portal,
-whose answers take up to B24_TIMEOUT_S, holds only its own connections.
+has calls out at most (and one for a probe): a slow portal, whose answers take
+up to B24_TIMEOUT_S, holds only its own connections.
 
 `build_lane` makes a lane from a `Portal` of the settings. With a Redis (the
 LIMITER_URL), the request bucket, the operating budget and the field
 definitions are shared, under the portal's host, by every replica serving it.
+
+`Lanes` holds the portals served and builds a portal's lane at its first
+command; a lane idle for LANE_IDLE_S is dropped. What must outlive a lane stays
+with the portal: its `Auth` (an OAuth token, and where the portal moved), whose
+refresh token is kept alive whether the portal has a lane or not.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +62,7 @@ if TYPE_CHECKING:
 
     from worker.limiter.shared import SharedBackends
 
-__all__ = ["Lane", "build_lane"]
+__all__ = ["Lane", "Lanes", "build_lane", "keep_token_alive"]
 
 log = structlog.get_logger("worker.runtime.lanes")
 
@@ -80,16 +86,10 @@ class Lane:
     definitions: FieldDefinitions
     http: httpx.AsyncClient
     limiter: SharedBackends | None = None  # None: the limiter's state is in this process
-    auth: Auth | None = None
-    metrics: Metrics | None = None
-    token_max_age_s: float = 14 * 86_400.0
 
     async def run(self) -> None:
-        """The pipeline, its idle connections let go, and with OAuth the refresh token
-        kept alive, until cancelled."""
-        await asyncio.gather(
-            self.pipeline.run(), self._let_go_of_idle_connections(), self._keep_token_alive()
-        )
+        """The pipeline, and its idle connections let go, until cancelled."""
+        await asyncio.gather(self.pipeline.run(), self._let_go_of_idle_connections())
 
     async def _let_go_of_idle_connections(self) -> None:
         """Close the portal's connections idle past their keep-alive expiry: a portal
@@ -101,31 +101,6 @@ class Lane:
                 await close_expired_connections(self.http)
             except Exception:  # never the lane's end: the pool closes them when next used
                 log.exception("http.close_idle_failed", portal=self.portal.key)
-
-    async def _keep_token_alive(self) -> None:
-        """Renew an OAuth refresh token older than B24_TOKEN_RENEW_DAYS: a portal with
-        no commands makes no call that would, and the cloud lets it lapse after 28
-        days. Checked once an hour, the first time within ten minutes of the start
-        (spread, so that a thousand portals do not renew at once)."""
-        auth = self.auth
-        if not isinstance(auth, OAuthAuth):
-            return
-        await asyncio.sleep(random.uniform(0, TOKEN_FIRST_CHECK_WITHIN_S))  # noqa: S311
-        while True:
-            try:
-                renewed = await auth.keep_alive(self.token_max_age_s)
-            except Exception as exc:
-                self._token_renewal_failed(1)
-                log.error("oauth.renewal_failed", portal=self.portal.key, error=str(exc))
-            else:
-                self._token_renewal_failed(0)
-                if renewed:
-                    log.info("oauth.renewed", portal=self.portal.key, note="before it lapses")
-            await asyncio.sleep(TOKEN_CHECK_EVERY_S)
-
-    def _token_renewal_failed(self, value: int) -> None:
-        if self.metrics is not None:
-            self.metrics.token_renewal_failed.labels(self.portal.key).set(value)
 
     async def close(self) -> None:
         await self.pipeline.close()
@@ -148,6 +123,7 @@ def build_lane(
     backlog: Mapping[str, int] | None = None,
     ledger: Ledger | None = None,
     first_calls: FirstCalls | None = None,
+    auth: Auth | None = None,
 ) -> Lane:
     """The lane of ``portal``: its pipeline settles through the worker's one
     ``publisher`` and ``acks`` and holds back ``consumption`` while the portal is down.
@@ -155,7 +131,8 @@ def build_lane(
     ``backlog`` is the commands waiting in each portal's queue by portal key, as
     last read from the broker (the worker keeps it current). ``first_calls``:
     the portals that started with commands waiting, each to make a first call
-    before any makes a second.
+    before any makes a second. ``auth``: the portal's, kept by `Lanes` from one lane
+    of it to the next (built here without).
     """
     waiting = backlog if backlog is not None else {}
     observer = MetricsObserver(metrics, portal=portal.key)
@@ -191,7 +168,8 @@ def build_lane(
         clock=clock,
         backend=shared.budget if shared else None,
     )
-    auth = build_auth(settings, portal, http=http, mask=mask, redis=redis)
+    if auth is None:
+        auth = build_auth(settings, portal, http=http, mask=mask, redis=redis)
     client = BitrixClient(http=http, auth=auth)
     # Probes and field definitions take tokens from the same bucket as updates.
     paced = _Paced(client, pacer)
@@ -238,16 +216,205 @@ def build_lane(
         else None,
         coalesce=settings.COALESCE == "safe",
     )
-    return Lane(
-        portal,
-        pipeline,
-        definitions,
-        http,
-        shared,
-        auth=auth,
-        metrics=metrics,
-        token_max_age_s=settings.B24_TOKEN_RENEW_DAYS * 86_400.0,
-    )
+    return Lane(portal, pipeline, definitions, http, shared)
+
+
+async def keep_token_alive(
+    key: str, auth: Callable[[], Auth], *, max_age_s: float, metrics: Metrics
+) -> None:
+    """Renew portal ``key``'s OAuth refresh token once older than ``max_age_s``
+    (B24_TOKEN_RENEW_DAYS): a portal with no commands makes no call that would, and
+    the cloud lets it lapse after 28 days. Checked once an hour, the first time
+    within ten minutes of the start (spread, so that a thousand portals do not
+    renew at once); ``b24_token_renewal_failed`` says whether the last try failed.
+    ``auth`` gives the portal's, built at the first check if not before."""
+    await asyncio.sleep(random.uniform(0, TOKEN_FIRST_CHECK_WITHIN_S))  # noqa: S311
+    failed = metrics.token_renewal_failed.labels(key)
+    while True:
+        oauth = auth()
+        if not isinstance(oauth, OAuthAuth):
+            return
+        try:
+            renewed = await oauth.keep_alive(max_age_s)
+        except Exception as exc:
+            failed.set(1)
+            log.error("oauth.renewal_failed", portal=key, error=str(exc))
+        else:
+            failed.set(0)
+            if renewed:
+                log.info("oauth.renewed", portal=key, note="before it lapses")
+        await asyncio.sleep(TOKEN_CHECK_EVERY_S)
+
+
+# How often built lanes are looked at for being idle, at most.
+IDLE_CHECK_EVERY_S = 30.0
+
+
+class Lanes(Mapping[str, Lane]):
+    """The portals served, by key, and the lanes built for them.
+
+    Looking a served portal up (``lanes[key]``, ``lanes.get(key)``, as the router
+    does through `pipelines`) builds its lane if it has none: a portal's lane
+    is built at its first command. ``key in lanes``, ``len`` and iterating
+    name the portals served, lane or not; `built` holds the lanes there are.
+
+    A lane whose pipeline has had nothing in its care for ``idle_s`` (0: never)
+    is dropped by `drop_idle`, and its series with it. With the limiter's state
+    in this process (``shared_limiter`` false) a lane is kept at least as long
+    as the portal remembers its calls, its operating window and the time its
+    request bucket takes to drain: a lane built again then starts from what the
+    portal counts too. Its `Auth` stays with the portal.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Portal, Auth], Lane],
+        auth: Callable[[Portal], Auth],
+        *,
+        metrics: Metrics,
+        idle_s: float,
+        shared_limiter: bool,
+        token_max_age_s: float,
+    ) -> None:
+        """``build``: a portal's lane, given its auth; ``auth``: a portal's, built once."""
+        self._build = build
+        self._make_auth = auth
+        self._metrics = metrics
+        self._idle_s = idle_s
+        self._shared_limiter = shared_limiter
+        self._token_max_age_s = token_max_age_s
+        self.portals: dict[str, Portal] = {}
+        self.built: dict[str, Lane] = {}
+        self.pipelines: Mapping[str, Pipeline] = _Pipelines(self)
+        self._auths: dict[str, Auth] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._keeping: dict[str, asyncio.Task[None]] = {}
+
+    def __getitem__(self, key: str) -> Lane:
+        lane = self.built.get(key)
+        if lane is not None:
+            return lane
+        portal = self.portals[key]  # KeyError: not served
+        lane = self.built[key] = self._build(portal, self.auth(key))
+        self._running[key] = asyncio.create_task(lane.run())
+        return lane
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.portals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.portals)
+
+    def __len__(self) -> int:
+        return len(self.portals)
+
+    def auth(self, key: str) -> Auth:
+        """Portal ``key``'s auth, the same for every lane of it."""
+        auth = self._auths.get(key)
+        if auth is None:
+            auth = self._auths[key] = self._make_auth(self.portals[key])
+        return auth
+
+    def serve(self, key: str, portal: Portal) -> None:
+        """Serve ``portal`` as ``key``: its lane comes with its first command; an OAuth
+        portal's refresh token is kept alive from now on."""
+        self.portals[key] = portal
+        if portal.webhook_url is None:
+            self._keeping[key] = asyncio.create_task(
+                keep_token_alive(
+                    key,
+                    lambda: self.auth(key),
+                    max_age_s=self._token_max_age_s,
+                    metrics=self._metrics,
+                )
+            )
+
+    async def forget(self, key: str) -> None:
+        """Serve ``key`` no more: its lane closed, its series removed."""
+        self.portals.pop(key, None)
+        self._auths.pop(key, None)
+        keeping = self._keeping.pop(key, None)
+        if keeping is not None:
+            keeping.cancel()
+        lane = self._unbuild(key)
+        self._metrics.forget_portal(key)
+        if lane is not None:
+            await lane.close()
+
+    def idle_for(self, portal: Portal) -> float:
+        """How long ``portal``'s lane may be idle before it is dropped (0: never)."""
+        if self._idle_s <= 0 or self._shared_limiter:
+            return self._idle_s
+        drained_s = portal.rate_burst / portal.rate_per_second
+        return max(self._idle_s, portal.operating_window_s, drained_s)
+
+    async def drop_idle(self) -> list[str]:
+        """Drop the lanes idle for their `idle_for`; the portals whose lane went."""
+        now = time.monotonic()
+        idle = []
+        for key, lane in self.built.items():
+            since, keep_s = lane.pipeline.idle_since(), self.idle_for(lane.portal)
+            if since is not None and keep_s > 0 and now - since >= keep_s:
+                idle.append(key)
+        # Out of the table before the first await: a command coming meanwhile builds
+        # a new lane, and no series of that one is removed.
+        dropped = [self._unbuild(key) for key in idle]
+        for key in idle:
+            self._metrics.forget_lane(key)
+        for closing in dropped:
+            if closing is not None:
+                await closing.close()
+        return idle
+
+    async def watch_idle(self) -> None:
+        """Drop idle lanes, looking about four times per LANE_IDLE_S, until cancelled."""
+        if self._idle_s <= 0:
+            return
+        every_s = min(self._idle_s / 4, IDLE_CHECK_EVERY_S)
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                dropped = await self.drop_idle()
+            except Exception:  # a lane that failed to close is gone all the same
+                log.exception("lanes.drop_failed")
+                continue
+            if dropped:
+                log.info("lanes.dropped", portals=len(dropped), lanes=len(self.built))
+
+    def _unbuild(self, key: str) -> Lane | None:
+        lane = self.built.pop(key, None)
+        running = self._running.pop(key, None)
+        if running is not None:
+            running.cancel()
+        return lane
+
+    async def close(self) -> None:
+        """The worker is stopping: every lane closed, no token kept alive."""
+        for task in [*self._keeping.values(), *self._running.values()]:
+            task.cancel()
+        for key in list(self.built):
+            closing = self._unbuild(key)
+            if closing is not None:
+                await closing.close()
+
+
+class _Pipelines(Mapping[str, Pipeline]):
+    """The pipelines of `Lanes`' portals; looking one up builds its lane."""
+
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
+
+    def __getitem__(self, key: str) -> Pipeline:
+        return self._lanes[key].pipeline
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._lanes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lanes)
+
+    def __len__(self) -> int:
+        return len(self._lanes)
 
 
 class _Paced:

@@ -419,3 +419,54 @@ async def test_drain_lets_calls_out_finish_and_leaves_followers_unacked() -> Non
     assert flow.channel.acked == [1]
     assert flow.channel.nacked == []
     assert flow.channel.unacked == {2}  # the follower goes back with the connection
+
+
+# -- idle
+
+
+async def test_a_pipeline_is_idle_only_with_nothing_in_its_care() -> None:
+    """What `Lanes` drops a lane by: commands held, an item parked for its retry copy
+    or a portal down keep the pipeline busy; it is idle from its last outcome on."""
+    failing = {"first"}
+    down = asyncio.Event()
+
+    def portal(job: Job) -> Decision:
+        if down.is_set():
+            return PortalDown("blocked", "OVERLOAD_LIMIT")
+        if job.message_id in failing:
+            failing.discard(job.message_id)
+            job.attempts += 1
+            return Retry("INTERNAL_SERVER_ERROR: try later")
+        return applied(job)
+
+    async def probe() -> str | None:
+        return "blocked" if down.is_set() else None
+
+    flow = MemoryFlow(portal, probe=probe)
+    pipeline = flow.pipeline
+    assert pipeline.idle_since() is not None  # nothing came yet
+    flow.limiter.open.clear()
+    async with flow.running():
+        await flow.deliver(deal(1, "first"), message_id="first")
+        assert pipeline.idle_since() is None  # held, waiting for the limiter
+        flow.limiter.open.set()
+        await flow.until_settled(1)
+        [(_, properties, body)] = flow.publisher.published
+        assert pipeline.idle_since() is None  # item 1 is parked for its retry copy
+        await flow.deliver(body, source="retry", message_id="first", headers=properties.headers)
+        await flow.until_settled(2)
+        settled_at = time.monotonic()
+        idle = pipeline.idle_since()
+        assert idle is not None
+        assert idle <= settled_at
+        # A portal down: busy until it answers again, though it holds no command then.
+        down.set()
+        await flow.deliver(deal(2, "second"), message_id="second")
+        await flow.until(lambda: flow.observer.down != [])
+        assert pipeline.idle_since() is None
+        down.clear()
+        await flow.until_settled(3)
+        await flow.until(lambda: pipeline.idle_since() is not None)
+        later = pipeline.idle_since()
+        assert later is not None
+        assert later > idle

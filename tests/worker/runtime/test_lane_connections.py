@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.worker.bitrix.localserver import idle_connections
-from tests.worker.runtime.test_token_keep_alive import IdlePipeline
+from tests.worker.runtime.test_lanes import FakePipeline
 from worker.runtime import lanes
 from worker.runtime.lanes import Lane
 from worker.settings import Settings
@@ -23,7 +23,7 @@ async def test_an_idle_lane_closes_its_connections_after_their_keep_alive_expiry
     settings = Settings(B24_WEBHOOK_URL="https://p.example.com/rest/1/c0de99/")
     portal = next(iter(settings.portals().values()))
     async with idle_connections(2, expiry_s=EXPIRY_S) as (server, http, client):
-        lane = Lane(portal, IdlePipeline(), None, http)  # type: ignore[arg-type]
+        lane = Lane(portal, FakePipeline(), None, http)  # type: ignore[arg-type]
         running = asyncio.create_task(lane.run())
         try:
             async with asyncio.timeout(5.0):
