@@ -8,6 +8,7 @@ log mask as it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -28,13 +29,14 @@ def build_auth(
     settings: Settings,
     portal: Portal | None = None,
     *,
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
     mask: SecretMask | None,
     redis: Redis | None = None,
 ) -> Auth:
     """The webhook, or the OAuth application whose tokens are masked in logs as they come.
 
-    Without ``portal``: the one messages without a portal header go to.
+    Without ``portal``: the one messages without a portal header go to. ``http``:
+    the client OAuth renews tokens through, or what makes it (asked for OAuth only).
     """
     if portal is None:
         portal = settings.portals().get(settings.B24_DEFAULT_PORTAL)
@@ -47,7 +49,7 @@ def build_auth(
     ):
         raise ValueError(f"portal {portal.key!r} has neither a webhook nor OAuth credentials")
     return OAuthAuth(
-        http=http,
+        http=http if isinstance(http, httpx.AsyncClient) else http(),
         portal_url=portal.portal_url,
         client_id=portal.client_id,
         client_secret=portal.client_secret.get_secret_value(),

@@ -388,13 +388,16 @@ class Worker:
     def _auth(self, portal: Portal) -> Auth:
         """``portal``'s auth: an OAuth one renews its tokens through one client shared
         by every portal (their OAuth server is one), not a lane's."""
+        return build_auth(
+            self.settings, portal, http=self._token_client, mask=self.mask, redis=self._redis
+        )
+
+    def _token_client(self) -> httpx.AsyncClient:
         if self._token_http is None:
             self._token_http = make_http_client(
                 timeout_s=self.settings.B24_TIMEOUT_S, verify=self._tls
             )
-        return build_auth(
-            self.settings, portal, http=self._token_http, mask=self.mask, redis=self._redis
-        )
+        return self._token_http
 
     # -- portals registered at run time
 

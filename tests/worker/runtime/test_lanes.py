@@ -109,7 +109,7 @@ async def test_a_lane_is_built_at_the_first_look_and_not_before() -> None:
 
 async def test_an_idle_lane_is_dropped_with_its_series_and_built_anew() -> None:
     built = Built()
-    lanes, metrics = lanes_of(built, idle_s=0.05)
+    lanes, metrics = lanes_of(built, idle_s=60)
     lanes.serve("north", portal("north"))
     lanes.serve("south", portal("south"))
     north, south = lanes["north"], lanes["south"]
@@ -117,8 +117,9 @@ async def test_an_idle_lane_is_dropped_with_its_series_and_built_anew() -> None:
     for key in ("north", "south"):
         metrics.consumed.labels("work", key).inc()
         metrics.queue_ready.labels(f"q.{key}", key).set(3)
+    north.pipeline.idle = time.monotonic() - 50  # type: ignore[attr-defined]
     assert await lanes.drop_idle() == []  # not idle long enough yet
-    await asyncio.sleep(0.06)
+    north.pipeline.idle = time.monotonic() - 61  # type: ignore[attr-defined]
     assert await lanes.drop_idle() == ["north"]
     assert list(lanes.built) == ["south"]
     assert "north" in lanes
