@@ -220,22 +220,18 @@ def build_lane(
 
 
 async def keep_token_alive(
-    key: str, auth: Callable[[], Auth], *, max_age_s: float, metrics: Metrics
+    key: str, auth: OAuthAuth, *, max_age_s: float, metrics: Metrics
 ) -> None:
     """Renew portal ``key``'s OAuth refresh token once older than ``max_age_s``
     (B24_TOKEN_RENEW_DAYS): a portal with no commands makes no call that would, and
     the cloud lets it lapse after 28 days. Checked once an hour, the first time
     within ten minutes of the start (spread, so that a thousand portals do not
-    renew at once); ``b24_token_renewal_failed`` says whether the last try failed.
-    ``auth`` gives the portal's, built at the first check if not before."""
+    renew at once); ``b24_token_renewal_failed`` says whether the last try failed."""
     await asyncio.sleep(random.uniform(0, TOKEN_FIRST_CHECK_WITHIN_S))  # noqa: S311
     failed = metrics.token_renewal_failed.labels(key)
     while True:
-        oauth = auth()
-        if not isinstance(oauth, OAuthAuth):
-            return
         try:
-            renewed = await oauth.keep_alive(max_age_s)
+            renewed = await auth.keep_alive(max_age_s)
         except Exception as exc:
             failed.set(1)
             log.error("oauth.renewal_failed", portal=key, error=str(exc))
@@ -276,7 +272,8 @@ class Lanes(Mapping[str, Lane]):
         shared_limiter: bool,
         token_max_age_s: float,
     ) -> None:
-        """``build``: a portal's lane, given its auth; ``auth``: a portal's, built once."""
+        """``build``: a portal's lane, given its auth; ``auth``: a portal's, built when
+        it is served (credentials that cannot be used fail there, not at a command)."""
         self._build = build
         self._make_auth = auth
         self._metrics = metrics
@@ -295,7 +292,7 @@ class Lanes(Mapping[str, Lane]):
         if lane is not None:
             return lane
         portal = self.portals[key]  # KeyError: not served
-        lane = self.built[key] = self._build(portal, self.auth(key))
+        lane = self.built[key] = self._build(portal, self._auths[key])
         self._running[key] = asyncio.create_task(lane.run())
         return lane
 
@@ -308,25 +305,15 @@ class Lanes(Mapping[str, Lane]):
     def __len__(self) -> int:
         return len(self.portals)
 
-    def auth(self, key: str) -> Auth:
-        """Portal ``key``'s auth, the same for every lane of it."""
-        auth = self._auths.get(key)
-        if auth is None:
-            auth = self._auths[key] = self._make_auth(self.portals[key])
-        return auth
-
     def serve(self, key: str, portal: Portal) -> None:
-        """Serve ``portal`` as ``key``: its lane comes with its first command; an OAuth
-        portal's refresh token is kept alive from now on."""
-        self.portals[key] = portal
-        if portal.webhook_url is None:
+        """Serve ``portal`` as ``key``: its auth is built now, the same for every lane
+        of it, and its lane comes with its first command; an OAuth portal's refresh
+        token is kept alive from now on."""
+        auth = self._make_auth(portal)
+        self.portals[key], self._auths[key] = portal, auth
+        if isinstance(auth, OAuthAuth):
             self._keeping[key] = asyncio.create_task(
-                keep_token_alive(
-                    key,
-                    lambda: self.auth(key),
-                    max_age_s=self._token_max_age_s,
-                    metrics=self._metrics,
-                )
+                keep_token_alive(key, auth, max_age_s=self._token_max_age_s, metrics=self._metrics)
             )
 
     async def forget(self, key: str) -> None:

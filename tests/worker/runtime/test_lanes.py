@@ -64,6 +64,8 @@ class Built:
         return lane
 
     def auth(self, portal: Portal) -> Auth:
+        if portal.key == "west":
+            raise ValueError("no usable credentials")
         self.auths.append(portal.key)
         assert portal.webhook_url is not None
         return WebhookAuth(portal.webhook_url.get_secret_value())
@@ -96,6 +98,7 @@ async def test_a_lane_is_built_at_the_first_look_and_not_before() -> None:
     assert len(lanes.pipelines) == 2
     assert built.lanes == []
     assert lanes.built == {}
+    assert built.auths == ["north", "south"]  # built when served: bad ones fail there
     # The router's look builds the lane, once.
     pipeline = lanes.pipelines.get("north")
     assert pipeline is lanes["north"].pipeline
@@ -104,6 +107,10 @@ async def test_a_lane_is_built_at_the_first_look_and_not_before() -> None:
     assert lanes.pipelines.get("west") is None  # not served: nothing built
     with pytest.raises(KeyError):
         lanes["west"]
+    # Credentials that cannot be used stop the serving, not a command later.
+    with pytest.raises(ValueError, match="no usable credentials"):
+        lanes.serve("west", portal("west"))
+    assert "west" not in lanes
     await lanes.close()
 
 

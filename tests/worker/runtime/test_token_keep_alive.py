@@ -35,7 +35,7 @@ async def running(keeping: Awaitable[None], until: Any) -> None:
 
 def keeping(portal: OAuthPortal, metrics: Metrics) -> Awaitable[None]:
     _, auth = portal.auth(MemoryStore())
-    return keep_token_alive("default", lambda: auth, max_age_s=14 * 86_400.0, metrics=metrics)
+    return keep_token_alive("default", auth, max_age_s=14 * 86_400.0, metrics=metrics)
 
 
 async def test_an_idle_oauth_portal_has_its_token_renewed_once() -> None:
