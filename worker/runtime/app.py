@@ -79,6 +79,15 @@ SERVE_AFTER_S = 2.0
 COLLECTOR_THRESHOLDS = (20_000, 20, 20)
 
 
+# A start the broker broke off with an internal error (541 INTERNAL_ERROR, the
+# connection closed) is tried this many times in all, this long apart. RabbitMQ
+# 3.10 does that when a consumer registers on a quorum queue another process has
+# just declared, before the queue's own process runs on the node: replicas
+# starting together on new queues meet it now and then (its log:
+# `{badmatch,{error,noproc}}` in `rabbit_quorum_queue:consume`).
+START_TRIES = 3
+START_AGAIN_AFTER_S = 1.0
+
 # How often the work queues' backlog is read for /metrics.
 BACKLOG_EVERY_S = 15.0
 # How often the registry's version is read: a portal registered or removed is
@@ -763,8 +772,36 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     files = raise_open_files_limit()
     open_files = files[1] if files is not None else None
-    worker = Worker(settings, mask=mask, configured=configured, open_files=open_files)
     broker = redact_url(settings.AMQP_URL.get_secret_value())
+    for tries_left in reversed(range(START_TRIES)):
+        worker = Worker(settings, mask=mask, configured=configured, open_files=open_files)
+        code = await _start(worker, broker, again=tries_left > 0)
+        if code != _START_AGAIN:
+            break
+        await asyncio.sleep(START_AGAIN_AFTER_S)
+    if code is not None:
+        return code
+    log.info("worker.started", broker=broker, open_files=open_files, settings=settings.describe())
+    await stop.wait()
+    log.info("worker.stopping", drain_timeout_s=settings.DRAIN_TIMEOUT_S)
+    await worker.drain()
+    tracing.shutdown()
+    log.info("worker.stopped")
+    return 0
+
+
+_START_AGAIN = -1
+
+
+async def _start(worker: Worker, broker: str, *, again: bool) -> int | None:
+    """Start ``worker``: None once started; otherwise, the reason logged and the
+    worker drained, the exit code, or `_START_AGAIN` (``again``: the broker broke
+    the start off, and it is tried again).
+
+    A start the broker breaks off with an internal error (541, the connection
+    closed) loses nothing: no command was settled, and what the consumers took
+    goes back as the connection closes.
+    """
     try:
         await worker.start()
     except TopologyError as exc:
@@ -790,6 +827,24 @@ async def run(settings: Settings) -> int:
         )
         await worker.drain()
         return 1
+    except aiormq.exceptions.ConnectionInternalError as exc:
+        await worker.drain()
+        if again:
+            log.warning(
+                "broker.start_interrupted",
+                broker=broker,
+                error=str(exc),
+                note=f"started again in {START_AGAIN_AFTER_S:g} s",
+            )
+            return _START_AGAIN
+        log.error(
+            "broker.start_interrupted",
+            broker=broker,
+            error=str(exc),
+            hint=f"the broker broke off all {START_TRIES} starts with an internal error: "
+            "its log says why",
+        )
+        return 1
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
         log.error(
             "broker.unreachable",
@@ -805,10 +860,4 @@ async def run(settings: Settings) -> int:
         log.exception("worker.start_failed", error=type(exc).__name__)
         await worker.drain()
         return 1
-    log.info("worker.started", broker=broker, open_files=open_files, settings=settings.describe())
-    await stop.wait()
-    log.info("worker.stopping", drain_timeout_s=settings.DRAIN_TIMEOUT_S)
-    await worker.drain()
-    tracing.shutdown()
-    log.info("worker.stopped")
-    return 0
+    return None

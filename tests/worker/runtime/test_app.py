@@ -23,9 +23,10 @@ from worker.runtime.app import COLLECTOR_THRESHOLDS, tune_collector
 WEBHOOK_CODE = "Wh00kC0de4Tests"
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+def start_worker(env: dict[str, str], *, code: str | None = None) -> subprocess.Popen[str]:
+    """`b24-worker run`, or ``code`` (which runs it after patching something)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
+        [sys.executable, "-c", code] if code else [sys.executable, "-m", "worker", "run"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -107,6 +108,57 @@ async def test_run_connects_and_stops_cleanly_on_sigterm(amqp_url: str) -> None:
     assert started["level"] == "info"
     assert "worker.stopped" in [_event_of(line) for line in rest.splitlines()]
     assert WEBHOOK_CODE not in json.dumps(started) + rest
+
+
+@pytest.mark.rabbitmq
+async def test_a_start_the_broker_breaks_off_is_made_again(amqp_url: str) -> None:
+    """RabbitMQ 3.10 closes the connection with 541 INTERNAL_ERROR when a consumer
+    registers on a quorum queue a replica has just declared, before the queue's
+    process runs: the worker starts again instead of exiting."""
+    topology = unique_topology()
+    code = (
+        "import aiormq.exceptions\n"
+        "import worker.runtime.app as app\n"
+        "started = app.Worker.start\n"
+        "tries = []\n"
+        "async def start(self):\n"
+        "    tries.append(self)\n"
+        "    await started(self)\n"
+        "    if len(tries) == 1:\n"
+        "        raise aiormq.exceptions.ConnectionInternalError('INTERNAL_ERROR')\n"
+        "app.Worker.start = start\n"
+        "from worker.cli import main\n"
+        "raise SystemExit(main(['run']))\n"
+    )
+    async with connected(amqp_url, topology):  # its queues are deleted afterwards
+        worker = start_worker(
+            {
+                "AMQP_URL": amqp_url,
+                "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
+                "UPDATE_QUEUE": topology.update_queue,
+                "RESULT_QUEUE": topology.result_queue,
+                "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
+                "RETRY_DELAYS_S": ",".join(str(s) for s in topology.retry_delays_s),
+                "HTTP_PORT": "0",
+            },
+            code=code,
+        )
+        assert worker.stdout is not None
+        output = Lines(worker.stdout)
+        try:
+            upto = await asyncio.to_thread(output.until, "worker.started")
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(output.rest)
+            await asyncio.to_thread(worker.wait, 20)
+        finally:
+            worker.kill()
+    assert worker.returncode == 0
+    events = [json.loads(line) for line in upto if _event_of(line) is not None]
+    [interrupted] = [e for e in events if e["event"] == "broker.start_interrupted"]
+    assert interrupted["level"] == "warning"
+    assert interrupted["error"] == "INTERNAL_ERROR"
+    # Connected twice: the first worker was drained, a second one started.
+    assert [e["event"] for e in events].count("broker.connected") == 2
 
 
 def test_run_reports_an_unreachable_broker_without_its_password() -> None:
