@@ -17,6 +17,7 @@ import pytest
 
 from tests.env import clean_env
 from tests.worker.broker import connected, unique_topology
+from worker.amqp.topology import Topology
 from worker.cli import main
 from worker.runtime.app import COLLECTOR_THRESHOLDS, tune_collector
 
@@ -32,6 +33,19 @@ def start_worker(env: dict[str, str], *, code: str | None = None) -> subprocess.
         text=True,
         env=clean_env(**env),
     )
+
+
+def on_broker(amqp_url: str, topology: Topology) -> dict[str, str]:
+    """A worker's environment on the broker at ``amqp_url``, with ``topology``'s queues."""
+    return {
+        "AMQP_URL": amqp_url,
+        "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
+        "UPDATE_QUEUE": topology.update_queue,
+        "RESULT_QUEUE": topology.result_queue,
+        "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
+        "RETRY_DELAYS_S": ",".join(str(s) for s in topology.retry_delays_s),
+        "HTTP_PORT": "0",
+    }
 
 
 def _event_of(line: str) -> object:
@@ -82,17 +96,7 @@ class Lines:
 async def test_run_connects_and_stops_cleanly_on_sigterm(amqp_url: str) -> None:
     topology = unique_topology()
     async with connected(amqp_url, topology):  # its queues are deleted afterwards
-        worker = start_worker(
-            {
-                "AMQP_URL": amqp_url,
-                "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
-                "UPDATE_QUEUE": topology.update_queue,
-                "RESULT_QUEUE": topology.result_queue,
-                "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
-                "RETRY_DELAYS_S": ",".join(str(s) for s in topology.retry_delays_s),
-                "HTTP_PORT": "0",
-            }
-        )
+        worker = start_worker(on_broker(amqp_url, topology))
         assert worker.stdout is not None
         output = Lines(worker.stdout)
         try:
@@ -131,18 +135,7 @@ async def test_a_start_the_broker_breaks_off_is_made_again(amqp_url: str) -> Non
         "raise SystemExit(main(['run']))\n"
     )
     async with connected(amqp_url, topology):  # its queues are deleted afterwards
-        worker = start_worker(
-            {
-                "AMQP_URL": amqp_url,
-                "B24_WEBHOOK_URL": f"http://127.0.0.1:8085/rest/1/{WEBHOOK_CODE}/",
-                "UPDATE_QUEUE": topology.update_queue,
-                "RESULT_QUEUE": topology.result_queue,
-                "DEAD_LETTER_QUEUE": topology.dead_letter_queue,
-                "RETRY_DELAYS_S": ",".join(str(s) for s in topology.retry_delays_s),
-                "HTTP_PORT": "0",
-            },
-            code=code,
-        )
+        worker = start_worker(on_broker(amqp_url, topology), code=code)
         assert worker.stdout is not None
         output = Lines(worker.stdout)
         try:
