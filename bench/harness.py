@@ -466,18 +466,19 @@ def exit_report(workers: list[WorkerProcess], exits: list[int], *, last: int = 2
     return lines
 
 
-def write_results(name: str, lines: list[str]) -> Path:
-    """Print the figures and add them to bench/results/<name>.txt with the time of the run.
+def write_results(name: str, lines: list[str], *, results: Path | None = None) -> Path:
+    """Print this run's figures and add them to <results>/<name>.txt (bench/results by
+    default) with the time of the run.
 
     A results file keeps every run, oldest first: a figure quoted in README or
-    BENCHMARKS.md stays traceable after the benchmark runs again."""
-    results = Path(__file__).resolve().parent / "results"
+    BENCHMARKS.md stays traceable after the benchmark runs again. Only this
+    run is printed."""
+    results = results if results is not None else Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     path = results / f"{name}.txt"
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    text = "\n".join([f"# {name}, run {stamp} on {os.cpu_count()} cores", *lines]) + "\n"
-    if path.exists():
-        text = path.read_text() + "\n" + text
-    path.write_text(text)
-    print(text, end="")
+    run = "\n".join([f"# {name}, run {stamp} on {os.cpu_count()} cores", *lines]) + "\n"
+    earlier = path.read_text() + "\n" if path.exists() else ""
+    path.write_text(earlier + run)
+    print(run, end="")
     return path
