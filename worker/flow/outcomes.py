@@ -97,6 +97,10 @@ class Settled(Enum):
     CRASHED = "crashed"  # a bug: the delivery stays unacked until its channel goes
 
 
+class _DeliveryGoneError(Exception):
+    """The delivery's channel closed before its outcome was confirmed."""
+
+
 class Outcomes:
     """Settles jobs: publishes what replaces a delivery, then acks it.
 
@@ -133,6 +137,17 @@ class Outcomes:
         """Carry out the outcome; never raises (a bug is logged and reported as CRASHED)."""
         try:
             settled = await self._settle(job, outcome)
+        except _DeliveryGoneError:
+            # Published again after the connection came back, the outcome would be
+            # a second event for a command the broker delivers again anyway.
+            log.warning(
+                "settle.dropped",
+                message_id=job.message_id,
+                item=job.key,
+                note="its channel closed before its outcome was confirmed: "
+                "the broker delivers it again",
+            )
+            settled = Settled.HANDED_BACK
         except Exception:
             # A bug, not an answer. The delivery stays unacked: the broker
             # redelivers it when its channel goes.
@@ -265,9 +280,14 @@ class Outcomes:
         *,
         mandatory: bool = True,
     ) -> bool:
-        """Publish until the broker confirms; False when a mandatory publish is unroutable."""
+        """Publish until the broker confirms; False when a mandatory publish is unroutable.
+
+        Given up once the delivery's channel has closed (`_DeliveryGoneError`): the broker
+        delivers it again, and that delivery's outcome is the one reported."""
         delay = 0.1
         while True:
+            if job.message.channel.is_closed:
+                raise _DeliveryGoneError
             try:
                 await self._publisher.publish(
                     body, routing_key=queue, properties=properties, mandatory=mandatory

@@ -36,7 +36,7 @@ from pamqp.commands import Basic
 
 from worker.amqp.acks import Acks
 from worker.amqp.deliveries import Delivery, Source
-from worker.amqp.publishing import RefusedError, UnroutableError
+from worker.amqp.publishing import NotPublishedError, RefusedError, UnroutableError
 from worker.amqp.topology import Topology
 from worker.flow.breaker import Breaker
 from worker.flow.calling import Calls, Decision
@@ -118,17 +118,21 @@ class MemoryChannel:
 
 
 class MemoryPublisher:
-    """Confirms every publish at once, unless told a queue is missing or to refuse some."""
+    """Confirms every publish at once, unless told a queue is missing, to refuse some,
+    or that its connection is down."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, Basic.Properties, bytes]] = []
         self.missing_queues: set[str] = set()
         self.refusals = 0  # the next this many publishes are nacked
+        self.down = False  # while set, no publish is confirmed (the connection went)
 
     async def publish(
         self, body: bytes, *, routing_key: str, properties: Basic.Properties, mandatory: bool
     ) -> None:
         await asyncio.sleep(0)
+        if self.down:
+            raise NotPublishedError()
         if self.refusals:
             self.refusals -= 1
             raise RefusedError()

@@ -69,6 +69,25 @@ async def test_one_command_per_item_at_a_time_in_arrival_order() -> None:
     assert sorted(flow.channel.acked) == [1, 2, 3, 4]
 
 
+async def test_an_outcome_not_confirmed_when_its_connection_went_is_not_published_after() -> None:
+    flow = MemoryFlow(applied)
+    flow.publisher.down = True
+    async with flow.running():
+        await flow.deliver(deal(1, "first"), message_id="m0")
+        await flow.deliver(deal(1, "second"), message_id="m1")
+        await flow.until(lambda: flow.caller.calls == [["m0"]])
+        await asyncio.sleep(0.05)  # its success event tried and not confirmed
+        flow.channel.close()  # the connection went: both deliveries go back
+        flow.publisher.down = False  # and came back
+        await flow.until_settled(1)
+        await asyncio.sleep(0.3)  # past the next tries of the publish
+    # The broker delivers m0 again: its next delivery reports it, this one does not.
+    assert flow.events("results") == []
+    assert flow.observer.ends == [("m0", Settled.HANDED_BACK)]
+    assert flow.channel.redelivered_ids() == ["m0", "m1"]
+    assert flow.caller.calls == [["m0"]]  # m1, on the same channel, was not sent
+
+
 # -- batching
 
 
