@@ -38,7 +38,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from schemas import FailureEvent
 from schemas.wire import PORTAL_HEADER
-from worker.tools.broker import ToolError
+from worker.tools.broker import ToolError, queue_depth
 from worker.tools.replies import parse_event
 
 __all__ = ["MAX_HELD", "UNREADABLE", "DeadLetter", "Reading", "Selection", "reading"]
@@ -170,16 +170,10 @@ async def _until_ready(
     """Wait until ``queue`` has at least ``letters`` ready, at most ``within_s`` (fewer
     stay when another reader took some meanwhile)."""
     deadline = asyncio.get_running_loop().time() + within_s
-    channel = await connection.channel()
-    try:
-        while True:
-            declared = await channel.declare_queue(queue, passive=True)
-            ready = int(declared.declaration_result.message_count or 0)
-            if ready >= letters or asyncio.get_running_loop().time() >= deadline:
-                return
-            await asyncio.sleep(0.05)
-    finally:
-        await channel.close()
+    while await queue_depth(connection, queue) < letters:
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 def read_message_ids(path: str) -> frozenset[str]:
